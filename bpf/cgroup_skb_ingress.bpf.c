@@ -116,7 +116,7 @@ int nodal_ingress(struct __sk_buff *skb)
 	}
 	ev.verdict = VERDICT_DROPPED;
 	if (v.action == POLICY_DENY) {
-		ev.reason = REASON_POLICY_DENY;
+		ev.reason = v.reason;
 		ev.rule = v.rule;
 		ev.policy_id = v.policy_id;
 	} else if (ep->flags & EP_F_INGRESS_ENFORCED) {

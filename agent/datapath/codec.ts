@@ -110,9 +110,9 @@ export interface PolicyKey extends Decoded {
 export const policyKey = new StructCodec<PolicyKey>('policy_key', [
   ['local_identity', 'u32'], ['peer_identity', 'u32'], ['port', 'u16'], ['proto', 'u8'], ['direction', 'u8'],
 ]);
-export interface PolicyValue extends Decoded { action: number; rule: number; policy_id: number }
+export interface PolicyValue extends Decoded { action: number; flags: number; rule: number; policy_id: number }
 export const policyValue = new StructCodec<PolicyValue>('policy_value', [
-  ['action', 'u8'], ['_pad', 'u8'], ['rule', 'u16'], ['policy_id', 'u32'],
+  ['action', 'u8'], ['flags', 'u8'], ['rule', 'u16'], ['policy_id', 'u32'],
 ]);
 
 export interface RedirectValue extends Decoded {

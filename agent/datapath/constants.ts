@@ -9,6 +9,7 @@ export const Direction = { EGRESS: 1, INGRESS: 2 } as const;
 export type DirectionName = 'EGRESS' | 'INGRESS';
 
 export const PolicyAction = { ALLOW: 1, DENY: 2 } as const;
+export const PolicyFlag = { DEFAULT_DENY: 1 } as const;
 export type PolicyActionName = 'ALLOW' | 'DENY';
 
 export const Proto = { TCP: 6, UDP: 17 } as const;

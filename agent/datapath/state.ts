@@ -4,7 +4,7 @@ import {
   endpointKey, endpointValue, ipcacheKey, ipcacheValue, policyKey, policyValue, serviceKey, serviceValue,
 } from './codec.ts';
 import { parseCidr } from './addr.ts';
-import { Direction, EndpointFlag, PolicyAction, Proto, type DirectionName, type PolicyActionName } from './constants.ts';
+import { Direction, EndpointFlag, PolicyAction, PolicyFlag, Proto, type DirectionName, type PolicyActionName } from './constants.ts';
 
 export interface EndpointState {
   cgroupId: bigint;
@@ -31,6 +31,8 @@ export interface PolicyEntry {
   action: PolicyActionName;
   policyId: number;
   rule?: number;
+  /** a DENY that stands for "no ALLOW rule of policyId admits the peer" */
+  defaultDeny?: boolean;
 }
 
 export interface DesiredState {
@@ -92,7 +94,9 @@ export function encodePolicy(entries: readonly PolicyEntry[]): Entries {
     put(m, policyKey.encode({
       local_identity: p.localIdentity, peer_identity: p.peerIdentity, port: p.port,
       proto: protoNumber(p.proto), direction: Direction[p.direction],
-    }), policyValue.encode({ action: PolicyAction[p.action], rule: p.rule ?? 0, policy_id: p.policyId }));
+    }), policyValue.encode({
+      action: PolicyAction[p.action], flags: p.defaultDeny ? PolicyFlag.DEFAULT_DENY : 0, rule: p.rule ?? 0, policy_id: p.policyId,
+    }));
   }
   return m;
 }

@@ -81,9 +81,13 @@ struct policy_key {
 #define POLICY_ALLOW 1
 #define POLICY_DENY  2
 
+/* a DENY the compiler wrote because no ALLOW rule of the selecting policy admits the
+ * peer (not an explicit DENY rule): reported as a default deny naming that policy */
+#define POLICY_F_DEFAULT_DENY (1u << 0)
+
 struct policy_value {
 	__u8  action;
-	__u8  _pad;
+	__u8  flags;
 	__u16 rule;       /* index of the rule within the policy */
 	__u32 policy_id;  /* user space maps this to namespace/name */
 };

@@ -88,7 +88,12 @@ static __always_inline bool policy_probe(struct policy_key *k, struct verdict *o
 	if (!pv)
 		return false;
 	out->action = pv->action;
-	out->reason = pv->action == POLICY_DENY ? REASON_POLICY_DENY : REASON_POLICY_ALLOW;
+	if (pv->action != POLICY_DENY)
+		out->reason = REASON_POLICY_ALLOW;
+	else if (pv->flags & POLICY_F_DEFAULT_DENY)
+		out->reason = REASON_DEFAULT_DENY;
+	else
+		out->reason = REASON_POLICY_DENY;
 	out->rule = pv->rule;
 	out->policy_id = pv->policy_id;
 	return true;

@@ -141,6 +141,15 @@ describe('kernel datapath', () => {
       const ev = await waitForEvent((e) => e.verdict === 'DROPPED' && e.destination.ip === d.ip, 'default deny a->d');
       assert.equal(ev.reason, 'DEFAULT_DENY');
       assert.equal(ev.policyId, 42);
+
+      // the compiler's form of the same verdict: a DENY entry marked as a default deny
+      const d3 = desired();
+      d3.policy.push({ direction: 'EGRESS', localIdentity: ID.a, peerIdentity: ID.b, port: 0, action: 'DENY', policyId: 43, defaultDeny: true });
+      dp.reconcile(d3);
+      assert.deepEqual(await lab.inPod(a, ['connect', b.ip, '8080']), { ok: false, error: 'EPERM' });
+      const ev2 = await waitForEvent((e) => e.verdict === 'DROPPED' && e.destination.ip === b.ip && e.hook === 'connect4', 'default deny entry a->b');
+      assert.equal(ev2.reason, 'DEFAULT_DENY');
+      assert.equal(ev2.policyId, 43);
     } finally {
       dp.reconcile(desired());
     }

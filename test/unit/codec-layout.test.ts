@@ -35,7 +35,7 @@ describe('codec layout', () => {
     const def = (name: string): number => {
       const m = new RegExp(`#define ${name}\\s+\\(?(?:1u << )?(\\d+)`).exec(h);
       assert.ok(m, `${name} is defined in nodal.h`);
-      return name.startsWith('EP_F_') ? 1 << Number(m[1]) : Number(m[1]);
+      return name.startsWith('EP_F_') || name.startsWith('POLICY_F_') ? 1 << Number(m[1]) : Number(m[1]);
     };
     assert.deepEqual([def('IDENTITY_HOST'), def('IDENTITY_WORLD'), def('IDENTITY_UNMANAGED'), def('IDENTITY_HEALTH')],
       [C.Identity.HOST, C.Identity.WORLD, C.Identity.UNMANAGED, C.Identity.HEALTH]);
@@ -44,8 +44,8 @@ describe('codec layout', () => {
     assert.deepEqual([def('VERDICT_FORWARDED'), def('VERDICT_DROPPED'), def('VERDICT_REDIRECTED')],
       [C.Verdict.FORWARDED, C.Verdict.DROPPED, C.Verdict.REDIRECTED]);
     for (const [k, v] of Object.entries(C.Reason)) assert.equal(def(`REASON_${k}`), v, `REASON_${k}`);
-    assert.deepEqual([def('DIR_EGRESS'), def('DIR_INGRESS'), def('POLICY_ALLOW'), def('POLICY_DENY')],
-      [C.Direction.EGRESS, C.Direction.INGRESS, C.PolicyAction.ALLOW, C.PolicyAction.DENY]);
+    assert.deepEqual([def('DIR_EGRESS'), def('DIR_INGRESS'), def('POLICY_ALLOW'), def('POLICY_DENY'), def('POLICY_F_DEFAULT_DENY')],
+      [C.Direction.EGRESS, C.Direction.INGRESS, C.PolicyAction.ALLOW, C.PolicyAction.DENY, C.PolicyFlag.DEFAULT_DENY]);
     assert.deepEqual([def('COUNTER_DROP_CONNECT'), def('COUNTER_DROP_INGRESS'), def('COUNTER_EVENTS_LOST'), def('COUNTER_REDIRECTS'), def('COUNTER_MAX')],
       [C.Counter.DROP_CONNECT, C.Counter.DROP_INGRESS, C.Counter.EVENTS_LOST, C.Counter.REDIRECTS, C.Counter.MAX]);
   });

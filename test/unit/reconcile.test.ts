@@ -51,6 +51,8 @@ describe('reconcile', () => {
 
   it('encodes policy verdicts with the policy and rule that decide them', () => {
     const [entry] = encodePolicy([{ direction: 'INGRESS', localIdentity: 300, peerIdentity: 0, port: 8080, action: 'DENY', policyId: 77, rule: 3 }]).values();
-    assert.deepEqual(policyValue.decode(entry!.value), { action: 2, rule: 3, policy_id: 77 });
+    assert.deepEqual(policyValue.decode(entry!.value), { action: 2, flags: 0, rule: 3, policy_id: 77 });
+    const [dflt] = encodePolicy([{ direction: 'EGRESS', localIdentity: 300, peerIdentity: 301, port: 0, action: 'DENY', policyId: 5, defaultDeny: true }]).values();
+    assert.equal(policyValue.decode(dflt!.value).flags, 1);
   });
 });
