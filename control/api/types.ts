@@ -1,0 +1,145 @@
+// The data model every part agrees on after the source: what the control plane computes
+// from the cluster's objects and streams to each agent as one per-node snapshot. The
+// gRPC messages in control/proto/nodal/v1/control.proto carry exactly these shapes.
+
+/** a workload identity (DESIGN §4): namespace + service account + identity labels */
+export interface IdentityInfo {
+  id: number;
+  namespace: string;
+  serviceAccount: string;
+  /** identity-relevant labels only (pod-template-hash and the like dropped) */
+  labels: Record<string, string>;
+  /** spiffe://<trust-domain>/ns/<ns>/sa/<sa> */
+  spiffeId: string;
+}
+
+export interface NodeInfo {
+  name: string;
+  /** the address peers reach this node at (underlay) */
+  underlayIp: string;
+  /** this node's WireGuard tunnel address; the inbound tunnel listens here */
+  tunnelIp: string;
+  podCidrs: string[];
+  /** base64 WireGuard public key, '' until the agent has published it */
+  wgPublicKey: string;
+  /** the node proxy's address as pods see it (redirect target, ingress-guard source) */
+  proxyIp: string;
+}
+
+export interface EndpointInfo {
+  namespace: string;
+  /** pod name */
+  name: string;
+  uid: string;
+  node: string;
+  ip: string;
+  identity: number;
+  labels: Record<string, string>;
+  serviceAccount: string;
+  /** namespace label nodal.io/mesh=enabled and no pod opt-out */
+  enrolled: boolean;
+  /** set when an ALLOW MeshPolicy selects this endpoint: unmatched traffic is denied by it */
+  defaultDenyPolicyId?: number;
+}
+
+export interface ServicePort {
+  name?: string;
+  port: number;
+  targetPort: number;
+  protocol: 'TCP' | 'UDP';
+  /** Service appProtocol: 'http', 'tcp', 'grpc', ... */
+  appProtocol?: string;
+}
+
+export interface ServiceInfo {
+  namespace: string;
+  name: string;
+  id: number;
+  clusterIp: string;
+  ports: ServicePort[];
+  /** ready endpoints selected by the service */
+  backends: Array<{ ip: string; node: string; identity: number; pod: string }>;
+  /** the backends' identity when they share one, else 0 */
+  identity: number;
+}
+
+export type PolicyAction = 'ALLOW' | 'DENY' | 'AUDIT';
+
+/** who a rule admits, resolved to identities at compile time where possible */
+export interface PeerMatch {
+  /** any source at all (rule without from) */
+  any?: boolean;
+  identities?: number[];
+  /** SPIFFE principals as written (exact, prefix*, *suffix), checked at the proxy */
+  principals?: string[];
+  namespaces?: string[];
+  notPrincipals?: string[];
+  notNamespaces?: string[];
+}
+
+export interface L7Match {
+  ports?: number[];
+  methods?: string[];
+  /** Istio path syntax: exact, prefix* or *suffix */
+  paths?: string[];
+  hosts?: string[];
+  notMethods?: string[];
+  notPaths?: string[];
+  notPorts?: number[];
+}
+
+export interface CompiledRule {
+  /** index of the rule in the MeshPolicy spec */
+  index: number;
+  /** all from entries, OR'ed; empty = any source */
+  from: PeerMatch[];
+  /** all to entries, OR'ed; empty = any operation */
+  to: L7Match[];
+  /** when conditions as written (key, values, notValues), AND'ed */
+  when: Array<{ key: string; values?: string[]; notValues?: string[] }>;
+}
+
+export interface CompiledPolicy {
+  id: number;
+  namespace: string;
+  name: string;
+  action: PolicyAction;
+  /** identities of the workloads this policy applies to */
+  selects: number[];
+  /** no rules: ALLOW matches nothing, DENY matches nothing (Istio semantics) */
+  rules: CompiledRule[];
+}
+
+/** an L4 entry for the BPF policy map of one node (agent/datapath PolicyEntry) */
+export interface L4Entry {
+  direction: 'EGRESS' | 'INGRESS';
+  localIdentity: number;
+  peerIdentity: number;
+  port: number;
+  proto?: 'TCP' | 'UDP';
+  action: 'ALLOW' | 'DENY';
+  policyId: number;
+  rule?: number;
+  /** a DENY standing for "no ALLOW rule of policyId admits the peer" (a default deny) */
+  defaultDeny?: boolean;
+}
+
+export interface Snapshot {
+  /** increases with every change; an agent applies a snapshot only if newer */
+  version: number;
+  /** the node this snapshot is for */
+  node: string;
+  trustDomain: string;
+  nodes: NodeInfo[];
+  identities: IdentityInfo[];
+  /** every pod in the cluster: local ones are enforced, remote ones are peers */
+  endpoints: EndpointInfo[];
+  services: ServiceInfo[];
+  policies: CompiledPolicy[];
+  /** compiled L4 entries for this node's local endpoints */
+  l4: L4Entry[];
+}
+
+/** the reserved identities of DESIGN §4 */
+export const ReservedIdentity = { HOST: 1, WORLD: 2, UNMANAGED: 3, HEALTH: 4 } as const;
+export const FIRST_ALLOCATED_IDENTITY = 256;

@@ -1,0 +1,214 @@
+// The kinds nodal reads, one table entry each: apiVersion, scope, schema, and the
+// conversion into the source-agnostic ClusterState objects. The schemas of the Kubernetes
+// kinds are lenient (real manifests carry many fields we do not read); the nodal policy
+// kind is strict, because an Istio field we silently ignored would widen a policy.
+import { ConfigError } from '../errors.ts';
+import type { MeshPolicyObject, NamespaceObject, NodeObject, PodObject, PolicyRule, ServiceObject } from './state.ts';
+import {
+  check, cidr, ip, isMapping, labels, list, name, obj, oneOf, parsePort, port, req, str, type Schema,
+} from './schema.ts';
+
+export type Typed =
+  | { kind: 'Namespace'; value: NamespaceObject }
+  | { kind: 'Pod'; value: PodObject }
+  | { kind: 'Service'; value: ServiceObject }
+  | { kind: 'Node'; value: NodeObject }
+  | { kind: 'MeshPolicy'; value: MeshPolicyObject };
+
+export type Parsed =
+  | { result: 'skip'; reason: string }
+  | { result: 'ok'; key: string; display: string; object: Typed }
+  /** key is set when the document names its object, so the last good version can stay */
+  | { result: 'error'; key?: string; error: ConfigError };
+
+type Doc = Record<string, unknown>;
+
+interface KindSpec {
+  apiVersion: string;
+  namespaced: boolean;
+  schema: Schema;
+  /** runs on a document that passed the schema, so it may read fields without re-checking */
+  convert: (doc: Doc, namespace: string) => Typed | { path: string; reason: string };
+}
+
+const metadata = (annotations: Schema = labels): Schema =>
+  obj({ name: req(name), namespace: str, uid: str, labels, annotations });
+
+const strs = list(str);
+const source = obj({ principals: strs, notPrincipals: strs, namespaces: strs, notNamespaces: strs },
+  { strict: true, atLeastOne: ['principals', 'notPrincipals', 'namespaces', 'notNamespaces'] });
+const operation = obj({ ports: list(port), notPorts: list(port), methods: strs, notMethods: strs, paths: strs, notPaths: strs, hosts: strs },
+  { strict: true, atLeastOne: ['ports', 'notPorts', 'methods', 'notMethods', 'paths', 'notPaths', 'hosts'] });
+const condition = obj({ key: req(name), values: strs, notValues: strs }, { strict: true, atLeastOne: ['values', 'notValues'] });
+const rule = obj({
+  from: list(obj({ source: req(source) }, { strict: true })),
+  to: list(obj({ operation: req(operation) }, { strict: true })),
+  when: list(condition),
+}, { strict: true });
+
+// reading helpers for validated documents
+const m = (v: unknown): Doc => (isMapping(v) ? v : {});
+const s = (v: unknown, dflt = ''): string => (typeof v === 'string' ? v : dflt);
+const a = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
+const lbl = (v: unknown): Record<string, string> => ({ ...(m(v) as Record<string, string>) });
+/** empty lists become absent: the compiled model has one spelling for "not set" */
+const strList = (v: unknown): string[] | undefined => (Array.isArray(v) && v.length > 0 ? [...(v as string[])] : undefined);
+const portList = (v: unknown): number[] | undefined => (Array.isArray(v) && v.length > 0 ? v.map((p) => parsePort(p)!) : undefined);
+/** drops undefined members so optional fields stay absent, not present-and-undefined */
+const compact = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+
+const PHASES = ['Pending', 'Running', 'Succeeded', 'Failed', 'Unknown'] as const;
+
+export const KINDS: Record<string, KindSpec> = {
+  Namespace: {
+    apiVersion: 'v1', namespaced: false,
+    schema: obj({ metadata: req(metadata()) }),
+    convert: (d) => ({ kind: 'Namespace', value: { name: s(m(d.metadata).name), labels: lbl(m(d.metadata).labels) } }),
+  },
+  Pod: {
+    apiVersion: 'v1', namespaced: true,
+    schema: obj({
+      metadata: req(metadata()),
+      spec: obj({
+        nodeName: str, serviceAccountName: str,
+        containers: list(obj({ ports: list(obj({ name: str, containerPort: req(port) })) })),
+      }),
+      status: obj({ podIP: ip, phase: oneOf(...PHASES) }),
+    }),
+    convert: (d, namespace) => {
+      const md = m(d.metadata), spec = m(d.spec), status = m(d.status);
+      const namedPorts: Record<string, number> = {};
+      for (const c of a(spec.containers)) {
+        for (const p of a(m(c).ports)) if (s(m(p).name) !== '') namedPorts[s(m(p).name)] = parsePort(m(p).containerPort)!;
+      }
+      const podIp = s(status.podIP);
+      return {
+        kind: 'Pod',
+        value: {
+          namespace, name: s(md.name), uid: s(md.uid, `${namespace}/${s(md.name)}`), labels: lbl(md.labels),
+          nodeName: s(spec.nodeName), serviceAccount: s(spec.serviceAccountName, 'default'), podIp,
+          // hand-written standalone manifests rarely carry a phase: an addressed pod is taken as running
+          phase: s(status.phase, podIp !== '' ? 'Running' : 'Pending') as PodObject['phase'],
+          namedPorts,
+        },
+      };
+    },
+  },
+  Service: {
+    apiVersion: 'v1', namespaced: true,
+    schema: obj({
+      metadata: req(metadata()),
+      spec: obj({
+        clusterIP: { t: 'ip', also: ['None', ''] }, selector: labels,
+        ports: list(obj({ name: str, port: req(port), targetPort: { t: 'portOrName' }, protocol: oneOf('TCP', 'UDP'), appProtocol: str })),
+      }),
+    }),
+    convert: (d, namespace) => {
+      const spec = m(d.spec);
+      const clusterIp = s(spec.clusterIP);
+      return {
+        kind: 'Service',
+        value: {
+          namespace, name: s(m(d.metadata).name),
+          clusterIp: clusterIp === 'None' ? '' : clusterIp,
+          selector: isMapping(spec.selector) ? lbl(spec.selector) : undefined,
+          ports: a(spec.ports).map((p) => {
+            const pm = m(p);
+            const portNo = parsePort(pm.port)!;
+            const tp = pm.targetPort;
+            return compact({
+              name: typeof pm.name === 'string' && pm.name !== '' ? pm.name : undefined,
+              port: portNo,
+              targetPort: typeof tp === 'number' ? tp : typeof tp === 'string' ? tp : portNo,
+              protocol: s(pm.protocol, 'TCP') as 'TCP' | 'UDP',
+              appProtocol: typeof pm.appProtocol === 'string' ? pm.appProtocol : undefined,
+            });
+          }),
+        },
+      };
+    },
+  },
+  Node: {
+    apiVersion: 'v1', namespaced: false,
+    schema: obj({
+      metadata: req(metadata(obj({ 'nodal.io/tunnel-ip': ip, 'nodal.io/proxy-ip': ip, 'nodal.io/wg-pub-key': str }))),
+      spec: obj({ podCIDR: cidr, podCIDRs: list(cidr) }),
+      status: obj({ addresses: list(obj({ type: req(name), address: req(str) })) }),
+    }),
+    convert: (d) => {
+      const md = m(d.metadata), ann = m(md.annotations), spec = m(d.spec);
+      const addresses = a(m(d.status).addresses).map(m);
+      const internal = addresses.findIndex((x) => x.type === 'InternalIP');
+      if (internal < 0) return { path: 'status.addresses', reason: 'needs an InternalIP address (the underlay address peers reach)' };
+      const internalIp = s(addresses[internal]!.address);
+      const ipIssue = check(ip, internalIp, `status.addresses[${internal}].address`);
+      if (ipIssue) return ipIssue;
+      const cidrs = [...(strList(spec.podCIDRs) ?? [])];
+      if (typeof spec.podCIDR === 'string' && !cidrs.includes(spec.podCIDR)) cidrs.unshift(spec.podCIDR);
+      return {
+        kind: 'Node',
+        value: {
+          name: s(md.name), internalIp, podCidrs: cidrs,
+          tunnelIp: s(ann['nodal.io/tunnel-ip']), proxyIp: s(ann['nodal.io/proxy-ip']), wgPublicKey: s(ann['nodal.io/wg-pub-key']),
+        },
+      };
+    },
+  },
+  MeshPolicy: {
+    apiVersion: 'nodal.io/v1alpha1', namespaced: true,
+    schema: obj({
+      metadata: req(metadata()),
+      spec: obj({ selector: obj({ matchLabels: labels }, { strict: true }), action: oneOf('ALLOW', 'DENY', 'AUDIT'), rules: list(rule) }, { strict: true }),
+    }),
+    convert: (d, namespace) => {
+      const spec = m(d.spec);
+      const rules: PolicyRule[] = a(spec.rules).map((r) => ({
+        from: a(m(r).from).map((f) => {
+          const src = m(m(f).source);
+          return compact({ principals: strList(src.principals), notPrincipals: strList(src.notPrincipals), namespaces: strList(src.namespaces), notNamespaces: strList(src.notNamespaces) });
+        }),
+        to: a(m(r).to).map((t) => {
+          const op = m(m(t).operation);
+          return compact({
+            ports: portList(op.ports), notPorts: portList(op.notPorts), methods: strList(op.methods), notMethods: strList(op.notMethods),
+            paths: strList(op.paths), notPaths: strList(op.notPaths), hosts: strList(op.hosts),
+          });
+        }),
+        when: a(m(r).when).map((w) => compact({ key: s(m(w).key), values: strList(m(w).values), notValues: strList(m(w).notValues) })),
+      }));
+      return {
+        kind: 'MeshPolicy',
+        value: {
+          namespace, name: s(m(d.metadata).name), matchLabels: lbl(m(spec.selector).matchLabels),
+          action: s(spec.action, 'ALLOW') as MeshPolicyObject['action'], rules,
+        },
+      };
+    },
+  },
+};
+
+/** validate and convert one YAML document; `index` is its position in the file, from 0 */
+export function parseDocument(doc: unknown, file: string, index: number): Parsed {
+  if (doc === null || doc === undefined) return { result: 'skip', reason: 'empty document' };
+  const where = `document ${index + 1}`;
+  if (!isMapping(doc)) return { result: 'error', error: new ConfigError(file, where, undefined, 'not a mapping') };
+  const kindName = doc.kind;
+  if (typeof kindName !== 'string') return { result: 'error', error: new ConfigError(file, where, 'kind', 'is required') };
+  const spec = Object.hasOwn(KINDS, kindName) ? KINDS[kindName] : undefined;
+  if (!spec) return { result: 'skip', reason: `kind ${kindName} is not read by nodal` };
+
+  const md = isMapping(doc.metadata) ? doc.metadata : {};
+  const rawName = typeof md.name === 'string' && md.name !== '' ? md.name : undefined;
+  const namespace = spec.namespaced ? (typeof md.namespace === 'string' && md.namespace !== '' ? md.namespace : 'default') : '';
+  const display = rawName === undefined ? `${kindName} (${where})` : spec.namespaced ? `${kindName} ${namespace}/${rawName}` : `${kindName} ${rawName}`;
+  const key = rawName === undefined ? undefined : `${kindName}/${namespace}/${rawName}`;
+  const fail = (path: string | undefined, reason: string): Parsed =>
+    ({ result: 'error', ...(key !== undefined ? { key } : {}), error: new ConfigError(file, display, path, reason) });
+
+  if (doc.apiVersion !== spec.apiVersion) return fail('apiVersion', `${JSON.stringify(doc.apiVersion) ?? 'missing'}: expected ${spec.apiVersion}`);
+  const issue = check(spec.schema, doc, '');
+  if (issue) return fail(issue.path, issue.reason);
+  const converted = spec.convert(doc, namespace);
+  if ('path' in converted) return fail(converted.path, converted.reason);
+  return { result: 'ok', key: key!, display, object: converted };
+}

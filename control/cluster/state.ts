@@ -1,0 +1,97 @@
+// The cluster as the model builder sees it, whatever the source: the directory of YAML
+// today, Kubernetes informers later. Sources convert their objects into these typed,
+// validated shapes; everything after this point is one code path (DESIGN §7).
+import type { PolicyAction } from '../api/types.ts';
+
+export interface NamespaceObject {
+  name: string;
+  labels: Record<string, string>;
+}
+
+export interface PodObject {
+  namespace: string;
+  name: string;
+  uid: string;
+  labels: Record<string, string>;
+  /** '' until scheduled */
+  nodeName: string;
+  serviceAccount: string;
+  /** '' until the pod has an address */
+  podIp: string;
+  phase: 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
+  /** named container ports, to resolve a Service's named targetPort */
+  namedPorts: Record<string, number>;
+}
+
+export interface ServicePortObject {
+  name?: string;
+  port: number;
+  /** a number, or the name of a container port */
+  targetPort: number | string;
+  protocol: 'TCP' | 'UDP';
+  appProtocol?: string;
+}
+
+export interface ServiceObject {
+  namespace: string;
+  name: string;
+  /** '' for a headless service or one without an address */
+  clusterIp: string;
+  /** undefined: no selector, so no backends are derived from pods (Kubernetes semantics) */
+  selector: Record<string, string> | undefined;
+  ports: ServicePortObject[];
+}
+
+export interface NodeObject {
+  name: string;
+  internalIp: string;
+  podCidrs: string[];
+  tunnelIp: string;
+  proxyIp: string;
+  /** nodal.io/wg-pub-key, the Kubernetes-mode record; a key an agent reports wins */
+  wgPublicKey: string;
+}
+
+/** Istio AuthorizationPolicy Source, as written */
+export interface PolicySource {
+  principals?: string[];
+  notPrincipals?: string[];
+  namespaces?: string[];
+  notNamespaces?: string[];
+}
+
+/** Istio AuthorizationPolicy Operation, ports already parsed to numbers */
+export interface PolicyOperation {
+  ports?: number[];
+  notPorts?: number[];
+  methods?: string[];
+  notMethods?: string[];
+  paths?: string[];
+  notPaths?: string[];
+  hosts?: string[];
+}
+
+export interface PolicyRule {
+  from: PolicySource[];
+  to: PolicyOperation[];
+  when: Array<{ key: string; values?: string[]; notValues?: string[] }>;
+}
+
+export interface MeshPolicyObject {
+  namespace: string;
+  name: string;
+  /** empty = every pod of the namespace */
+  matchLabels: Record<string, string>;
+  action: PolicyAction;
+  rules: PolicyRule[];
+}
+
+export interface ClusterState {
+  namespaces: NamespaceObject[];
+  pods: PodObject[];
+  services: ServiceObject[];
+  nodes: NodeObject[];
+  policies: MeshPolicyObject[];
+}
+
+export const emptyClusterState = (): ClusterState => ({ namespaces: [], pods: [], services: [], nodes: [], policies: [] });

@@ -1,0 +1,18 @@
+// The control plane's public surface (DESIGN §7): the process entry (control/main.ts),
+// the agent, the CLI and tests reach control/ only through here.
+export { startControlPlane, startControlPlaneWith, DEFAULT_TRUST_DOMAIN } from './plane.ts';
+export type { ControlPlane, ControlPlaneOptions, ClusterView } from './plane.ts';
+export { AgentControlClient } from './grpc/client.ts';
+export type { AgentControlClientOptions } from './grpc/client.ts';
+export type { AgentStatus } from './grpc/server.ts';
+export { DirectorySource } from './cluster/directory.ts';
+export type { ClusterSource, DirectorySourceOptions } from './cluster/directory.ts';
+export type * from './cluster/state.ts';
+export { buildModel, MESH_LABEL } from './model/builder.ts';
+export type { Model, BuildInput } from './model/builder.ts';
+export { identityLabels, spiffeId } from './model/identity.ts';
+export { l4ForNode, istioMatch, principalOf } from './model/policy.ts';
+export { protoPath, snapshotToWire, snapshotFromWire } from './grpc/proto.ts';
+export { ConfigError, ConfigSourceError, StateError, SnapshotDecodeError, ControlListenError } from './errors.ts';
+export type * from './api/types.ts';
+export { ReservedIdentity, FIRST_ALLOCATED_IDENTITY } from './api/types.ts';

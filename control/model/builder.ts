@@ -1,0 +1,104 @@
+// ClusterState → the mesh model: identities, endpoints, services and compiled policies.
+// One code path for every source. Pure apart from the injected id allocator, and
+// deterministic: inputs are walked in sorted order so ids are allocated the same way
+// whatever order a source delivered its objects in.
+import type { CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, ServicePort } from '../api/types.ts';
+import type { ClusterState, PodObject } from '../cluster/state.ts';
+import type { IdAllocator } from './ids.ts';
+import { identityKey, identityLabels, matchesLabels, spiffeId } from './identity.ts';
+import { compilePolicies, firstAllowSelecting } from './policy.ts';
+
+export interface Model {
+  trustDomain: string;
+  nodes: NodeInfo[];
+  identities: IdentityInfo[];
+  endpoints: EndpointInfo[];
+  services: ServiceInfo[];
+  policies: CompiledPolicy[];
+}
+
+export interface BuildInput {
+  state: ClusterState;
+  trustDomain: string;
+  ids: IdAllocator;
+  /** WireGuard keys agents reported in their Hello, by node; they win over the Node record */
+  wgKeys?: Record<string, string>;
+}
+
+/** namespace label that enrolls every pod in it, and the pod label value that opts out (DESIGN §9) */
+export const MESH_LABEL = 'nodal.io/mesh';
+const ENROLLED = 'enabled';
+const OPT_OUT = 'disabled';
+
+const byNsName = (a: { namespace: string; name: string }, b: { namespace: string; name: string }): number =>
+  a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+
+/** a pod that no longer runs holds no address and no identity */
+const isLive = (p: PodObject): boolean => p.phase !== 'Succeeded' && p.phase !== 'Failed';
+
+export function buildModel(input: BuildInput): Model {
+  const { state, trustDomain, ids } = input;
+  const nsLabels = new Map(state.namespaces.map((n) => [n.name, n.labels]));
+  const pods = state.pods.filter(isLive).sort(byNsName);
+
+  const identities = new Map<number, IdentityInfo>();
+  const podIdentity = new Map<PodObject, number>();
+  for (const p of pods) {
+    const id = ids.id('identities', identityKey(p.namespace, p.serviceAccount, p.labels));
+    podIdentity.set(p, id);
+    if (!identities.has(id)) {
+      identities.set(id, {
+        id, namespace: p.namespace, serviceAccount: p.serviceAccount,
+        labels: identityLabels(p.labels), spiffeId: spiffeId(trustDomain, p.namespace, p.serviceAccount),
+      });
+    }
+  }
+  const identityList = [...identities.values()].sort((a, b) => a.id - b.id);
+  const policies = compilePolicies(state.policies, identityList, ids, trustDomain);
+
+  const endpoints: EndpointInfo[] = [];
+  for (const p of pods) {
+    if (p.podIp === '' || p.nodeName === '') continue;
+    const identity = podIdentity.get(p)!;
+    const deny = firstAllowSelecting(policies, identity);
+    endpoints.push({
+      namespace: p.namespace, name: p.name, uid: p.uid, node: p.nodeName, ip: p.podIp, identity,
+      labels: sortedLabels(p.labels), serviceAccount: p.serviceAccount,
+      enrolled: nsLabels.get(p.namespace)?.[MESH_LABEL] === ENROLLED && p.labels[MESH_LABEL] !== OPT_OUT,
+      ...(deny ? { defaultDenyPolicyId: deny.id } : {}),
+    });
+  }
+
+  const services = [...state.services].sort(byNsName).map((svc): ServiceInfo => {
+    // Kubernetes derives endpoints only from a non-empty selector, and only ready pods serve
+    const backends = svc.selector === undefined || Object.keys(svc.selector).length === 0 ? [] : pods.filter((p) =>
+      p.namespace === svc.namespace && p.phase === 'Running' && p.podIp !== '' && matchesLabels(svc.selector!, p.labels));
+    const backendIds = new Set(backends.map((p) => podIdentity.get(p)!));
+    return {
+      namespace: svc.namespace, name: svc.name, id: ids.id('services', `${svc.namespace}/${svc.name}`), clusterIp: svc.clusterIp,
+      ports: svc.ports.map((sp): ServicePort => ({
+        ...(sp.name !== undefined ? { name: sp.name } : {}),
+        port: sp.port,
+        // a named targetPort resolves per pod in Kubernetes; we carry one number, taken from
+        // the first backend that names the port, 0 when none does (nothing can serve it)
+        targetPort: typeof sp.targetPort === 'number' ? sp.targetPort : backends.map((b) => b.namedPorts[sp.targetPort])
+          .find((n) => n !== undefined) ?? 0,
+        protocol: sp.protocol,
+        ...(sp.appProtocol !== undefined ? { appProtocol: sp.appProtocol } : {}),
+      })),
+      backends: backends.map((b) => ({ ip: b.podIp, node: b.nodeName, identity: podIdentity.get(b)!, pod: b.name })),
+      identity: backendIds.size === 1 ? [...backendIds][0]! : 0,
+    };
+  });
+
+  const nodes = [...state.nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0)).map((n): NodeInfo => ({
+    name: n.name, underlayIp: n.internalIp, tunnelIp: n.tunnelIp, podCidrs: [...n.podCidrs],
+    wgPublicKey: input.wgKeys?.[n.name] || n.wgPublicKey, proxyIp: n.proxyIp,
+  }));
+
+  return { trustDomain, nodes, identities: identityList, endpoints, services, policies };
+}
+
+function sortedLabels(l: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.keys(l).sort().map((k) => [k, l[k]!]));
+}

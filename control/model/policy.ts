@@ -1,0 +1,173 @@
+// MeshPolicy → CompiledPolicy, and the L4 entries each node's BPF policy map holds.
+//
+// Evaluation order (DESIGN §4, Istio AuthorizationPolicy): any DENY match denies; a
+// workload no ALLOW policy selects is allowed; otherwise some ALLOW rule must match.
+// AUDIT only marks and never changes a verdict.
+//
+// Why DENY precedence is resolved HERE and not in the kernel: the BPF `policy` map is
+// first-match by specificity ((peer, port), (peer, any), (any, port), (any, any); see
+// bpf/api/nodal.h), not by action, so it cannot combine an ALLOW and a DENY that cover
+// the same connection. The compiler therefore writes, per (local, peer) pair, only the
+// one entry that is already the final answer:
+//   - EGRESS DENY  when a DENY rule that is pure L4 (no `to`, no `when`) matches the source:
+//                  refused at connect() and named after that policy and rule;
+//   - EGRESS DENY  when ALLOW policies select the destination and none of their rules could
+//                  admit the source whatever the request ("default deny because policy X
+//                  selects this workload", named after the first such ALLOW policy, rule 0);
+//   - nothing      otherwise: the connection goes to the proxy, which evaluates L7 (`to`,
+//                  `when`) and the DENY rules that depend on them.
+// Destinations are identities, never IPs: a connect() to a Service VIP is judged by the
+// service's identity (ServiceInfo.identity), which is one of these when its backends share it.
+//
+// INGRESS entries serve cgroup_skb/ingress, which admits a new connection to an enrolled
+// pod that does not come from the node proxy (a client outside the mesh) only if the map
+// allows its identity. Such connections never reach the proxy, so only decisions that
+// need no L7 are written: ALLOW from any peer for a workload no policy selects, ALLOW
+// from the host (kubelet probes must keep working under any policy, as in Istio), and for
+// selected workloads, per non-enrolled peer identity, the DENY or ALLOW of a pure-L4 rule.
+import type { CompiledPolicy, CompiledRule, EndpointInfo, IdentityInfo, L4Entry, L7Match, PeerMatch } from '../api/types.ts';
+import { ReservedIdentity } from '../api/types.ts';
+import type { MeshPolicyObject, PolicySource } from '../cluster/state.ts';
+import type { IdAllocator } from './ids.ts';
+import { matchesLabels } from './identity.ts';
+
+/** Istio string match: exact, `*` (any), `prefix*` or `*suffix` */
+export function istioMatch(pattern: string, value: string): boolean {
+  if (pattern === '*') return value !== '';
+  if (pattern.startsWith('*')) return value.endsWith(pattern.slice(1));
+  if (pattern.endsWith('*')) return value.startsWith(pattern.slice(0, -1));
+  return pattern === value;
+}
+
+/** the principal Istio would see for an identity: <trust-domain>/ns/<ns>/sa/<sa>, no scheme */
+export const principalOf = (trustDomain: string, i: Pick<IdentityInfo, 'namespace' | 'serviceAccount'>): string =>
+  `${trustDomain}/ns/${i.namespace}/sa/${i.serviceAccount}`;
+
+/** all conditions of one Source are AND'ed (Istio); each list is OR'ed */
+export function sourceMatches(src: PolicySource, i: IdentityInfo, trustDomain: string): boolean {
+  const principal = principalOf(trustDomain, i);
+  if (src.principals && !src.principals.some((p) => istioMatch(p, principal))) return false;
+  if (src.notPrincipals?.some((p) => istioMatch(p, principal))) return false;
+  if (src.namespaces && !src.namespaces.some((n) => istioMatch(n, i.namespace))) return false;
+  if (src.notNamespaces?.some((n) => istioMatch(n, i.namespace))) return false;
+  return true;
+}
+
+const byNsName = (a: MeshPolicyObject, b: MeshPolicyObject): number =>
+  a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
+
+/** compiled in namespace/name order, which is also the order "first policy" refers to */
+export function compilePolicies(policies: readonly MeshPolicyObject[], identities: readonly IdentityInfo[], ids: IdAllocator, trustDomain: string): CompiledPolicy[] {
+  return [...policies].sort(byNsName).map((p) => ({
+    id: ids.id('policies', `${p.namespace}/${p.name}`),
+    namespace: p.namespace,
+    name: p.name,
+    action: p.action,
+    // selectors are matched on identity labels: enforcement is per identity, so a selector
+    // on a per-pod label (pod-template-hash) must not select half of an identity
+    selects: identities.filter((i) => i.namespace === p.namespace && matchesLabels(p.matchLabels, i.labels)).map((i) => i.id),
+    rules: p.rules.map((r, index): CompiledRule => ({
+      index,
+      from: r.from.map((src): PeerMatch => ({
+        identities: identities.filter((i) => sourceMatches(src, i, trustDomain)).map((i) => i.id),
+        ...(src.principals ? { principals: [...src.principals] } : {}),
+        ...(src.namespaces ? { namespaces: [...src.namespaces] } : {}),
+        ...(src.notPrincipals ? { notPrincipals: [...src.notPrincipals] } : {}),
+        ...(src.notNamespaces ? { notNamespaces: [...src.notNamespaces] } : {}),
+      })),
+      to: r.to.map((op): L7Match => ({ ...op })),
+      when: r.when.map((w) => ({ ...w })),
+    })),
+  }));
+}
+
+/** the ALLOW policy whose name a default deny of this identity carries */
+export function firstAllowSelecting(policies: readonly CompiledPolicy[], identity: number): CompiledPolicy | undefined {
+  return policies.find((p) => p.action === 'ALLOW' && p.selects.includes(identity));
+}
+
+/** a rule's `from` admits the source (empty = any source); PeerMatch.identities is resolved */
+const fromAdmits = (r: CompiledRule, source: number): boolean =>
+  r.from.length === 0 || r.from.some((m) => m.identities?.includes(source) === true);
+const pureL4 = (r: CompiledRule): boolean => r.to.length === 0 && r.when.length === 0;
+
+interface Verdict { action: 'ALLOW' | 'DENY'; policyId: number; rule: number; defaultDeny?: boolean }
+
+/** the default for a workload no ALLOW policy selects; policy id 0 names no policy */
+const DEFAULT_ALLOW: Verdict = { action: 'ALLOW', policyId: 0, rule: 0 };
+
+/**
+ * what L4 alone can decide for `source` → `dest`: a DENY is final; an ALLOW is final only
+ * when `denyNeedsL7` is false (no DENY rule that depends on the request matches the source);
+ * no verdict means only the proxy can decide
+ */
+function decideL4(policies: readonly CompiledPolicy[], source: number, dest: number): { verdict?: Verdict; denyNeedsL7: boolean } {
+  let denyNeedsL7 = false;
+  for (const p of policies) {
+    if (p.action !== 'DENY' || !p.selects.includes(dest)) continue;
+    for (const r of p.rules) {
+      if (!fromAdmits(r, source)) continue;
+      if (pureL4(r)) return { verdict: { action: 'DENY', policyId: p.id, rule: r.index }, denyNeedsL7 };
+      denyNeedsL7 = true;
+    }
+  }
+  const allow = policies.filter((p) => p.action === 'ALLOW' && p.selects.includes(dest));
+  if (allow.length === 0) return { verdict: DEFAULT_ALLOW, denyNeedsL7 };
+  let couldAdmit = false;
+  let admitting: Verdict | undefined;
+  for (const p of allow) {
+    for (const r of p.rules) {
+      if (!fromAdmits(r, source)) continue;
+      couldAdmit = true;
+      if (pureL4(r)) admitting ??= { action: 'ALLOW', policyId: p.id, rule: r.index };
+    }
+  }
+  // `to` and `when` are ignored here on purpose: if no rule's `from` admits the source, no
+  // request can be admitted, so the connection is refused at once and named after the policy
+  if (!couldAdmit) return { verdict: { action: 'DENY', policyId: allow[0]!.id, rule: 0, defaultDeny: true }, denyNeedsL7 };
+  return { ...(admitting ? { verdict: admitting } : {}), denyNeedsL7 };
+}
+
+const dirOrder = { EGRESS: 0, INGRESS: 1 } as const;
+export function compareL4(a: L4Entry, b: L4Entry): number {
+  return dirOrder[a.direction] - dirOrder[b.direction] || a.localIdentity - b.localIdentity
+    || a.peerIdentity - b.peerIdentity || a.port - b.port || (a.action < b.action ? -1 : a.action > b.action ? 1 : 0);
+}
+
+/** the BPF policy entries for one node's local enrolled endpoints, sorted */
+export function l4ForNode(node: string, endpoints: readonly EndpointInfo[], policies: readonly CompiledPolicy[]): L4Entry[] {
+  const out: L4Entry[] = [];
+  const local = [...new Set(endpoints.filter((e) => e.node === node && e.enrolled).map((e) => e.identity))].sort((a, b) => a - b);
+  if (local.length === 0) return out;
+  const guarded = [...new Set(policies.filter((p) => p.action !== 'AUDIT').flatMap((p) => p.selects))].sort((a, b) => a - b);
+  const entry = (direction: L4Entry['direction'], localIdentity: number, peerIdentity: number, v: Verdict): L4Entry =>
+    ({ direction, localIdentity, peerIdentity, port: 0, action: v.action, policyId: v.policyId, rule: v.rule, ...(v.defaultDeny ? { defaultDeny: true } : {}) });
+
+  for (const s of local) {
+    for (const d of guarded) {
+      const { verdict } = decideL4(policies, s, d);
+      // an L4 ALLOW would skip the proxy's L7 and DENY checks: egress only ever writes denials
+      if (verdict?.action === 'DENY') out.push(entry('EGRESS', s, d, verdict));
+    }
+  }
+
+  // peers that reach an enrolled pod without the proxy: pods outside the mesh, and
+  // addresses the ipcache knows as world or unmanaged (only a rule without `from` admits them)
+  const outsiders = [...new Set([ReservedIdentity.WORLD, ReservedIdentity.UNMANAGED, ...endpoints.filter((e) => !e.enrolled).map((e) => e.identity)])]
+    .sort((a, b) => a - b);
+  for (const d of local) {
+    out.push(entry('INGRESS', d, ReservedIdentity.HOST, { action: 'ALLOW', policyId: 0, rule: 0 }));
+    if (!guarded.includes(d)) {
+      out.push(entry('INGRESS', d, 0, { action: 'ALLOW', policyId: 0, rule: 0 }));
+      continue;
+    }
+    for (const s of outsiders) {
+      if (s === ReservedIdentity.HOST) continue;
+      const { verdict, denyNeedsL7 } = decideL4(policies, s, d);
+      if (verdict?.action === 'DENY') out.push(entry('INGRESS', d, s, verdict));
+      // without a proxy on the path an L7 DENY cannot be checked: then the peer is not admitted
+      else if (verdict?.action === 'ALLOW' && !denyNeedsL7) out.push(entry('INGRESS', d, s, verdict));
+    }
+  }
+  return out.sort(compareL4);
+}
