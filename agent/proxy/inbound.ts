@@ -1,0 +1,116 @@
+// The destination side: a connection for a local pod, arriving through the tunnel from a
+// peer node or in-process from this node's outbound side. Same policy path either way.
+// HTTP/1.1 goes to the L7 handler (per-request policy); anything else is opaque TCP with one
+// L4 decision, then bytes are piped to the pod from the proxy address.
+
+import { connect } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { evaluate, describeDecision, type Decision } from '../policy/index.ts';
+import type { FlowVerdict } from '../flows/flow.ts';
+import type { InboundConn, ProxyContext } from './context.ts';
+import { errorText } from './errors.ts';
+import { applyDecision, newFlow } from './flows.ts';
+import { HttpIngress } from './http.ts';
+import { abort, DETECT_WAIT_MS, sniff, splice } from './stream.ts';
+
+export type DeclaredProtocol = 'http1' | 'opaque' | 'detect';
+
+/** Service appProtocol → how the destination treats the port */
+export function declaredProtocol(appProtocol: string | undefined): DeclaredProtocol {
+  if (appProtocol === undefined || appProtocol === '') return 'detect';
+  const p = appProtocol.toLowerCase();
+  if (p === 'http' || p === 'http1' || p === 'http/1.1') return 'http1';
+  // tcp, tls, https, grpc, http2, kubernetes.io/h2c ...: no HTTP/1.1 parser can read them;
+  // HTTP/2 at L7 is not implemented yet, so they are opaque with an L4 decision
+  return 'opaque';
+}
+
+export class Inbound {
+  private readonly ctx: ProxyContext;
+  private readonly http: HttpIngress;
+
+  constructor(ctx: ProxyContext) {
+    this.ctx = ctx;
+    this.http = new HttpIngress(ctx);
+  }
+
+  /**
+   * The L4 decision before the connection is accepted, taken only when the port is declared
+   * opaque (then nothing later could change it): a denial can then be answered as a refusal
+   * (403 on the tunnel, a reset locally) instead of an accepted-then-closed connection.
+   * Emits the DROPPED flow itself; undefined means "decide after detection".
+   */
+  preflight(conn: InboundConn): Decision | undefined {
+    if (declaredProtocol(conn.appProtocol) !== 'opaque') return undefined;
+    const d = this.decideL4(conn);
+    if (!d.allowed) this.emitL4(conn, 'DROPPED', d);
+    return d;
+  }
+
+  serve(down: Duplex, conn: InboundConn, early?: Decision): void {
+    this.ctx.track(down, 'inbound');
+    const declared = declaredProtocol(conn.appProtocol);
+    if (declared === 'http1') {
+      this.http.attach(down, conn);
+    } else if (declared === 'opaque') {
+      this.opaque(down, conn, early);
+    } else {
+      sniff(down, DETECT_WAIT_MS, (proto) => {
+        if (down.destroyed) return;
+        if (proto === 'http1') this.http.attach(down, conn);
+        else this.opaque(down, conn, undefined);
+      });
+    }
+  }
+
+  close(): void {
+    this.http.close();
+  }
+
+  private decideL4(conn: InboundConn): Decision {
+    const view = this.ctx.view();
+    const policies = view ? view.policiesFor(conn.dst.identity) : [];
+    const d = evaluate(policies, {
+      dstIdentity: conn.dst.identity,
+      src: { identity: conn.src.identity, namespace: conn.src.namespace, principal: conn.src.principal, ip: conn.src.ip },
+      port: conn.port,
+      dstIp: conn.dst.ip,
+    });
+    this.ctx.metrics.verdicts.labels(d.verdict).inc();
+    return d;
+  }
+
+  private opaque(down: Duplex, conn: InboundConn, early: Decision | undefined): void {
+    const d = early ?? this.decideL4(conn);
+    if (!d.allowed) {
+      if (!early) this.emitL4(conn, 'DROPPED', d);
+      abort(down);
+      return;
+    }
+    const up = connect({ host: conn.dst.ip, port: conn.port, localAddress: this.ctx.upstreamBindIp, allowHalfOpen: true });
+    this.ctx.countBytes(up, 'inbound');
+    let connected = false;
+    up.once('connect', () => {
+      connected = true;
+      this.emitL4(conn, 'FORWARDED', d);
+    });
+    splice(down, up, (err) => {
+      if (err && !connected) {
+        this.emitL4(conn, 'ERROR', d, `upstream connect ${conn.dst.ip}:${conn.port}: ${errorText(err)}`);
+      }
+    });
+  }
+
+  private emitL4(conn: InboundConn, verdict: FlowVerdict, d: Decision, summary?: string): void {
+    const view = this.ctx.view();
+    const f = newFlow(this.ctx.node, verdict, 'L3_L4', 'INGRESS',
+      { ip: conn.src.ip, port: conn.src.port }, { ip: conn.dst.ip, port: conn.port });
+    f.source = conn.src.flow;
+    if (view) f.destination = view.flowEndpoint(conn.dst);
+    f.traceContext = { parent: { traceId: conn.trace.traceId, spanId: conn.trace.spanId } };
+    const why = summary ?? (d.allowed ? undefined : describeDecision(d));
+    if (why) f.summary = why;
+    applyDecision(f, d);
+    this.ctx.emit(f);
+  }
+}

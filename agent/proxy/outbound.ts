@@ -1,0 +1,204 @@
+// The source side: a connection a local enrolled pod opened, redirected here by the
+// datapath (cgroup/connect4 → :15001). Find where it was going, choose the backend, and
+// carry it: in-process to the inbound side when the backend is on this node, through the
+// tunnel to the peer node otherwise, straight out when the destination is outside the mesh.
+
+import { connect, type Socket } from 'node:net';
+import type { IncomingHttpHeaders } from 'node:http2';
+import type { EndpointInfo } from '../../control/api/types.ts';
+import type { FlowEndpoint, FlowVerdict } from '../flows/flow.ts';
+import type { InboundConn, ProxyContext, Redirect, SourceInfo } from './context.ts';
+import { sourceFlowEndpoint } from './context.ts';
+import { newFlow, type Addr } from './flows.ts';
+import { errorText } from './errors.ts';
+import type { Inbound } from './inbound.ts';
+import { abort, normalizeIp, splice } from './stream.ts';
+import { formatAuthority, Header, type TunnelPool } from './tunnel.ts';
+import { newTrace, type TraceParent } from './trace.ts';
+import { WORLD_ENDPOINT, type MeshView } from './view.ts';
+
+export type OriginalDestination = (clientIp: string, clientPort: number) => Redirect | undefined;
+
+/** where one connection goes, once routing has decided */
+interface Target { ip: string; port: number; node: string; identity: number; endpoint: EndpointInfo | undefined }
+
+/** what the outbound side reports about one connection */
+interface OutboundRecord { src: SourceInfo; dst: Addr; dstFlow: FlowEndpoint; trace: TraceParent }
+
+export class Outbound {
+  private readonly ctx: ProxyContext;
+  private readonly inbound: Inbound;
+  private readonly pool: TunnelPool;
+  private readonly originalDestination: OriginalDestination;
+  private readonly listen: () => Addr;
+  /** round-robin position per service port; survives snapshots so that an update does not reset the spread */
+  private readonly rr = new Map<string, number>();
+
+  constructor(ctx: ProxyContext, inbound: Inbound, pool: TunnelPool, originalDestination: OriginalDestination, listen: () => Addr) {
+    this.ctx = ctx;
+    this.inbound = inbound;
+    this.pool = pool;
+    this.originalDestination = originalDestination;
+    this.listen = listen;
+  }
+
+  accept(socket: Socket): void {
+    this.ctx.track(socket, 'outbound');
+    this.ctx.countBytes(socket, 'outbound');
+    socket.on('error', noop);
+    const client: Addr = { ip: normalizeIp(socket.remoteAddress), port: socket.remotePort ?? 0 };
+    const view = this.ctx.view();
+    if (!view) return this.fail(socket, undefined, client, 'no snapshot yet');
+
+    let redirect: Redirect | undefined;
+    try {
+      redirect = this.originalDestination(client.ip, client.port);
+    } catch (err) {
+      this.ctx.log.warn({ client, err: errorText(err) }, 'original destination lookup failed');
+      return this.fail(socket, view, client, `original destination lookup failed: ${errorText(err)}`);
+    }
+    if (!redirect) return this.fail(socket, view, client, 'no original destination');
+
+    const srcEndpoint = view.localEndpointByIp(client.ip);
+    const src: SourceInfo = {
+      identity: redirect.srcIdentity,
+      endpoint: srcEndpoint,
+      flow: sourceFlowEndpoint(view, srcEndpoint, redirect.srcIdentity, redirect.endpointId),
+      ip: client.ip, port: client.port,
+      principal: view.principal(redirect.srcIdentity),
+      namespace: view.identity(redirect.srcIdentity)?.namespace ?? srcEndpoint?.namespace,
+    };
+    const orig: Addr = { ip: normalizeIp(redirect.origIp), port: redirect.origPort };
+    const listen = this.listen();
+    if (orig.ip === listen.ip && orig.port === listen.port) {
+      return this.fail(socket, view, client, 'redirect loop: original destination is the proxy itself', src);
+    }
+
+    let target: Target;
+    const svc = view.service(orig.ip, orig.port);
+    if (svc) {
+      const backends = svc.service.backends;
+      if (backends.length === 0) {
+        return this.fail(socket, view, client, `no backends for service ${svc.service.namespace}/${svc.service.name}`, src, orig);
+      }
+      const i = this.rr.get(svc.key) ?? 0;
+      this.rr.set(svc.key, (i + 1) % backends.length);
+      const b = backends[i % backends.length]!;
+      target = { ip: b.ip, port: svc.port.targetPort, node: b.node, identity: b.identity, endpoint: view.endpointByIp(b.ip) };
+    } else {
+      const ep = view.endpointByIp(orig.ip);
+      if (!ep) return this.passthrough(socket, src, orig);
+      target = { ip: ep.ip, port: orig.port, node: ep.node, identity: ep.identity, endpoint: ep };
+    }
+
+    const trace = newTrace();
+    const rec: OutboundRecord = {
+      src, dst: { ip: target.ip, port: target.port }, dstFlow: view.flowEndpoint(target.endpoint, target.identity), trace,
+    };
+    if (target.node === this.ctx.node) this.local(socket, view, rec, target);
+    else this.remote(socket, view, rec, target);
+  }
+
+  /** same node: the inbound logic in-process, no tunnel, same policy path */
+  private local(socket: Socket, view: MeshView, rec: OutboundRecord, target: Target): void {
+    const dst = target.endpoint && target.endpoint.node === this.ctx.node ? target.endpoint : undefined;
+    if (!dst) return this.fail(socket, view, rec.src, `backend ${target.ip} is not a known local endpoint`, rec.src, rec.dst);
+    const conn: InboundConn = {
+      src: rec.src, dst, port: target.port, appProtocol: view.appProtocol(dst.ip, target.port),
+      trace: rec.trace, via: 'local', peer: undefined,
+    };
+    const early = this.inbound.preflight(conn);
+    if (early && !early.allowed) {
+      this.emit(rec, 'DROPPED', 'denied by destination policy');
+      abort(socket);
+      return;
+    }
+    this.emit(rec, 'FORWARDED');
+    this.inbound.serve(socket, conn, early);
+  }
+
+  /** another node: a CONNECT stream on the session to that node's proxy */
+  private remote(socket: Socket, view: MeshView, rec: OutboundRecord, target: Target): void {
+    const peer = view.node(target.node);
+    if (!peer || !peer.tunnelIp) {
+      return this.fail(socket, view, rec.src, `no tunnel address for node ${target.node}`, rec.src, rec.dst);
+    }
+    const headers: Record<string, string> = {
+      [Header.identity]: String(rec.src.identity),
+      [Header.traceparent]: rec.trace.header,
+      [Header.addr]: formatAuthority(rec.src.ip, rec.src.port),
+    };
+    const spiffe = view.identity(rec.src.identity)?.spiffeId;
+    if (spiffe) headers[Header.spiffe] = spiffe;
+    if (rec.src.endpoint) headers[Header.endpoint] = `${rec.src.endpoint.namespace}/${rec.src.endpoint.name}`;
+
+    let stream;
+    try {
+      stream = this.pool.open(peer, formatAuthority(target.ip, target.port), headers);
+    } catch (err) {
+      return this.fail(socket, view, rec.src, `tunnel to ${peer.name}: ${errorText(err)}`, rec.src, rec.dst);
+    }
+    let answered = false;
+    stream.on('error', (err) => {
+      if (answered) return; // after the answer, splice() owns errors
+      answered = true;
+      this.emit(rec, 'ERROR', `tunnel to ${peer.name}: ${errorText(err)}`);
+      abort(socket);
+    });
+    // a client that leaves before the peer answers must not leave the stream open
+    socket.once('close', () => { if (!answered) stream.close(); });
+    stream.once('response', (h: IncomingHttpHeaders) => {
+      if (answered) return;
+      answered = true;
+      const status = Number(h[':status']);
+      if (status === 200) {
+        this.emit(rec, 'FORWARDED');
+        splice(socket, stream);
+        return;
+      }
+      const verdict: FlowVerdict = status === 403 ? 'DROPPED' : 'ERROR';
+      this.emit(rec, verdict, status === 403 ? `refused by node ${peer.name} (403)` : `tunnel to ${peer.name}: status ${status}`);
+      stream.close();
+      abort(socket);
+    });
+  }
+
+  /** outside the mesh: connect to the original destination as it was */
+  private passthrough(socket: Socket, src: SourceInfo, orig: Addr): void {
+    const rec: OutboundRecord = { src, dst: orig, dstFlow: WORLD_ENDPOINT, trace: newTrace() };
+    const up = connect({ host: orig.ip, port: orig.port, allowHalfOpen: true, noDelay: true });
+    let connected = false;
+    up.once('connect', () => {
+      connected = true;
+      this.emit(rec, 'FORWARDED');
+    });
+    splice(socket, up, (err) => {
+      if (err && !connected) this.emit(rec, 'ERROR', `connect ${orig.ip}:${orig.port}: ${errorText(err)}`);
+    });
+  }
+
+  private emit(rec: OutboundRecord, verdict: FlowVerdict, summary?: string): void {
+    const f = newFlow(this.ctx.node, verdict, 'L3_L4', 'EGRESS', rec.src, rec.dst);
+    f.source = rec.src.flow;
+    f.destination = rec.dstFlow;
+    f.traceContext = { parent: { traceId: rec.trace.traceId, spanId: rec.trace.spanId } };
+    if (summary) f.summary = summary;
+    this.ctx.emit(f);
+  }
+
+  /** close the client's connection with an ERROR flow saying why */
+  private fail(socket: Socket, view: MeshView | undefined, client: Addr, summary: string, src?: SourceInfo, dst?: Addr): void {
+    const to = dst ?? this.listen();
+    const f = newFlow(this.ctx.node, 'ERROR', 'L3_L4', 'EGRESS', client, to);
+    if (src) f.source = src.flow;
+    else if (view) {
+      const ep = view.localEndpointByIp(client.ip);
+      if (ep) f.source = view.flowEndpoint(ep);
+    }
+    f.summary = summary;
+    this.ctx.emit(f);
+    abort(socket);
+  }
+}
+
+function noop(): void {}

@@ -1,0 +1,104 @@
+// Moving bytes between two sides of a proxied connection, and peeking at the first bytes.
+
+import { Socket } from 'node:net';
+import { constants as h2, type Http2Stream } from 'node:http2';
+import type { Duplex } from 'node:stream';
+import { pipeline } from 'node:stream';
+
+/**
+ * How long the destination waits for a client's first bytes before it gives up on
+ * detection and treats the connection as opaque TCP. Long enough for a client on a busy
+ * node to write its request line; short enough that a server-speaks-first protocol
+ * (SMTP, MySQL, SSH) only waits a moment for its banner. Same order as Envoy's and
+ * Linkerd's protocol detection timeouts, scaled down for in-cluster latencies.
+ */
+export const DETECT_WAIT_MS = 300;
+
+export type DetectedProtocol = 'http1' | 'h2' | 'opaque';
+
+const H2_PREFACE = 'PRI * HTTP/2.0';
+/** methods llhttp accepts that clients actually send first on a connection */
+const HTTP1_METHODS = ['GET', 'POST', 'PUT', 'DELETE', 'HEAD', 'OPTIONS', 'PATCH', 'TRACE', 'CONNECT'];
+
+export function classify(head: Buffer): DetectedProtocol {
+  const text = head.toString('latin1', 0, Math.min(head.length, 16));
+  if (text.startsWith(H2_PREFACE) || (text.length < H2_PREFACE.length && H2_PREFACE.startsWith(text) && text.length >= 3)) return 'h2';
+  for (const m of HTTP1_METHODS) {
+    const word = `${m} `;
+    if (text.startsWith(word)) return 'http1';
+    // a first segment cut inside the method word still reads as HTTP/1.1
+    if (text.length < word.length && word.startsWith(text) && text.length >= 3) return 'http1';
+  }
+  return 'opaque';
+}
+
+/**
+ * Peek at the first chunk without consuming it: the chunk goes back to the front of the
+ * stream, and the stream is left paused for whoever takes it next. The callback runs once.
+ */
+export function sniff(stream: Duplex, waitMs: number, done: (proto: DetectedProtocol) => void): void {
+  let settled = false;
+  const finish = (proto: DetectedProtocol): void => {
+    if (settled) return;
+    settled = true;
+    clearTimeout(timer);
+    stream.removeListener('data', onData);
+    stream.removeListener('end', onEnd);
+    stream.removeListener('close', onEnd);
+    stream.pause();
+    done(proto);
+  };
+  const onData = (chunk: Buffer): void => {
+    stream.pause();
+    stream.unshift(chunk);
+    finish(classify(chunk));
+  };
+  const onEnd = (): void => finish('opaque');
+  const timer = setTimeout(finish, waitMs, 'opaque');
+  stream.on('data', onData);
+  stream.once('end', onEnd);
+  stream.once('close', onEnd);
+}
+
+/** tear a side down so that the peer sees a failure, not a clean end of stream */
+export function abort(stream: Duplex): void {
+  if (stream instanceof Socket) {
+    if (!stream.destroyed) stream.resetAndDestroy();
+  } else if (isHttp2Stream(stream)) {
+    // RST_STREAM with CONNECT_ERROR: RFC 9113 §8.5's signal for a reset tunnelled connection
+    if (!stream.closed && !stream.destroyed) stream.close(h2.NGHTTP2_CONNECT_ERROR);
+  } else {
+    stream.destroy();
+  }
+}
+
+/** node:http2 does not export its stream class: recognise one by its RST API */
+export function isHttp2Stream(s: Duplex): s is Duplex & Http2Stream {
+  return typeof (s as Partial<Http2Stream>).close === 'function' && 'rstCode' in s;
+}
+
+/**
+ * Pipe both ways with backpressure. Half-close travels (one side's end ends the other's
+ * writable side); an error on either side aborts both. `done` runs once both directions
+ * are over, with the first error if there was one.
+ */
+export function splice(a: Duplex, b: Duplex, done?: (err: Error | undefined) => void): void {
+  let pending = 2;
+  let failed: Error | undefined;
+  const finish = (err?: Error | null): void => {
+    if (err && !failed) {
+      failed = err;
+      abort(a);
+      abort(b);
+    }
+    if (--pending === 0 && done) done(failed);
+  };
+  pipeline(a, b, finish);
+  pipeline(b, a, finish);
+}
+
+/** IPv4-mapped IPv6 (::ffff:10.0.0.1), as a dual-stack listener reports it, to plain IPv4 */
+export function normalizeIp(ip: string | undefined): string {
+  if (!ip) return '';
+  return ip.startsWith('::ffff:') && ip.includes('.') ? ip.slice(7) : ip;
+}

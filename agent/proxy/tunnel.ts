@@ -1,0 +1,254 @@
+// The node-to-node tunnel (DESIGN §5): HTTP/2 (h2c, inside WireGuard) CONNECT streams, one
+// per proxied connection, multiplexed over one session per peer node. The client half
+// (TunnelPool) serves the outbound side; the server half (TunnelServer) authenticates the
+// peer by its tunnel address, checks the claimed source identity against the pods that run
+// on that peer, and hands accepted streams to the inbound side.
+
+import {
+  connect as h2connect, createServer as h2server,
+  type ClientHttp2Session, type ClientHttp2Stream, type Http2Server, type Http2Session,
+  type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream,
+} from 'node:http2';
+import { connect, isIPv6, type Socket } from 'node:net';
+import type { EndpointInfo, NodeInfo } from '../../control/api/types.ts';
+import type { InboundConn, ProxyContext } from './context.ts';
+import { errorText } from './errors.ts';
+import { newFlow } from './flows.ts';
+import type { Inbound } from './inbound.ts';
+import { normalizeIp } from './stream.ts';
+import { newTrace, parseTraceparent } from './trace.ts';
+import type { MeshView } from './view.ts';
+
+/** the tunnel headers: identity travels as data the receiver verifies, never as trust */
+export const Header = {
+  identity: 'x-nodal-source-identity',
+  spiffe: 'x-nodal-source-spiffe',
+  endpoint: 'x-nodal-source-endpoint',
+  /** source ip:port, informational (flows), never used for a decision */
+  addr: 'x-nodal-source-addr',
+  traceparent: 'traceparent',
+} as const;
+
+export const DEFAULT_TUNNEL_PORT = 15008;
+
+/**
+ * Per-stream flow-control window. HTTP/2's default 64 KiB caps one stream at 64 KiB per
+ * round trip; 1 MiB lets a single bulk transfer fill a node-to-node link at in-cluster RTTs.
+ */
+const STREAM_WINDOW = 1 << 20;
+/** whole-session window: many streams share one session, so it is a multiple of the stream's */
+const SESSION_WINDOW = 16 << 20;
+/**
+ * Memory nghttp2 may hold per session before refusing new streams, in MB. One session
+ * carries every connection between two nodes, so the 10 MB default would throttle a
+ * busy pair of nodes long before memory is a real concern.
+ */
+const SESSION_MEMORY_MB = 128;
+
+const settings = { initialWindowSize: STREAM_WINDOW, enablePush: false };
+
+// ---------------------------------------------------------------- client (outbound side)
+
+export class TunnelPool {
+  private readonly ctx: ProxyContext;
+  private readonly port: number;
+  /** `${node}@${tunnelIp}`: a peer whose tunnel address changes gets a new session */
+  private readonly sessions = new Map<string, ClientHttp2Session>();
+
+  constructor(ctx: ProxyContext, port: number) {
+    this.ctx = ctx;
+    this.port = port;
+  }
+
+  /** a CONNECT stream to `authority` (ip:port of a pod on `peer`); throws if the session is unusable */
+  open(peer: NodeInfo, authority: string, headers: OutgoingHttpHeaders): ClientHttp2Stream {
+    const key = `${peer.name}@${peer.tunnelIp}`;
+    let s = this.sessions.get(key);
+    if (!s || s.closed || s.destroyed) s = this.connect(key, peer);
+    return s.request({ ':method': 'CONNECT', ':authority': authority, ...headers });
+  }
+
+  close(): void {
+    for (const s of this.sessions.values()) s.destroy();
+    this.sessions.clear();
+  }
+
+  private connect(key: string, peer: NodeInfo): ClientHttp2Session {
+    const host = peer.tunnelIp;
+    const port = this.port;
+    // the receiver authenticates us by source address: leave from our own tunnel address
+    const localAddress = this.ctx.view()?.self?.tunnelIp || undefined;
+    const url = `http://${isIPv6(host) ? `[${host}]` : host}:${port}`;
+    const s = h2connect(url, {
+      settings,
+      maxSessionMemory: SESSION_MEMORY_MB,
+      createConnection: () => connect({ host, port, localAddress, noDelay: true }),
+    });
+    const forget = (): void => { if (this.sessions.get(key) === s) this.sessions.delete(key); };
+    s.on('connect', () => s.setLocalWindowSize(SESSION_WINDOW));
+    s.on('error', (err) => this.ctx.log.warn({ peer: peer.name, tunnel: url, err: errorText(err) }, 'tunnel session failed'));
+    s.on('goaway', forget);
+    s.on('close', forget);
+    this.sessions.set(key, s);
+    return s;
+  }
+}
+
+// ---------------------------------------------------------------- server (inbound side)
+
+export class TunnelServer {
+  private readonly ctx: ProxyContext;
+  private readonly inbound: Inbound;
+  private readonly server: Http2Server;
+  private readonly sessions = new Set<Http2Session>();
+
+  constructor(ctx: ProxyContext, inbound: Inbound) {
+    this.ctx = ctx;
+    this.inbound = inbound;
+    this.server = h2server({ settings, maxSessionMemory: SESSION_MEMORY_MB });
+    this.server.on('session', (s: Http2Session) => {
+      this.sessions.add(s);
+      s.on('close', () => this.sessions.delete(s));
+      s.on('error', (err) => this.ctx.log.debug({ err: errorText(err) }, 'tunnel session error'));
+      s.setLocalWindowSize(SESSION_WINDOW);
+    });
+    this.server.on('stream', (stream, headers) => this.onStream(stream, headers));
+  }
+
+  /** a TCP connection on the tunnel listener: only a peer node's tunnel address may speak h2 */
+  accept(socket: Socket): void {
+    const ip = normalizeIp(socket.remoteAddress);
+    const peer = this.ctx.view()?.peerByTunnelIp(ip);
+    if (!peer) {
+      this.refusePeer(ip, socket.remotePort ?? 0, normalizeIp(socket.localAddress), socket.localPort ?? 0);
+      socket.on('error', noop);
+      socket.resetAndDestroy();
+      return;
+    }
+    this.server.emit('connection', socket);
+  }
+
+  close(): void {
+    for (const s of this.sessions) s.destroy();
+    this.sessions.clear();
+  }
+
+  private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
+    stream.on('error', noop);
+    const view = this.ctx.view();
+    const sock = stream.session?.socket;
+    const peerIp = normalizeIp(sock?.remoteAddress);
+    // the snapshot may have dropped the peer since its session began: check every stream
+    const peer = view?.peerByTunnelIp(peerIp);
+    if (!view || !peer) {
+      this.refusePeer(peerIp, sock?.remotePort ?? 0, normalizeIp(sock?.localAddress), sock?.localPort ?? 0);
+      stream.session?.destroy();
+      return;
+    }
+    if (headers[':method'] !== 'CONNECT') {
+      stream.respond({ ':status': 405 }, { endStream: true });
+      return;
+    }
+    const authority = parseAuthority(headers[':authority']);
+    if (!authority) {
+      stream.respond({ ':status': 400 }, { endStream: true });
+      return;
+    }
+    const claimedText = headerValue(headers[Header.identity]);
+    const claimed = Number(claimedText);
+    const srcAddr = parseAuthority(headers[Header.addr]);
+    const srcEndpoint = findSourceEndpoint(view, headerValue(headers[Header.endpoint]), peer.name, claimed);
+    const srcIp = srcEndpoint?.ip ?? srcAddr?.ip ?? peerIp;
+    const srcPort = srcAddr?.port ?? 0;
+    const trace = parseTraceparent(headers[Header.traceparent]) ?? newTrace();
+
+    if (!claimedText || !Number.isInteger(claimed) || !view.identityRunsOn(peer.name, claimed)) {
+      const summary = `spoofed source identity ${claimedText || '(none)'} from node ${peer.name}`;
+      this.ctx.log.warn({ peer: peer.name, peerIp, claimed: claimedText, authority: headers[':authority'] }, summary);
+      const f = newFlow(this.ctx.node, 'DROPPED', 'L3_L4', 'INGRESS', { ip: srcIp, port: srcPort }, authority);
+      if (Number.isInteger(claimed)) f.source = { identity: claimed };
+      const dst = view.localEndpointByIp(authority.ip);
+      if (dst) f.destination = view.flowEndpoint(dst);
+      f.dropReasonDesc = 'AUTH_REQUIRED';
+      f.summary = summary;
+      f.traceContext = { parent: { traceId: trace.traceId, spanId: trace.spanId } };
+      this.ctx.emit(f);
+      stream.respond({ ':status': 403 }, { endStream: true });
+      return;
+    }
+
+    const dst = view.localEndpointByIp(authority.ip);
+    if (!dst) {
+      const f = newFlow(this.ctx.node, 'ERROR', 'L3_L4', 'INGRESS', { ip: srcIp, port: srcPort }, authority);
+      f.source = view.flowEndpoint(srcEndpoint, claimed);
+      f.summary = `no local endpoint ${authority.ip} on node ${this.ctx.node}`;
+      this.ctx.emit(f);
+      stream.respond({ ':status': 404 }, { endStream: true });
+      return;
+    }
+
+    const conn: InboundConn = {
+      src: {
+        identity: claimed, endpoint: srcEndpoint, flow: view.flowEndpoint(srcEndpoint, claimed),
+        ip: srcIp, port: srcPort, principal: view.principal(claimed), namespace: view.identity(claimed)?.namespace ?? srcEndpoint?.namespace,
+      },
+      dst, port: authority.port, appProtocol: view.appProtocol(dst.ip, authority.port),
+      trace, via: 'tunnel', peer: peer.name,
+    };
+    const early = this.inbound.preflight(conn);
+    if (early && !early.allowed) {
+      stream.respond({ ':status': 403 }, { endStream: true });
+      return;
+    }
+    stream.respond({ ':status': 200 });
+    this.inbound.serve(stream, conn, early);
+  }
+
+  private refusePeer(ip: string, port: number, localIp: string, localPort: number): void {
+    const summary = 'tunnel from unknown peer';
+    this.ctx.log.warn({ peerIp: ip }, summary);
+    const f = newFlow(this.ctx.node, 'DROPPED', 'L3_L4', 'INGRESS', { ip, port }, { ip: localIp, port: localPort });
+    f.dropReasonDesc = 'AUTH_REQUIRED';
+    f.summary = summary;
+    this.ctx.emit(f);
+  }
+}
+
+function findSourceEndpoint(view: MeshView, ref: string | undefined, node: string, identity: number): EndpointInfo | undefined {
+  // the header only names the pod; it counts only if that pod is on the peer with that identity
+  if (!ref) return undefined;
+  const ep = view.endpointByName(ref);
+  return ep && ep.node === node && ep.identity === identity ? ep : undefined;
+}
+
+function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+/** `ip:port` or `[v6]:port` → parts; anything else undefined */
+export function parseAuthority(value: string | string[] | undefined): { ip: string; port: number } | undefined {
+  const v = headerValue(value);
+  if (!v) return undefined;
+  let ip: string;
+  let portText: string;
+  if (v.startsWith('[')) {
+    const end = v.indexOf(']');
+    if (end < 0 || v[end + 1] !== ':') return undefined;
+    ip = v.slice(1, end);
+    portText = v.slice(end + 2);
+  } else {
+    const colon = v.lastIndexOf(':');
+    if (colon <= 0) return undefined;
+    ip = v.slice(0, colon);
+    portText = v.slice(colon + 1);
+  }
+  const port = Number(portText);
+  if (!/^\d{1,5}$/.test(portText) || port < 1 || port > 65535) return undefined;
+  return { ip: normalizeIp(ip), port };
+}
+
+export function formatAuthority(ip: string, port: number): string {
+  return isIPv6(ip) ? `[${ip}]:${port}` : `${ip}:${port}`;
+}
+
+function noop(): void {}

@@ -1,0 +1,114 @@
+// The snapshot, indexed for the data path. Built once per update() and swapped whole, so a
+// connection sees one consistent view and no lookup walks a list.
+
+import type {
+  CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, ServicePort, Snapshot,
+} from '../../control/api/types.ts';
+import { ReservedIdentity } from '../../control/api/types.ts';
+import type { FlowEndpoint } from '../flows/flow.ts';
+
+export interface ServiceTarget { service: ServiceInfo; port: ServicePort; /** round-robin key */ key: string }
+
+const NO_POLICIES: readonly CompiledPolicy[] = Object.freeze([]);
+
+export const WORLD_ENDPOINT: FlowEndpoint = Object.freeze({
+  identity: ReservedIdentity.WORLD, labels: Object.freeze(['reserved:world']) as string[],
+});
+
+export class MeshView {
+  readonly snapshot: Snapshot;
+  readonly self: NodeInfo | undefined;
+  private readonly nodesByName = new Map<string, NodeInfo>();
+  private readonly nodesByTunnelIp = new Map<string, NodeInfo>();
+  private readonly endpointsByIp = new Map<string, EndpointInfo>();
+  private readonly endpointsByName = new Map<string, EndpointInfo>();
+  private readonly identities = new Map<number, IdentityInfo>();
+  /** `${node}\0${identity}`: which identities run on which node (spoofing check) */
+  private readonly onNode = new Set<string>();
+  private readonly services = new Map<string, ServiceTarget>();
+  /** `${podIp}:${targetPort}` → appProtocol, so the destination knows a declared protocol */
+  private readonly appProtocols = new Map<string, string>();
+  private readonly policies = new Map<number, CompiledPolicy[]>();
+  /** flow endpoints are shared by every flow of the endpoint: built once, frozen */
+  private readonly flowEndpoints = new WeakMap<EndpointInfo, FlowEndpoint>();
+
+  constructor(snapshot: Snapshot) {
+    this.snapshot = snapshot;
+    for (const n of snapshot.nodes) {
+      this.nodesByName.set(n.name, n);
+      if (n.tunnelIp) this.nodesByTunnelIp.set(n.tunnelIp, n);
+    }
+    this.self = this.nodesByName.get(snapshot.node);
+    for (const id of snapshot.identities) this.identities.set(id.id, id);
+    for (const ep of snapshot.endpoints) {
+      if (ep.ip) this.endpointsByIp.set(ep.ip, ep);
+      this.endpointsByName.set(`${ep.namespace}/${ep.name}`, ep);
+      this.onNode.add(`${ep.node}\0${ep.identity}`);
+    }
+    for (const svc of snapshot.services) {
+      for (const port of svc.ports) {
+        if (port.protocol !== 'TCP') continue;
+        const key = `${svc.namespace}/${svc.name}:${port.port}`;
+        if (svc.clusterIp) this.services.set(`${svc.clusterIp}:${port.port}`, { service: svc, port, key });
+        if (port.appProtocol) {
+          for (const b of svc.backends) this.appProtocols.set(`${b.ip}:${port.targetPort}`, port.appProtocol);
+        }
+      }
+    }
+    for (const p of snapshot.policies) {
+      for (const id of p.selects) {
+        let list = this.policies.get(id);
+        if (!list) this.policies.set(id, (list = []));
+        list.push(p);
+      }
+    }
+  }
+
+  node(name: string): NodeInfo | undefined { return this.nodesByName.get(name); }
+
+  /** the peer node whose tunnel address this is; never this node itself */
+  peerByTunnelIp(ip: string): NodeInfo | undefined {
+    const n = this.nodesByTunnelIp.get(ip);
+    return n && n.name !== this.snapshot.node ? n : undefined;
+  }
+
+  endpointByIp(ip: string): EndpointInfo | undefined { return this.endpointsByIp.get(ip); }
+
+  /** by `namespace/pod` */
+  endpointByName(ref: string): EndpointInfo | undefined { return this.endpointsByName.get(ref); }
+
+  localEndpointByIp(ip: string): EndpointInfo | undefined {
+    const ep = this.endpointsByIp.get(ip);
+    return ep && ep.node === this.snapshot.node ? ep : undefined;
+  }
+
+  identity(id: number): IdentityInfo | undefined { return this.identities.get(id); }
+
+  /** Istio principal form of an identity: its SPIFFE id without the scheme */
+  principal(id: number): string | undefined {
+    const spiffe = this.identities.get(id)?.spiffeId;
+    return spiffe?.startsWith('spiffe://') ? spiffe.slice('spiffe://'.length) : spiffe;
+  }
+
+  identityRunsOn(node: string, identity: number): boolean { return this.onNode.has(`${node}\0${identity}`); }
+
+  service(ip: string, port: number): ServiceTarget | undefined { return this.services.get(`${ip}:${port}`); }
+
+  appProtocol(ip: string, port: number): string | undefined { return this.appProtocols.get(`${ip}:${port}`); }
+
+  /** only the policies that select this identity: evaluate() then skips nothing */
+  policiesFor(identity: number): readonly CompiledPolicy[] { return this.policies.get(identity) ?? NO_POLICIES; }
+
+  flowEndpoint(ep: EndpointInfo | undefined, identity?: number): FlowEndpoint {
+    if (!ep) return identity === undefined ? {} : { identity };
+    let fe = this.flowEndpoints.get(ep);
+    if (!fe) {
+      const labels = [`k8s:io.kubernetes.pod.namespace=${ep.namespace}`];
+      for (const [k, v] of Object.entries(ep.labels)) labels.push(`k8s:${k}=${v}`);
+      labels.sort();
+      fe = Object.freeze({ identity: ep.identity, namespace: ep.namespace, podName: ep.name, labels: Object.freeze(labels) as string[] });
+      this.flowEndpoints.set(ep, fe);
+    }
+    return fe;
+  }
+}
