@@ -1,0 +1,146 @@
+// nodal-agent: one per node. Composes the datapath (BPF state), the shared proxy,
+// WireGuard, flows (store + Observer API), the control-plane client and the admin
+// endpoints. Start order: bind and load everything, then connect to the control plane;
+// the last good snapshot on disk is applied first, so a restart while the control plane
+// is away keeps enforcing.
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { pino } from 'pino';
+import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { AgentControlClient } from '../control/index.ts';
+import type { EndpointInfo, Snapshot } from '../control/api/types.ts';
+import { parseAgentArgs } from './config.ts';
+import { Datapath } from './datapath/index.ts';
+import { desiredFromSnapshot, sandboxCgroups } from './enrollment.ts';
+import { FlowStore, flowFromVerdictEvent, startObserver } from './flows/index.ts';
+import { NodeProxy } from './proxy/index.ts';
+import { WireGuard } from './wireguard/index.ts';
+import { startAdmin } from './admin.ts';
+
+/** how often enrollment is re-derived even without a snapshot change (pod restarts) */
+const RECONCILE_INTERVAL_MS = 1000;
+
+const cfg = parseAgentArgs(process.argv.slice(2));
+const logger = pino({ name: 'nodal-agent', level: cfg.logLevel, base: { node: cfg.node } });
+mkdirSync(cfg.stateDir, { recursive: true, mode: 0o700 });
+
+const registry = new Registry();
+collectDefaultMetrics({ register: registry, prefix: 'nodal_agent_' });
+const verdicts = new Counter({ name: 'nodal_datapath_verdicts_total', help: 'connection verdicts from the kernel datapath', labelNames: ['verdict', 'hook'], registers: [registry] });
+const drops = new Gauge({ name: 'nodal_datapath_drops', help: 'drops counted by the kernel datapath', labelNames: ['hook'], registers: [registry] });
+const lost = new Gauge({ name: 'nodal_datapath_lost_events', help: 'verdict events lost because the ring buffer was full', registers: [registry] });
+const enrolledGauge = new Gauge({ name: 'nodal_enrolled_endpoints', help: 'local endpoints with redirection in place', registers: [registry] });
+
+let current: Snapshot | undefined;
+let lastEnrolled: string[] = [];
+let lostReported = 0n;
+let byCgroup = new Map<bigint, EndpointInfo>();
+
+const datapath = await Datapath.open({
+  node: cfg.node, cgroupPath: cfg.cgroup, objectDir: cfg.bpfObjects,
+  proxy: { ipv4: cfg.proxyIp, port: cfg.ports.outbound },
+});
+logger.info({ adopted: datapath.report.adopted, attached: datapath.report.attached, pinRoot: datapath.pinRoot }, 'datapath ready');
+
+const wg = await WireGuard.setup({ keyDir: cfg.stateDir, tunnelIp: cfg.tunnelIp, mode: cfg.wgMode, logger });
+writeFileSync(join(cfg.stateDir, 'wg-public.key'), `${wg.publicKey}\n`);
+logger.info({ mode: wg.mode, publicKey: wg.publicKey }, 'wireguard ready');
+
+const store = new FlowStore({ capacity: cfg.flowCapacity });
+const proxy = await NodeProxy.start({
+  node: cfg.node,
+  outbound: { host: cfg.proxyIp, port: cfg.ports.outbound },
+  inbound: { host: cfg.tunnelIp, port: cfg.ports.inbound },
+  upstreamBindIp: cfg.proxyIp,
+  originalDestination: (ip, port) => datapath.lookupRedirect(ip, port, { remove: true }),
+  onFlow: (f) => store.add(f),
+  registry,
+  logger,
+});
+
+datapath.subscribe((events) => {
+  for (const ev of events) {
+    verdicts.inc({ verdict: ev.verdict, hook: ev.hook });
+    store.add(flowFromVerdictEvent(ev, { node: cfg.node, localEndpoint: (id) => byCgroup.get(id), ...(current ? { snapshot: current } : {}) }));
+  }
+});
+
+const observer = await startObserver({ store, node: cfg.node, tcp: `0.0.0.0:${cfg.ports.observer}`, socketPath: cfg.observerSocket, logger });
+
+function reconcile(reason: string): void {
+  if (!current) return;
+  const r = desiredFromSnapshot(current, cfg.node, sandboxCgroups(cfg.cgroup));
+  const diff = datapath.reconcile(r.desired);
+  byCgroup = r.byCgroup;
+  const changed = Object.values(diff).some((d) => d.added + d.updated + d.removed > 0);
+  if (changed || r.enrolled.join() !== lastEnrolled.join()) {
+    logger.info({ reason, diff, enrolled: r.enrolled, pending: r.pending }, 'datapath reconciled');
+    // DESIGN §9: enrollment is visible once redirection is in place
+    writeFileSync(join(cfg.stateDir, 'enrolled.json'), `${JSON.stringify({ version: current.version, enrolled: r.enrolled })}\n`);
+  }
+  lastEnrolled = r.enrolled;
+  enrolledGauge.set(r.enrolled.length);
+  const c = datapath.counters();
+  drops.set({ hook: 'connect' }, Number(c.dropConnect));
+  drops.set({ hook: 'ingress' }, Number(c.dropIngress));
+  lost.set(Number(c.eventsLost));
+  // kernel-side loss reaches flow readers as lost_events, never silently
+  if (c.eventsLost > lostReported) {
+    store.addLost(Number(c.eventsLost - lostReported), 'PERF_EVENT_RING_BUFFER');
+    lostReported = c.eventsLost;
+  }
+}
+
+async function apply(s: Snapshot): Promise<void> {
+  current = s;
+  reconcile(`snapshot ${s.version}`);
+  proxy.update(s);
+  await wg.setPeers(s.nodes.filter((n) => n.name !== cfg.node && n.wgPublicKey).map((n) => ({
+    node: n.name, publicKey: n.wgPublicKey, endpoint: `${n.underlayIp}:51871`, tunnelIp: n.tunnelIp, podCidrs: n.podCidrs,
+  })));
+}
+
+const client = new AgentControlClient({
+  address: cfg.control, node: cfg.node, stateDir: cfg.stateDir, logger,
+  hello: () => ({ wgPublicKey: wg.publicKey }),
+  apply,
+});
+
+const admin = await startAdmin({
+  host: '0.0.0.0', healthPort: cfg.ports.health, metricsPort: cfg.ports.metrics, registry,
+  readiness: {
+    ready: () => {
+      const reasons: string[] = [];
+      if (!current) reasons.push('no snapshot yet');
+      if (!proxy.ready) reasons.push('proxy has no configuration');
+      return { ok: reasons.length === 0, reasons };
+    },
+  },
+});
+
+client.start();
+const timer = setInterval(() => {
+  try {
+    reconcile('periodic');
+  } catch (err) {
+    logger.error({ err }, 'reconcile failed');
+  }
+}, RECONCILE_INTERVAL_MS);
+
+let stopping = false;
+async function stop(signal: string): Promise<void> {
+  if (stopping) return;
+  stopping = true;
+  logger.info({ signal }, 'stopping: pinned programs keep enforcing');
+  clearInterval(timer);
+  await client.close();
+  await admin.close();
+  await observer.close();
+  await proxy.close();
+  await wg.close({ removeInterface: false });
+  await datapath.close();
+  process.exit(0);
+}
+process.on('SIGTERM', () => void stop('SIGTERM'));
+process.on('SIGINT', () => void stop('SIGINT'));
+logger.info({ control: cfg.control }, 'agent started');
