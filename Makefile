@@ -100,6 +100,8 @@ bench: setup build
 
 up: setup build
 	node dist/cli/main.js dev up
+	@echo "following live flows: Ctrl-C stops watching (the mesh keeps running); 'make down' removes it"
+	node dist/cli/main.js observe -f --last 20
 
 down:
 	node dist/cli/main.js dev down
