@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "addon.h"
 #include "bpf_ops.h"
 
 namespace nodal {

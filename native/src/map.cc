@@ -7,20 +7,10 @@
 #include <cstring>
 #include <string>
 
+#include "addon.h"
 #include "bpf_ops.h"
 
 namespace nodal {
-
-// defined in addon.cc
-void ThrowBpf(Napi::Env env, const char *kind, const std::string &op, int err,
-              const std::string &detail, const std::string &hint, const std::string *log);
-bool ArgString(const Napi::CallbackInfo &info, size_t i, const std::string &op,
-               const char *what, std::string *out);
-bool ArgBytes(const Napi::CallbackInfo &info, size_t i, const std::string &op,
-              const char *what, uint8_t **data, size_t *len);
-bool ArgU32(const Napi::CallbackInfo &info, size_t i, const std::string &op, const char *what,
-            uint32_t *out);
-bool ArgFd(const Napi::CallbackInfo &info, size_t i, const std::string &op, int *fd);
 
 namespace {
 

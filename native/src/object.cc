@@ -6,20 +6,10 @@
 #include <string>
 #include <vector>
 
+#include "addon.h"
 #include "bpf_ops.h"
 
 namespace nodal {
-
-// defined in addon.cc
-Napi::Value MakeBpfError(Napi::Env env, const char *kind, const std::string &op, int err,
-                         const std::string &detail, const std::string &hint,
-                         const std::string *log);
-void ThrowBpf(Napi::Env env, const char *kind, const std::string &op, int err,
-              const std::string &detail, const std::string &hint, const std::string *log);
-bool ArgString(const Napi::CallbackInfo &info, size_t i, const std::string &op,
-               const char *what, std::string *out);
-bool ArgBytes(const Napi::CallbackInfo &info, size_t i, const std::string &op,
-              const char *what, uint8_t **data, size_t *len);
 
 namespace {
 
