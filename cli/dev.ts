@@ -95,11 +95,14 @@ look further:
     .argument('<command...>', 'the command, after --')
     .passThroughOptions()
     .action((pod: string, command: string[]) => guarded('exec', async () => {
+      // passThroughOptions hands `--` on with the operands after POD: it separates, it is not the command
+      const argv = command[0] === '--' ? command.slice(1) : command;
+      if (argv.length === 0) throw new SandboxError(SandboxErrorCode.COMMAND, 'exec needs a command: nodal dev exec NAMESPACE/POD -- CMD [ARGS...]');
       // Ctrl-C and Ctrl-\ reach the command through the terminal; this process stays to report its exit code
       const ignore = (): void => {};
       process.on('SIGINT', ignore).on('SIGQUIT', ignore);
       try {
-        const r = await sandbox().exec(pod, command, { stdio: 'inherit' });
+        const r = await sandbox().exec(pod, argv, { stdio: 'inherit' });
         process.exitCode = r.code;
       } finally {
         process.off('SIGINT', ignore).off('SIGQUIT', ignore);

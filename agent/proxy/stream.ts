@@ -77,12 +77,22 @@ export function isHttp2Stream(s: Duplex): s is Duplex & Http2Stream {
   return typeof (s as Partial<Http2Stream>).close === 'function' && 'rstCode' in s;
 }
 
+/** 'close' listeners two pipeline() calls put on each stream (end-of-stream, pipe, destroyer) */
+const SPLICE_CLOSE_LISTENERS = 8;
+
 /**
  * Pipe both ways with backpressure. Half-close travels (one side's end ends the other's
  * writable side); an error on either side aborts both. `done` runs once both directions
  * are over, with the first error if there was one.
  */
 export function splice(a: Duplex, b: Duplex, done?: (err: Error | undefined) => void): void {
+  // the two pipelines add SPLICE_CLOSE_LISTENERS 'close' listeners to each side, a fixed
+  // count per connection; with the proxy's own they pass Node's default of 10, and a
+  // MaxListenersExceededWarning per connection would flood the agent's log
+  for (const s of [a, b]) {
+    const max = s.getMaxListeners();
+    if (max !== 0) s.setMaxListeners(max + SPLICE_CLOSE_LISTENERS);
+  }
   let pending = 2;
   let failed: Error | undefined;
   const finish = (err?: Error | null): void => {

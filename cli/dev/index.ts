@@ -15,4 +15,8 @@ export { formatStatus, type SandboxStatus, type NodeStatus, type PodStatus } fro
 export type { SandboxState, PodRecord, NodeRecord, ProcessRecord } from './state.ts';
 export type { ExecOptions, ExecResult } from './pods.ts';
 export { cgroupOf } from './processes.ts';
+// restarting one process of a running sandbox (e2e tests kill and restart agents)
+export { startAgent, startControl, waitReady } from './mesh.ts';
+export { acquireLock, saveState } from './state.ts';
+export type { ProcessRecord as SandboxProcess } from './state.ts';
 export { cgroup2Mount, bpffsMount } from './system.ts';

@@ -5,6 +5,17 @@
 import { ipBatch, netnsExists, run } from './system.ts';
 import { POD_BRIDGE, UNDERLAY_BRIDGE, UNDERLAY_GATEWAY, UNDERLAY_NETNS, UNDERLAY_PREFIX, type NodePlan } from './plan.ts';
 
+/**
+ * A bridge with no address of its own takes its lowest port's MAC, and takes another when
+ * a port with a lower one joins: every pod's ARP entry for its gateway then names a MAC
+ * the bridge no longer accepts, and the node (with its proxy) is out of the pods' reach
+ * until the entry expires, 20 to 50 s. A bridge whose address was set never changes it.
+ * Locally administered (02:...), one per bridge: 0 the underlay, i the pod bridge of node-i.
+ */
+function bridgeMac(index: number): string {
+  return `02:6e:64:00:00:${index.toString(16).padStart(2, '0')}`;
+}
+
 export async function addNetns(name: string): Promise<void> {
   await run('ip', ['netns', 'add', name]);
 }
@@ -18,7 +29,7 @@ export async function createUnderlay(): Promise<void> {
   await addNetns(UNDERLAY_NETNS);
   await ipBatch(UNDERLAY_NETNS, [
     'link set lo up',
-    `link add ${UNDERLAY_BRIDGE} type bridge`,
+    `link add ${UNDERLAY_BRIDGE} address ${bridgeMac(0)} type bridge`,
     `addr add ${UNDERLAY_GATEWAY}/${UNDERLAY_PREFIX} dev ${UNDERLAY_BRIDGE}`,
     `link set ${UNDERLAY_BRIDGE} up`,
   ]);
@@ -34,7 +45,7 @@ export async function createNode(node: NodePlan): Promise<void> {
     'link set lo up',
     `addr add ${node.underlayIp}/${UNDERLAY_PREFIX} dev eth0`,
     'link set eth0 up',
-    `link add ${POD_BRIDGE} type bridge`,
+    `link add ${POD_BRIDGE} address ${bridgeMac(node.index)} type bridge`,
     `addr add ${node.proxyIp}/24 dev ${POD_BRIDGE}`,
     `link set ${POD_BRIDGE} up`,
   ]);

@@ -48,7 +48,9 @@ export class Lab {
     mkdirSync(this.nodeCgroup, { recursive: true });
     run('ip', ['netns', 'add', this.nodeNetns]);
     this.nsExec(this.nodeNetns, ['ip', 'link', 'set', 'lo', 'up']);
-    this.nsExec(this.nodeNetns, ['ip', 'link', 'add', this.bridge, 'type', 'bridge']);
+    // a fixed MAC: a bridge without one takes its lowest port's, and changes it when a pod
+    // with a lower one joins, leaving earlier pods' ARP entries pointing nowhere
+    this.nsExec(this.nodeNetns, ['ip', 'link', 'add', this.bridge, 'address', '02:6e:64:74:00:01', 'type', 'bridge']);
     this.nsExec(this.nodeNetns, ['ip', 'addr', 'add', `${this.gateway}/24`, 'dev', this.bridge]);
     this.nsExec(this.nodeNetns, ['ip', 'link', 'set', this.bridge, 'up']);
     return this;
