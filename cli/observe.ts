@@ -1,259 +1,42 @@
-// `nodal observe`: flows from an Observer (the relay by default, or one agent), with
-// Hubble's flags and Hubble's output, so operators who know `hubble observe` know this.
-// Filters are built in the order given, as Hubble does: `--not` negates the next filter,
-// and an either-direction flag (--pod, --namespace, --label, ...) becomes two filters,
-// one for each side, that every other flag is added to.
-import { existsSync, readFileSync } from 'node:fs';
+// `nodal observe`: flows from an Observer (the relay by default, or one agent), or from a
+// saved file of JSON flows, with Hubble's flags and Hubble's output, so operators who know
+// `hubble observe` know this. The request is built in cli/observe/request.ts (Hubble's
+// filter semantics), printed by cli/observe/output.ts (Hubble's formats).
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import * as grpc from '@grpc/grpc-js';
+import { connectOrFail, observerClient, type WireGetFlowsRequest, type WireGetFlowsResponse } from '../agent/flows/index.ts';
 import {
-  alignTable, compareTime, compileFilters, connectOrFail, cutToNumber, DICT_SEPARATOR, flowFromWire, formatCompact, formatDict, formatLost, formatNodeStatus,
-  formatTableRows, MessageType, observerClient, parseRfc3339, responseFromJson, responseToJson, timeFromMs,
-  type Flow, type FlowFilter, type FlowTime, type PrintOptions, type WireFlow, type WireGetFlowsRequest, type WireGetFlowsResponse,
-} from '../agent/flows/index.ts';
+  ObservePrinter, outputOf, readFlowFile, timeFormatOf, TIME_FORMATS, useColor, OUTPUTS, type ObserveIO, type Output,
+} from './observe/output.ts';
+import {
+  buildRequest, DEFAULT_LAST, FILTER_FLAGS, ObserveUsageError, parseGoDuration, rawFiltersYaml, SWITCH_FILTER_FLAGS,
+  type FilterOp, type SelectOptions,
+} from './observe/request.ts';
+
+export { buildRequest, filtersFromOps, parseGoDuration, parseTimeArg, ObserveUsageError, FILTER_FLAGS } from './observe/request.ts';
+export type { FilterOp, SelectOptions } from './observe/request.ts';
+export type { ObserveIO } from './observe/output.ts';
 
 /** where `nodal dev up` puts the relay's socket */
 export const DEFAULT_SERVER = 'unix:/run/nodal/sandbox/relay.sock';
-/** Hubble prints the last 20 flows when asked for nothing in particular */
-const DEFAULT_LAST = 20;
-const OUTPUTS = ['compact', 'json', 'jsonpb', 'dict', 'table'] as const;
-type Output = (typeof OUTPUTS)[number];
+/** how long to wait for the connection: a local socket answers at once, a relay within a second */
+const DEFAULT_TIMEOUT = '5s';
 
-export interface ObserveOptions {
+export interface ObserveOptions extends SelectOptions {
   server?: string;
-  follow?: boolean;
-  last?: string;
-  first?: string;
-  all?: boolean;
-  since?: string;
-  until?: string;
+  timeout?: string;
   output?: string;
   printPolicyNames?: boolean;
   printNodeName?: boolean;
+  /** commander's --no-ip-translation */
   ipTranslation?: boolean;
-  inputFile?: string;
-  timeout?: string;
+  numeric?: boolean;
+  color?: string;
+  timeFormat?: string;
   debug?: boolean;
-}
-
-/** one filter flag as given on the command line, in order */
-export interface FilterOp {
-  name: string;
-  value?: string;
-}
-
-export class ObserveUsageError extends Error {
-  readonly code = 'NODAL_ERR_OBSERVE_USAGE';
-  constructor(message: string) {
-    super(message);
-    this.name = 'ObserveUsageError';
-  }
-}
-
-// flag -> [source-side field, destination-side field]; shared flags name one field
-const EITHER: Record<string, [keyof FlowFilter, keyof FlowFilter]> = {
-  namespace: ['sourcePod', 'destinationPod'], pod: ['sourcePod', 'destinationPod'], ip: ['sourceIp', 'destinationIp'],
-  label: ['sourceLabel', 'destinationLabel'], identity: ['sourceIdentity', 'destinationIdentity'],
-  port: ['sourcePort', 'destinationPort'], service: ['sourceService', 'destinationService'],
-};
-const FROM: Record<string, keyof FlowFilter> = {
-  'from-namespace': 'sourcePod', 'from-pod': 'sourcePod', 'from-ip': 'sourceIp', 'from-label': 'sourceLabel',
-  'from-identity': 'sourceIdentity', 'from-port': 'sourcePort', 'from-service': 'sourceService',
-};
-const TO: Record<string, keyof FlowFilter> = {
-  'to-namespace': 'destinationPod', 'to-pod': 'destinationPod', 'to-ip': 'destinationIp', 'to-label': 'destinationLabel',
-  'to-identity': 'destinationIdentity', 'to-port': 'destinationPort', 'to-service': 'destinationService',
-};
-const SHARED: Record<string, keyof FlowFilter> = {
-  verdict: 'verdict', type: 'eventType', protocol: 'protocol', 'http-status': 'httpStatusCode', 'http-method': 'httpMethod',
-  'http-path': 'httpPath', 'http-url': 'httpUrl', 'node-name': 'nodeName', 'traffic-direction': 'trafficDirection',
-  'drop-reason-desc': 'dropReasonDesc', uuid: 'uuid', 'trace-id': 'traceId',
-};
-export const FILTER_FLAGS = [...Object.keys(EITHER), ...Object.keys(FROM), ...Object.keys(TO), ...Object.keys(SHARED)];
-
-const TRACE_POINTS = ['to-endpoint', 'to-proxy', 'to-host', 'to-stack', 'to-overlay', 'from-endpoint', 'from-proxy',
-  'from-host', 'from-stack', 'from-overlay', 'from-network', 'to-network'];
-const EVENT_TYPES: Record<string, number> = {
-  drop: MessageType.DROP, trace: MessageType.TRACE, 'policy-verdict': MessageType.POLICY_VERDICT, l7: MessageType.ACCESS_LOG,
-};
-
-function eventTypeFilter(v: string): { type: number; matchSubType?: boolean; subType?: number } {
-  const [t, sub] = v.toLowerCase().split(':', 2);
-  const type = EVENT_TYPES[t ?? ''];
-  if (type === undefined) throw new ObserveUsageError(`--type: "${v}" is not one of ${Object.keys(EVENT_TYPES).join(', ')} (optionally type:subtype)`);
-  if (sub === undefined) return { type };
-  const n = /^\d+$/.test(sub) ? Number(sub) : type === MessageType.TRACE ? TRACE_POINTS.indexOf(sub) : -1;
-  if (n < 0) throw new ObserveUsageError(`--type: unknown subtype "${sub}" of ${t}`);
-  return { type, matchSubType: true, subType: n };
-}
-
-/** a filter tracker: one filter, or a source-side and a destination-side pair */
-class FilterSet {
-  private filters: FlowFilter[] = [{}];
-  private split = false;
-  used = false;
-
-  private add(f: FlowFilter, key: keyof FlowFilter, value: unknown): void {
-    const list = ((f as Record<string, unknown[]>)[key] ??= []);
-    list.push(value);
-  }
-  shared(key: keyof FlowFilter, value: unknown): void {
-    this.used = true;
-    for (const f of this.filters) this.add(f, key, value);
-  }
-  either(src: keyof FlowFilter, dst: keyof FlowFilter, value: unknown): void {
-    this.used = true;
-    if (!this.split) {
-      this.split = true;
-      this.filters = [this.filters[0]!, structuredClone(this.filters[0]!)];
-    }
-    this.add(this.filters[0]!, src, value);
-    this.add(this.filters[1]!, dst, value);
-  }
-  build(): FlowFilter[] {
-    return this.used ? this.filters : [];
-  }
-}
-
-function podArg(flag: string, v: string, defaultNs: string): string {
-  if (flag.endsWith('namespace')) return `${v.replace(/\/$/, '')}/`;
-  return v.includes('/') ? v : `${defaultNs}/${v}`;
-}
-
-function valueFor(flag: string, v: string, defaultNs: string): unknown {
-  if (flag.endsWith('identity')) {
-    if (!/^\d+$/.test(v)) throw new ObserveUsageError(`--${flag}: "${v}" is not a numeric identity`);
-    return Number(v);
-  }
-  if (flag.endsWith('namespace') || flag.endsWith('pod') || flag.endsWith('service')) return podArg(flag, v, defaultNs);
-  if (flag === 'type') return eventTypeFilter(v);
-  if (flag === 'verdict' || flag === 'traffic-direction' || flag === 'drop-reason-desc') return v.toUpperCase();
-  return v;
-}
-
-const DURATION = /^(?:\d+(?:\.\d+)?(?:ns|us|µs|ms|s|m|h))+$/;
-const UNIT_MS: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
-
-/** RFC 3339, or a Go-style duration before now (5m, 1h30m, 500ms) */
-export function parseTimeArg(flag: string, v: string, nowMs = Date.now()): FlowTime {
-  const t = parseRfc3339(v);
-  if (t) return t;
-  if (DURATION.test(v)) {
-    let ms = 0;
-    for (const m of v.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(m[1]) * UNIT_MS[m[2]!]!;
-    return timeFromMs(nowMs - ms);
-  }
-  throw new ObserveUsageError(`--${flag}: "${v}" is neither an RFC 3339 time nor a duration such as 5m`);
-}
-
-function count(flag: string, v: string): number {
-  if (!/^\d+$/.test(v)) throw new ObserveUsageError(`--${flag}: "${v}" is not a count`);
-  return Number(v);
-}
-
-/** the GetFlowsRequest for these flags (filters in the order given) */
-export function buildRequest(o: ObserveOptions, ops: FilterOp[], nowMs = Date.now()): WireGetFlowsRequest {
-  const white = new FilterSet();
-  const black = new FilterSet();
-  const hasPod = ops.some((op) => /(^|-)pod$/.test(op.name));
-  const nsOp = ops.find((op) => op.name === 'namespace');
-  // with a pod flag, -n is the namespace of bare pod names rather than a filter of its own
-  const defaultNs = hasPod && nsOp?.value ? nsOp.value : 'default';
-  let negate = false;
-  for (const op of ops) {
-    if (op.name === 'not') { negate = true; continue; }
-    if (op.name === 'namespace' && hasPod) continue;
-    const set = negate ? black : white;
-    negate = false;
-    const v = valueFor(op.name, op.value ?? '', defaultNs);
-    const either = EITHER[op.name];
-    if (either) set.either(either[0], either[1], v);
-    else if (FROM[op.name]) set.shared(FROM[op.name]!, v);
-    else if (TO[op.name]) set.shared(TO[op.name]!, v);
-    else if (SHARED[op.name]) set.shared(SHARED[op.name]!, v);
-    else throw new ObserveUsageError(`unknown filter flag --${op.name}`);
-  }
-  if (negate) throw new ObserveUsageError('--not must be followed by a filter flag');
-  const req: WireGetFlowsRequest = { whitelist: white.build(), blacklist: black.build() };
-  if (o.last !== undefined && o.first !== undefined) throw new ObserveUsageError('--last and --first exclude each other');
-  if (o.first !== undefined && o.follow) throw new ObserveUsageError('--first cannot be combined with --follow');
-  if (o.since) req.since = parseTimeArg('since', o.since, nowMs);
-  if (o.until) req.until = parseTimeArg('until', o.until, nowMs);
-  if (o.follow) req.follow = true;
-  if (o.last !== undefined) req.number = count('last', o.last);
-  else if (o.first !== undefined) { req.number = count('first', o.first); req.first = true; }
-  else if (!o.follow && !o.all && !o.since && !o.until) req.number = DEFAULT_LAST;
-  // catch a bad regex, CIDR or selector here, with the flag's own words
-  compileFilters(req.whitelist as FlowFilter[], req.blacklist as FlowFilter[]);
-  return req;
-}
-
-export interface ObserveIO {
-  out: NodeJS.WritableStream;
-  err: NodeJS.WritableStream;
-}
-
-/** prints responses in the chosen format; table output is aligned per block */
-class Printer {
-  private readonly output: Output;
-  private readonly opts: PrintOptions;
-  private readonly io: ObserveIO;
-  private readonly debug: boolean;
-  private lines = 0;
-  private table: Flow[] = [];
-  private tableHeader = true;
-  private tableTimer: NodeJS.Timeout | undefined;
-
-  constructor(output: Output, opts: PrintOptions, io: ObserveIO, debug: boolean) {
-    this.output = output;
-    this.opts = opts;
-    this.io = io;
-    this.debug = debug;
-  }
-
-  write(res: WireGetFlowsResponse): void {
-    if (this.output === 'json' || this.output === 'jsonpb') {
-      (res.nodeStatus ? this.io.err : this.io.out).write(`${JSON.stringify(responseToJson(res))}\n`);
-      return;
-    }
-    if (res.flow) {
-      const f = flowFromWire(res.flow as WireFlow);
-      if (this.output === 'compact') this.io.out.write(`${formatCompact(f, this.opts)}\n`);
-      else if (this.output === 'dict') this.io.out.write(`${formatDict(f, this.opts, this.lines === 0)}\n`);
-      else this.queueRow(f);
-      this.lines++;
-    } else if (res.lostEvents) {
-      this.flushTable();
-      if (this.output === 'dict' && this.lines > 0) this.io.out.write(`${DICT_SEPARATOR}\n`);
-      this.io.out.write(`${formatLost(res)}\n`);
-      this.lines++;
-    } else if (res.nodeStatus) {
-      const line = formatNodeStatus(res, this.debug);
-      if (line) this.io.err.write(`${line}\n`);
-    }
-  }
-
-  private queueRow(f: Flow): void {
-    this.table.push(f);
-    // a live table is printed in aligned blocks whenever the stream pauses
-    clearTimeout(this.tableTimer);
-    this.tableTimer = setTimeout(() => this.flushTable(), 200);
-  }
-
-  flushTable(): void {
-    clearTimeout(this.tableTimer);
-    if (this.table.length === 0) return;
-    const rows = formatTableRows(this.table, this.opts);
-    this.io.out.write(`${alignTable(this.tableHeader ? rows : rows.slice(1))}\n`);
-    this.tableHeader = false;
-    this.table = [];
-  }
-}
-
-function outputOf(o: ObserveOptions): Output {
-  const v = (o.output ?? 'compact').toLowerCase();
-  if (!(OUTPUTS as readonly string[]).includes(v)) throw new ObserveUsageError(`-o: "${v}" is not one of ${OUTPUTS.join(', ')}`);
-  return v as Output;
+  silentErrors?: boolean;
+  printRawFilters?: boolean;
 }
 
 /** a server argument as grpc-js wants it: host:port or unix:/path (a bare path is a socket) */
@@ -262,174 +45,204 @@ export function normalizeServer(s: string): string {
   return s.replace(/^(?:https?|grpc):\/\//, '');
 }
 
+/** the server to ask: --server, else NODAL_SERVER, else the sandbox relay */
+export function serverOf(flag: string | undefined): string {
+  return normalizeServer(flag || process.env.NODAL_SERVER || DEFAULT_SERVER);
+}
+
 function socketPathOf(server: string): string | undefined {
   if (!server.startsWith('unix:')) return undefined;
   return server.replace(/^unix:(\/\/)?/, '');
 }
 
-function readInput(file: string): WireGetFlowsResponse[] {
-  const text = readFileSync(file === '-' ? 0 : file, 'utf8');
-  const out: WireGetFlowsResponse[] = [];
-  text.split('\n').forEach((line, i) => {
-    if (line.trim() === '') return;
-    try {
-      out.push(responseFromJson(line));
-    } catch (err) {
-      throw new ObserveUsageError(`${file}:${i + 1}: ${(err as Error).message}`);
-    }
-  });
-  return out;
+/** a --timeout / --window style duration in ms */
+export function durationArg(flag: string, v: string): number {
+  const ms = parseGoDuration(v);
+  if (ms === undefined || ms <= 0) throw new ObserveUsageError(`--${flag}: "${v}" is not a duration such as 5s`);
+  return ms;
 }
 
-/** the server's work, done locally over a file of JSON flows */
-function selectLocal(all: WireGetFlowsResponse[], req: WireGetFlowsRequest): WireGetFlowsResponse[] {
-  const match = compileFilters(req.whitelist as FlowFilter[], req.blacklist as FlowFilter[]);
-  const since = req.since as FlowTime | undefined;
-  const until = req.until as FlowTime | undefined;
-  const picked = all.filter((r) => {
-    if (!r.flow) return true;
-    const f = flowFromWire(structuredClone(r.flow) as WireFlow);
-    if (since && compareTime(f.time, since) < 0) return false;
-    if (until && compareTime(f.time, until) > 0) return false;
-    return !match || match(f);
-  });
-  // the same cut a server makes: the first/last N flows and the notices among them
-  return cutToNumber(picked, req.number ?? 0, Boolean(req.first));
+/** stream a GetFlows call into `onData`; resolves with the exit code */
+export async function streamFlows(
+  server: string, timeoutMs: number, req: WireGetFlowsRequest, io: ObserveIO, cmd: string,
+  onData: (r: WireGetFlowsResponse) => void, signal?: AbortSignal,
+): Promise<number> {
+  const unreachable = (why: string): number => {
+    io.err.write(`nodal ${cmd}: cannot reach the Observer at ${server}: ${why}\n` +
+      '  (start the sandbox with `nodal dev up`, or point --server / NODAL_SERVER at a relay or agent)\n');
+    return 1;
+  };
+  const sock = socketPathOf(server);
+  if (sock && !existsSync(sock)) return unreachable(`socket ${sock} does not exist`);
+  const client = observerClient(server);
+  try {
+    const notReady = await connectOrFail(client, timeoutMs);
+    if (notReady) return unreachable(notReady);
+    if (signal?.aborted) return 0;
+    const call = client.GetFlows(req);
+    let interrupted = false;
+    const stop = (): void => { interrupted = true; call.cancel(); };
+    process.once('SIGINT', stop);
+    signal?.addEventListener('abort', stop, { once: true });
+    // `nodal observe -f | head`: a closed pipe ends the stream quietly, as Ctrl-C does
+    const onOutError = (err: NodeJS.ErrnoException): void => { if (err.code === 'EPIPE') stop(); };
+    io.out.on('error', onOutError);
+    try {
+      return await new Promise<number>((resolve) => {
+        call.on('data', onData);
+        call.on('end', () => resolve(0));
+        call.on('error', (err: grpc.ServiceError) => {
+          if (interrupted && err.code === grpc.status.CANCELLED) return resolve(0);
+          if (err.code === grpc.status.UNAVAILABLE) return resolve(unreachable(err.details || err.message));
+          io.err.write(`nodal ${cmd}: ${server}: ${grpc.status[err.code] ?? err.code}: ${err.details || err.message}\n`);
+          resolve(1);
+        });
+      });
+    } finally {
+      process.off('SIGINT', stop);
+      signal?.removeEventListener('abort', stop);
+      io.out.off('error', onOutError);
+    }
+  } finally {
+    client.close();
+  }
 }
 
 /** run one observe; resolves with the exit code */
 export async function runObserve(o: ObserveOptions, ops: FilterOp[], io: ObserveIO = { out: process.stdout, err: process.stderr }): Promise<number> {
   let req: WireGetFlowsRequest;
   let output: Output;
+  let printer: ObservePrinter;
+  let timeoutMs: number;
   try {
-    output = outputOf(o);
+    output = outputOf(o.output);
+    if (output === 'table' && o.follow) throw new ObserveUsageError('table output format is not compatible with follow mode');
     req = buildRequest(o, ops);
+    timeoutMs = durationArg('timeout', o.timeout ?? DEFAULT_TIMEOUT);
+    printer = new ObservePrinter(output, {
+      policyNames: Boolean(o.printPolicyNames),
+      nodeName: Boolean(o.printNodeName),
+      noIpTranslation: o.ipTranslation === false || Boolean(o.numeric),
+      color: output !== 'json' && output !== 'table' && useColor(o.color, io.out),
+      timeFormat: timeFormatOf(o.timeFormat),
+    }, io, { debug: Boolean(o.debug), silent: Boolean(o.silentErrors) });
   } catch (err) {
     io.err.write(`nodal observe: ${(err as Error).message}\n`);
     return 1;
   }
-  const printer = new Printer(output, {
-    policyNames: Boolean(o.printPolicyNames), nodeName: Boolean(o.printNodeName), noIpTranslation: o.ipTranslation === false,
-  }, io, Boolean(o.debug));
-
-  if (o.inputFile) {
-    try {
-      for (const r of selectLocal(readInput(o.inputFile), req)) printer.write(r);
-    } catch (err) {
-      io.err.write(`nodal observe: --input-file ${o.inputFile}: ${(err as Error).message}\n`);
-      return 1;
-    }
-    printer.flushTable();
+  if (o.printRawFilters) {
+    io.out.write(rawFiltersYaml(req));
     return 0;
   }
 
-  const server = normalizeServer(o.server || process.env.NODAL_SERVER || DEFAULT_SERVER);
-  const timeoutMs = o.timeout ? parseDurationMs(o.timeout) : 5000;
-  const unreachable = (why: string): number => {
-    io.err.write(`nodal observe: cannot reach the Observer at ${server}: ${why}\n` +
-      '  (start the sandbox with `nodal dev up`, or point --server / NODAL_SERVER at a relay or agent)\n');
-    return 1;
-  };
-  const sock = socketPathOf(server);
-  if (sock && !existsSync(sock)) return unreachable(`socket ${sock} does not exist`);
-
-  const client = observerClient(server);
-  try {
-    const notReady = await connectOrFail(client, timeoutMs);
-    if (notReady) return unreachable(notReady);
-    const call = client.GetFlows(req);
-    let interrupted = false;
-    const onSignal = (): void => { interrupted = true; call.cancel(); };
-    process.once('SIGINT', onSignal);
-    // `nodal observe -f | head`: a closed pipe ends the stream quietly, as Ctrl-C does
-    const onOutError = (err: NodeJS.ErrnoException): void => { if (err.code === 'EPIPE') onSignal(); };
+  if (o.inputFile) {
+    // as Hubble: a file is read as it is, --follow does not apply
+    delete req.follow;
+    // `nodal observe --input-file big.json | head`: a closed pipe stops the reading quietly
+    const closed = new AbortController();
+    const onOutError = (err: NodeJS.ErrnoException): void => { if (err.code === 'EPIPE') closed.abort(); };
     io.out.on('error', onOutError);
-    const code = await new Promise<number>((resolve) => {
-      call.on('data', (r: WireGetFlowsResponse) => printer.write(r));
-      call.on('end', () => resolve(0));
-      call.on('error', (err: grpc.ServiceError) => {
-        if (interrupted && err.code === grpc.status.CANCELLED) return resolve(0);
-        if (err.code === grpc.status.UNAVAILABLE) return resolve(unreachable(err.details || err.message));
-        io.err.write(`nodal observe: ${server}: ${grpc.status[err.code] ?? err.code}: ${err.details || err.message}\n`);
-        resolve(1);
-      });
-    });
-    process.off('SIGINT', onSignal);
-    io.out.off('error', onOutError);
-    printer.flushTable();
-    return code;
-  } finally {
-    client.close();
+    try {
+      await readFlowFile(o.inputFile, req, (r) => printer.write(r), (msg) => io.err.write(`nodal observe: ${msg}\n`), closed.signal);
+      if (!closed.signal.aborted) printer.close();
+    } catch (err) {
+      io.err.write(`nodal observe: --input-file ${o.inputFile}: ${(err as Error).message}\n`);
+      return 1;
+    } finally {
+      io.out.off('error', onOutError);
+    }
+    return 0;
   }
-}
 
-function parseDurationMs(v: string): number {
-  if (!DURATION.test(v)) throw new ObserveUsageError(`--timeout: "${v}" is not a duration such as 5s`);
-  let ms = 0;
-  for (const m of v.matchAll(/(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)/g)) ms += Number(m[1]) * UNIT_MS[m[2]!]!;
-  return ms;
+  const code = await streamFlows(serverOf(o.server), timeoutMs, req, io, 'observe', (r) => printer.write(r));
+  printer.close();
+  return code;
 }
 
 /** `nodal observe`: flows from the relay or an agent, Hubble's flags and output */
-export function registerObserve(program: Command): void {
+export function registerObserve(program: Command, io: ObserveIO = { out: process.stdout, err: process.stderr }): void {
   const cmd = program.command('observe')
     .description('watch flows: every connection verdict and request, across the mesh (Hubble-compatible)')
     .option('--server <address>', `Observer to ask: host:port or unix:/path (env NODAL_SERVER, default ${DEFAULT_SERVER})`)
-    .option('--timeout <duration>', 'how long to wait for the connection', '5s')
-    .option('--input-file <file>', 'read JSON flows (one per line, - for stdin) instead of a server')
+    .option('--timeout <duration>', 'how long to wait for the connection', DEFAULT_TIMEOUT)
+    .option('--input-file <file>', 'read JSON flows (as written by -o json; - for stdin) instead of a server')
+    // selectors
     .option('-f, --follow', 'keep printing flows as they happen')
-    .option('--last <n>', `the last N flows (default ${DEFAULT_LAST} without --follow/--since)`)
+    .option('--last <n>', `the last N flows (default ${DEFAULT_LAST} without --follow, --since, --until or --input-file)`)
     .option('--first <n>', 'the first N flows in the buffer')
     .option('--all', 'every flow in the buffer')
-    .option('--since <time>', 'flows since this RFC 3339 time or duration ago (5m)')
-    .option('--until <time>', 'flows until this RFC 3339 time or duration ago')
-    .option('-o, --output <format>', `${OUTPUTS.join(' | ')}`, 'compact')
+    .option('--since <time>', 'flows since a time: a duration ago (3s, 4m, 1h30m), RFC 3339, 2006-01-02, 2006-01-02T15:04Z, RFC 1123Z')
+    .option('--until <time>', 'flows until a time (same forms as --since); with --follow, the stream ends there')
+    // formatting
+    .option('-o, --output <format>', `${OUTPUTS.join(' | ')} (json is jsonpb: one GetFlowsResponse per line)`, 'compact')
+    .option('--color <when>', 'colour compact and dict output: auto (only on a terminal), always, never', 'auto')
+    .option('--time-format <name>', `${TIME_FORMATS.join(' | ')} (not for json)`, 'StampMilli')
     .option('--print-policy-names', 'print the policy that allowed or denied each flow')
     .option('--print-node-name', 'print the node each flow was seen on')
     .option('--no-ip-translation', 'print IPs instead of pod and Service names')
+    .option('--numeric', 'all information in numeric form (no IP translation)')
+    .option('--print-raw-filters', 'print the allowlist/denylist filters as YAML and exit without asking the server')
+    .option('--allowlist <json>', 'a FlowFilter as JSON to add to the allowlist (repeatable)', collect, [])
+    .option('--denylist <json>', 'a FlowFilter as JSON to add to the denylist (repeatable)', collect, [])
+    .option('-s, --silent-errors', 'do not print node status errors and warnings')
     .option('--debug', 'also print routine node status events')
     // filters: events below record them in order, so --not applies to the next one
-    .option('--not', 'negate the next filter flag')
+    .option('--not', 'negate the next filter flag (--not --from-ip 2.2.2.2)')
     .option('-n, --namespace <ns>', 'flows from or to this namespace')
     .option('--from-namespace <ns>', 'flows from this namespace')
     .option('--to-namespace <ns>', 'flows to this namespace')
-    .option('--pod <[ns/]pod>', 'flows from or to pods with this name prefix (namespace default: -n or "default")')
-    .option('--from-pod <[ns/]pod>', 'flows from this pod name prefix')
-    .option('--to-pod <[ns/]pod>', 'flows to this pod name prefix')
+    .option('-A, --all-namespaces', 'flows from or to pods in any namespace')
+    .option('--from-all-namespaces', 'flows from pods in any namespace')
+    .option('--to-all-namespaces', 'flows to pods in any namespace')
+    .option('--pod <[ns/]pod>', 'flows from or to pods with this name prefix (namespace: -n, else "default")')
+    .option('--from-pod <[ns/]pod>', 'flows from pods with this name prefix')
+    .option('--to-pod <[ns/]pod>', 'flows to pods with this name prefix')
     .option('--service <[ns/]svc>', 'flows from or to this Service')
     .option('--from-service <[ns/]svc>', 'flows from this Service')
     .option('--to-service <[ns/]svc>', 'flows to this Service')
     .option('--ip <ip|cidr>', 'flows from or to this IP or CIDR')
     .option('--from-ip <ip|cidr>', 'flows from this IP or CIDR')
     .option('--to-ip <ip|cidr>', 'flows to this IP or CIDR')
-    .option('-l, --label <selector>', 'flows from or to endpoints matching this label selector')
+    .option('-4, --ipv4', 'IPv4 flows only')
+    .option('-6, --ipv6', 'IPv6 flows only')
+    .option('--ip-version <v>', 'v4, v6 or none')
+    .option('-l, --label <selector>', 'flows from or to endpoints matching this label selector (key=value, reserved:world)')
     .option('--from-label <selector>', 'flows from endpoints matching this label selector')
     .option('--to-label <selector>', 'flows to endpoints matching this label selector')
-    .option('--identity <id>', 'flows from or to this numeric identity')
+    .option('--identity <id>', 'flows from or to this identity (number or reserved name: host, world, ...)')
     .option('--from-identity <id>', 'flows from this identity')
     .option('--to-identity <id>', 'flows to this identity')
-    .option('--port <port>', 'flows from or to this L4 port')
-    .option('--from-port <port>', 'flows from this L4 port')
-    .option('--to-port <port>', 'flows to this L4 port')
-    .option('--verdict <verdict>', 'FORWARDED | DROPPED | REDIRECTED | ERROR | AUDIT')
-    .option('-t, --type <type>', 'event type: l7, drop, trace[:to-proxy], policy-verdict')
-    .option('--protocol <proto>', 'tcp, udp, http, ...')
-    .option('--http-status <code>', 'HTTP status code or prefix (404, 5+)')
-    .option('--http-method <method>', 'HTTP method')
-    .option('--http-path <regex>', 'HTTP path regular expression')
-    .option('--http-url <regex>', 'HTTP URL regular expression')
-    .option('--node-name <pattern>', 'node name pattern (node-*)')
+    .option('--port <port>', 'flows with this source or destination port')
+    .option('--from-port <port>', 'flows from this port')
+    .option('--to-port <port>', 'flows to this port')
+    .option('--verdict <verdict>', 'FORWARDED | DROPPED | AUDIT | REDIRECTED | ERROR | TRACED | TRANSLATED')
+    .option('--drop-reason-desc <reason>', 'drop reason, e.g. POLICY_DENIED, POLICY_DENY')
+    .option('-t, --type <type[:subtype]>', 'event type: l7, drop, trace[:to-proxy|to-endpoint|to-stack|...], policy-verdict, or a number')
+    .option('--protocol <proto>', 'L4 or L7 protocol: tcp, udp, sctp, icmp, http, dns, kafka')
+    .option('--tcp-flags <flags>', 'TCP flags, comma separated: syn,ack,fin,rst,psh,urg,ece,cwr,ns')
     .option('--traffic-direction <dir>', 'ingress | egress')
-    .option('--drop-reason-desc <reason>', 'Hubble drop reason, e.g. POLICY_DENIED')
+    .option('--http-status <code>', 'HTTP status code or prefix (404, 5+)')
+    .option('--http-method <method>', 'HTTP method (get, post)')
+    .option('--http-path <regex>', 'HTTP path regular expression (/page/\\d+)')
+    .option('--http-url <regex>', 'HTTP URL regular expression')
+    .option('--http-header <key:value>', 'HTTP header key:value')
+    .option('--node-name <pattern>', 'node name pattern (node-*, cluster/node-*)')
     .option('--uuid <uuid>', 'one flow by its uuid')
     .option('--trace-id <id>', 'flows of one W3C trace');
 
   let ops: FilterOp[] = [];
   cmd.on('option:not', () => ops.push({ name: 'not' }));
-  for (const name of FILTER_FLAGS) cmd.on(`option:${name}`, (value: string) => ops.push({ name, value }));
+  for (const name of FILTER_FLAGS) {
+    const isSwitch = SWITCH_FILTER_FLAGS.includes(name);
+    cmd.on(`option:${name}`, (value: string) => ops.push(isSwitch ? { name, value: '' } : { name, value }));
+  }
   cmd.action(async (o: ObserveOptions) => {
     const taken = ops;
     ops = [];
-    process.exitCode = await runObserve(o, taken);
+    process.exitCode = await runObserve(o, taken, io);
   });
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
 }

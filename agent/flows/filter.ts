@@ -42,6 +42,14 @@ export interface FlowFilter {
   nodeName?: string[];
   ipVersion?: Array<string | number>;
   traceId?: string[];
+  // Hubble fields about data nodal's flows never carry: declared so that a filter naming
+  // them matches nothing (or is refused) instead of being ignored and matching more
+  sourceIpXlated?: string[];
+  sourceClusterName?: string[];
+  destinationClusterName?: string[];
+  interface?: Array<{ index?: number; name?: string }>;
+  nodeLabels?: string[];
+  experimental?: { celExpression?: string[] };
 }
 
 const VERDICTS = ['VERDICT_UNKNOWN', 'FORWARDED', 'DROPPED', 'ERROR', 'AUDIT', 'REDIRECTED', 'TRACED', 'TRANSLATED'];
@@ -61,19 +69,21 @@ function enumSet(field: string, values: Array<string | number>, names: string[])
 
 // --- pods, services, IPs, ports ---
 
+/**
+ * Hubble's [namespace/][name-prefix]: the namespace is exact, the name a prefix; "ns/" is
+ * the whole namespace and a bare name is in namespace "default" (k8s.ParseNamespaceName).
+ * An empty namespace ("/name", "/", what `hubble observe -A` sends) means any namespace.
+ */
 function nameFilter(field: string, values: string[], get: (f: Flow) => { ns: string; name: string } | undefined): FlowPredicate {
   const wanted = values.map((v) => {
-    const slash = v.indexOf('/');
-    const ns = slash < 0 ? '' : v.slice(0, slash);
-    const prefix = slash < 0 ? v : v.slice(slash + 1);
-    if (ns === '' && prefix === '') throw new FlowFilterError(field, `"${v}" must be [namespace/][name-prefix]`);
-    return { ns, prefix };
+    const parts = v.split('/');
+    if (v === '' || parts.length > 2) throw new FlowFilterError(field, `"${v}" must be [namespace/][name-prefix]`);
+    return parts.length === 1 ? { ns: 'default', prefix: v } : { ns: parts[0]!, prefix: parts[1]! };
   });
   return (f) => {
     const x = get(f);
-    if (!x) return false;
-    // Hubble: the namespace is exact, the name a prefix; "ns/" is the whole namespace
-    return wanted.some((w) => w.ns === x.ns && x.name.startsWith(w.prefix));
+    if (!x || (x.ns === '' && x.name === '')) return false;
+    return wanted.some((w) => (w.ns === '' ? x.ns !== '' : w.ns === x.ns) && x.name.startsWith(w.prefix));
   };
 }
 
@@ -274,8 +284,19 @@ export function compileFilter(ff: FlowFilter): FlowPredicate {
   if (has(ff.destinationPod)) p.push(nameFilter('destination_pod', ff.destinationPod, (f) => podOf(f.destination)));
   if (has(ff.sourceService)) p.push(nameFilter('source_service', ff.sourceService, (f) => f.sourceService && { ns: f.sourceService.namespace, name: f.sourceService.name }));
   if (has(ff.destinationService)) p.push(nameFilter('destination_service', ff.destinationService, (f) => f.destinationService && { ns: f.destinationService.namespace, name: f.destinationService.name }));
-  // nodal does not resolve DNS names for flows: such a filter matches nothing
-  if (has(ff.sourceFqdn) || has(ff.destinationFqdn) || has(ff.dnsQuery)) p.push(() => false);
+  // nodal does not resolve DNS names, translate source addresses, name clusters on
+  // endpoints or see interfaces (it observes sockets): such a filter matches nothing
+  if (has(ff.sourceFqdn) || has(ff.destinationFqdn) || has(ff.dnsQuery) || has(ff.sourceIpXlated)
+    || has(ff.sourceClusterName) || has(ff.destinationClusterName) || has(ff.interface)) p.push(() => false);
+  // flows carry no node labels: selectors are judged against none ("!key" matches)
+  if (has(ff.nodeLabels)) {
+    const sels = ff.nodeLabels.map((sel) => parseLabelSelector('node_labels', sel));
+    const matches = sels.some((sel) => matchesSelector(sel, []));
+    p.push(() => matches);
+  }
+  if (has(ff.experimental?.celExpression)) {
+    throw new FlowFilterError('experimental.cel_expression', 'CEL expressions are not supported by nodal (the filter would otherwise be ignored)');
+  }
   if (has(ff.sourceLabel)) p.push(labelFilter('source_label', ff.sourceLabel, (f) => f.source));
   if (has(ff.destinationLabel)) p.push(labelFilter('destination_label', ff.destinationLabel, (f) => f.destination));
   for (const [list, side] of [[ff.sourceWorkload, 'source'], [ff.destinationWorkload, 'destination']] as const) {

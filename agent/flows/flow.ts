@@ -80,7 +80,7 @@ export interface Flow {
 }
 
 /** Cilium monitor message types, as Hubble's EventTypeFilter and printer number them */
-export const MessageType = { DROP: 1, TRACE: 4, POLICY_VERDICT: 9, ACCESS_LOG: 129 } as const;
+export const MessageType = { DROP: 1, TRACE: 4, POLICY_VERDICT: 5, ACCESS_LOG: 129 } as const;
 
 /** Cilium trace observation points (sub_type of a TRACE event) that nodal reports */
 export const TracePoint = { TO_ENDPOINT: 0, TO_PROXY: 1, TO_STACK: 3, FROM_PROXY: 6 } as const;

@@ -3,6 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { compileFilter, compileFilters, FlowFilterError, type Flow, type FlowFilter } from '../../agent/flows/index.ts';
+import { filtersFromOps, type FilterOp } from '../../cli/observe.ts';
 import { flowAt } from '../fixtures/flows/harness.ts';
 
 const flows: Record<string, Flow> = {
@@ -43,7 +44,9 @@ const cases: Array<[string, FlowFilter, string[]]> = [
   ['source pod: namespace exact, name prefix', { sourcePod: ['frontend/web'] }, ['webToApi', 'httpGet', 'http503', 'udpV6']],
   ['source pod: several values are OR', { sourcePod: ['frontend/batch', 'frontend/web-2'] }, ['dropped', 'udpV6']],
   ['"ns/" is the whole namespace', { destinationPod: ['backend/'] }, ['webToApi', 'dropped', 'ingress', 'httpGet', 'http503']],
-  ['a pod without namespace only matches endpoints without one', { sourcePod: ['web'] }, []],
+  ['a bare pod name is in namespace "default" (none here)', { sourcePod: ['web'] }, []],
+  ['"/" is any pod in any namespace (-A)', { sourcePod: ['/'] }, ['webToApi', 'dropped', 'httpGet', 'http503', 'udpV6']],
+  ['"/name" is that name prefix in any namespace', { sourcePod: ['/batch'] }, ['dropped']],
   ['source IP exact', { sourceIp: ['192.168.7.20'] }, ['ingress']],
   ['destination IP by CIDR, IPv4 and IPv6', { destinationIp: ['10.0.0.0/16', 'fd00::/64'] }, ALL],
   ['source IP CIDR excludes others', { sourceIp: ['192.168.0.0/16'] }, ['ingress']],
@@ -85,6 +88,11 @@ const cases: Array<[string, FlowFilter, string[]]> = [
   ['trace id', { traceId: ['4bf92f3577b34da6a3ce929d0e0e4736'] }, ['httpGet']],
   ['uuid', { uuid: ['uuid-2-0'] }, ['dropped']],
   ['fqdn: nodal has no DNS names, matches nothing', { destinationFqdn: ['api.example.com'] }, []],
+  ['translated source IPs: nodal translates none, matches nothing', { sourceIpXlated: ['10.0.0.1'] }, []],
+  ['cluster names: nodal endpoints carry none, matches nothing', { sourceClusterName: ['default'] }, []],
+  ['interfaces: nodal observes sockets, matches nothing', { interface: [{ name: 'eth0' }] }, []],
+  ['node labels: flows carry none, so a required label matches nothing', { nodeLabels: ['kubernetes.io/os=linux'] }, []],
+  ['node labels: an absent label matches every flow', { nodeLabels: ['!io.cilium/egress-gateway'] }, ALL],
   ['fields are AND', { sourcePod: ['frontend/'], verdict: ['FORWARDED'], protocol: ['tcp'] }, ['webToApi', 'httpGet', 'http503']],
   ['fields are AND (narrower)', { sourcePod: ['frontend/'], httpMethod: ['POST'] }, ['http503']],
 ];
@@ -136,7 +144,11 @@ describe('flow filter: invalid filters are errors with the field named', () => {
     [{ destinationPort: ['http'] }, 'destination_port'],
     [{ verdict: ['MAYBE'] }, 'verdict'],
     [{ protocol: ['carrier-pigeon'] }, 'protocol'],
-    [{ sourcePod: ['/'] }, 'source_pod'],
+    [{ sourcePod: ['a/b/c'] }, 'source_pod'],
+    [{ destinationService: [''] }, 'destination_service'],
+    // refused rather than ignored: an ignored filter would match more than was asked
+    [{ experimental: { celExpression: ['flow.verdict == 2'] } }, 'experimental.cel_expression'],
+    [{ nodeLabels: ['a=(b'] }, 'node_labels'],
     [{ sourceLabel: ['app=(x'] }, 'source_label'],
   ];
   for (const [filter, field] of bad) {
@@ -149,4 +161,61 @@ describe('flow filter: invalid filters are errors with the field named', () => {
       });
     });
   }
+});
+
+describe('flow filter: namespaced names, as Hubble\'s k8s.ParseNamespaceName reads them', () => {
+  const ns = {
+    inDefault: flowAt(1, { source: { identity: 300, namespace: 'default', podName: 'web-0' } }),
+    inFrontend: flowAt(2, { source: { identity: 257, namespace: 'frontend', podName: 'web-1' } }),
+    noPod: flowAt(3, { source: { identity: 2, labels: ['reserved:world'] } }),
+    viaService: flowAt(4, { source: { identity: 301, namespace: 'jobs', podName: 'batch-1' }, destinationService: { name: 'api', namespace: 'backend' } }),
+  };
+  const match = (ff: FlowFilter): string[] => {
+    const p = compileFilter(ff);
+    return Object.keys(ns).filter((k) => p(ns[k as keyof typeof ns]));
+  };
+  it('a bare name is a prefix in "default"', () => assert.deepEqual(match({ sourcePod: ['web'] }), ['inDefault']));
+  it('"ns/prefix" is exact namespace, name prefix', () => assert.deepEqual(match({ sourcePod: ['frontend/web'] }), ['inFrontend']));
+  it('"ns/" is the whole namespace', () => assert.deepEqual(match({ sourcePod: ['frontend/'] }), ['inFrontend']));
+  it('"/prefix" is the prefix in any namespace, never an endpoint without one', () => assert.deepEqual(match({ sourcePod: ['/web'] }), ['inDefault', 'inFrontend']));
+  it('"/" is any pod', () => assert.deepEqual(match({ sourcePod: ['/'] }), ['inDefault', 'inFrontend', 'viaService']));
+  it('a namespace alone', () => assert.deepEqual(match({ sourcePod: ['jobs/'] }), ['viaService']));
+  it('Services by the same rules', () => assert.deepEqual(match({ destinationService: ['backend/api'] }), ['viaService']));
+});
+
+describe('flow filter: flag combinations end to end (flags -> filters -> which flows pass)', () => {
+  const http = (s: number, method: string, ns: string): Flow => flowAt(s, {
+    Type: 'L7', l7: { type: 'REQUEST', http: { method, url: '/x', protocol: 'HTTP/1.1' } },
+    destination: { identity: 256, namespace: ns, podName: 'api-0' },
+  });
+  const traffic: Record<string, Flow> = {
+    putFoo: http(1, 'PUT', 'foo'), getFoo: http(2, 'GET', 'foo'), postFoo: http(3, 'POST', 'foo'),
+    putBar: http(4, 'PUT', 'bar'), getBar: http(5, 'GET', 'bar'),
+  };
+  const op = (args: string[]): FilterOp[] => {
+    const out: FilterOp[] = [];
+    for (let i = 0; i < args.length; i++) {
+      const name = args[i]!.replace(/^--/, '');
+      out.push(name === 'not' ? { name } : { name, value: args[++i]! });
+    }
+    return out;
+  };
+  const pass = (...args: string[]): string[] => {
+    const { whitelist, blacklist } = filtersFromOps(op(args));
+    const p = compileFilters(whitelist, blacklist);
+    return Object.keys(traffic).filter((k) => !p || p(traffic[k]!));
+  };
+
+  // the examples of `hubble observe flows --help`
+  it('values of one flag are OR', () => assert.deepEqual(pass('--http-method', 'put', '--http-method', 'get'), ['putFoo', 'getFoo', 'putBar', 'getBar']));
+  it('different flags are AND', () => assert.deepEqual(pass('--http-method', 'put', '--http-method', 'get', '--to-namespace', 'foo'), ['putFoo', 'getFoo']));
+  it('more values of the namespace widen it again', () => assert.deepEqual(pass('--http-method', 'put', '--to-namespace', 'foo', '--to-namespace', 'bar'), ['putFoo', 'putBar']));
+  it('--not: flows that do not match', () => assert.deepEqual(pass('--not', '--http-method', 'put'), ['getFoo', 'postFoo', 'getBar']));
+  it('--not twice on one flag: neither value', () => assert.deepEqual(pass('--not', '--http-method', 'put', '--not', '--http-method', 'get'), ['postFoo']));
+  it('negated different flags: only flows matching all of them are removed', () =>
+    assert.deepEqual(pass('--not', '--http-method', 'put', '--not', '--http-method', 'get', '--not', '--to-namespace', 'foo'), ['postFoo', 'putBar', 'getBar']));
+  it('whitelist and blacklist together', () => assert.deepEqual(pass('--to-namespace', 'foo', '--not', '--http-method', 'get'), ['putFoo', 'postFoo']));
+  it('-n: either side in the namespace, with a shared flag on both', () =>
+    assert.deepEqual(pass('--namespace', 'bar', '--http-method', 'get'), ['getBar']));
+  it('--not -n: neither side in the namespace', () => assert.deepEqual(pass('--not', '--namespace', 'foo'), ['putBar', 'getBar']));
 });

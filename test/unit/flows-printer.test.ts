@@ -38,7 +38,7 @@ describe('compact output (golden)', () => {
     // a response is printed from the client's side with the arrow reversed, latency in ms
     assert.match(resp!, /frontend\/web-1:40312 \(ID:257\) <- backend\/api-7:8080 \(ID:256\) http-response FORWARDED \(HTTP\/1\.1 200 2ms \(GET http:\/\/api\.backend\/v1\/items\)\)$/);
     assert.match(v6!, /^Nov 14 22:13:22\.000: \[2001:db8::7\]:51000 \(world\) -> /);
-    assert.equal(lost, 'EVENTS LOST: 12 events lost on node node-b');
+    assert.equal(lost, 'Nov 14 22:13:22.100 EVENTS LOST: OBSERVER_EVENTS_QUEUE CPU(0) 12');
     // is_reply unknown: <>; reserved identities by name
     assert.match(udp!, / <> 10\.0\.1\.2:53 \(host\) to-stack FORWARDED \(UDP\)$/);
     assert.match(svc!, /-> backend\/api:80 \(ID:256\) to-proxy REDIRECTED/);
