@@ -1,5 +1,6 @@
 // Admin endpoints, served away from the data path (their own listeners): health on
-// :15021 and Prometheus metrics on :9964. A slow scrape never touches a proxied request.
+// :15021 (plus GET /status, the agent's JSON report for `nodal status`) and Prometheus
+// metrics on :9964. A slow scrape never touches a proxied request.
 import { createServer, type Server } from 'node:http';
 import type { Registry } from 'prom-client';
 
@@ -12,13 +13,21 @@ function listen(server: Server, host: string, port: number): Promise<void> {
   });
 }
 
-export async function startAdmin(opts: { host: string; healthPort: number; metricsPort: number; registry: Registry; readiness: Readiness }): Promise<{ close(): Promise<void> }> {
+export async function startAdmin(opts: {
+  host: string; healthPort: number; metricsPort: number; registry: Registry; readiness: Readiness;
+  /** GET /status: the agent's report (agent/status.ts), as JSON */
+  status?: () => Promise<unknown>;
+}): Promise<{ close(): Promise<void> }> {
   const health = createServer((req, res) => {
     if (req.url === '/healthz') {
       res.writeHead(200, { 'content-type': 'text/plain' }).end('ok\n');
     } else if (req.url === '/readyz') {
       const r = opts.readiness.ready();
       res.writeHead(r.ok ? 200 : 503, { 'content-type': 'application/json' }).end(`${JSON.stringify(r)}\n`);
+    } else if (req.url === '/status' && opts.status) {
+      opts.status().then((body) => {
+        res.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);
+      }, (err: Error) => res.writeHead(500, { 'content-type': 'application/json' }).end(`${JSON.stringify({ error: err.message })}\n`));
     } else {
       res.writeHead(404).end();
     }

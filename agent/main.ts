@@ -3,19 +3,21 @@
 // endpoints. Start order: bind and load everything, then connect to the control plane;
 // the last good snapshot on disk is applied first, so a restart while the control plane
 // is away keeps enforcing.
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { AgentControlClient } from '../control/index.ts';
+import { cgroupQuery } from '../native/index.ts';
 import type { EndpointInfo, Snapshot } from '../control/api/types.ts';
 import { parseAgentArgs } from './config.ts';
 import { Datapath } from './datapath/index.ts';
 import { desiredFromSnapshot, sandboxCgroups } from './enrollment.ts';
-import { FlowStore, flowFromVerdictEvent, startObserver } from './flows/index.ts';
+import { FlowStore, flowFromVerdictEvent, nodalVersion, startObserver } from './flows/index.ts';
 import { NodeProxy } from './proxy/index.ts';
 import { WireGuard } from './wireguard/index.ts';
 import { startAdmin } from './admin.ts';
+import { agentStatus, FlowRate } from './status.ts';
 
 /** how often enrollment is re-derived even without a snapshot change (pod restarts) */
 const RECONCILE_INTERVAL_MS = 1000;
@@ -43,10 +45,18 @@ const datapath = await Datapath.open({
 logger.info({ adopted: datapath.report.adopted, attached: datapath.report.attached, pinRoot: datapath.pinRoot }, 'datapath ready');
 
 const wg = await WireGuard.setup({ keyDir: cfg.stateDir, tunnelIp: cfg.tunnelIp, mode: cfg.wgMode, logger });
-writeFileSync(join(cfg.stateDir, 'wg-public.key'), `${wg.publicKey}\n`);
+/** readers (nodal dev status) must never see half a file: write aside, then rename */
+function writeStateFile(name: string, data: string): void {
+  const tmp = join(cfg.stateDir, `.${name}.tmp`);
+  writeFileSync(tmp, data);
+  renameSync(tmp, join(cfg.stateDir, name));
+}
+
+writeStateFile('wg-public.key', `${wg.publicKey}\n`);
 logger.info({ mode: wg.mode, publicKey: wg.publicKey }, 'wireguard ready');
 
 const store = new FlowStore({ capacity: cfg.flowCapacity });
+const flowRate = new FlowRate(() => store.seen).start();
 const proxy = await NodeProxy.start({
   node: cfg.node,
   outbound: { host: cfg.proxyIp, port: cfg.ports.outbound },
@@ -76,7 +86,7 @@ function reconcile(reason: string): void {
   if (changed || r.enrolled.join() !== lastEnrolled.join()) {
     logger.info({ reason, diff, enrolled: r.enrolled, pending: r.pending }, 'datapath reconciled');
     // DESIGN §9: enrollment is visible once redirection is in place
-    writeFileSync(join(cfg.stateDir, 'enrolled.json'), `${JSON.stringify({ version: current.version, enrolled: r.enrolled })}\n`);
+    writeStateFile('enrolled.json', `${JSON.stringify({ version: current.version, enrolled: r.enrolled })}\n`);
   }
   lastEnrolled = r.enrolled;
   enrolledGauge.set(r.enrolled.length);
@@ -116,6 +126,10 @@ const admin = await startAdmin({
       return { ok: reasons.length === 0, reasons };
     },
   },
+  status: () => agentStatus({
+    node: cfg.node, version: nodalVersion(), snapshot: () => current, datapath, cgroupQuery, wireguard: wg,
+    enrolled: () => lastEnrolled, flows: store, flowRate,
+  }),
 });
 
 client.start();

@@ -4,6 +4,9 @@
 import { Command } from 'commander';
 import { registerDev } from './dev.ts';
 import { registerObserve } from './observe.ts';
+import { registerPolicy } from './policy.ts';
+import { registerStatus } from './status.ts';
+import { registerTop } from './top.ts';
 
 const program = new Command('nodal')
   .description('a node-level service mesh: enroll by label, policy by identity, flows you can trust')
@@ -13,5 +16,8 @@ const program = new Command('nodal')
 
 registerDev(program);
 registerObserve(program);
+registerStatus(program);
+registerPolicy(program);
+registerTop(program);
 
 await program.parseAsync(process.argv);
