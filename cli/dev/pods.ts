@@ -174,7 +174,12 @@ export function execInPod(pod: PodRecord, node: NodeRecord, argv: readonly strin
     let stderr = '';
     child.stdout?.on('data', (d: Buffer) => { stdout += d.toString(); });
     child.stderr?.on('data', (d: Buffer) => { stderr += d.toString(); });
-    if (stdio === 'pipe') child.stdin?.end(opts.input ?? '');
+    if (stdio === 'pipe') {
+      // a command that exits before reading its input closes the pipe: that is its
+      // business, not an error of exec (EPIPE would otherwise escape as unhandled)
+      child.stdin?.on('error', () => {});
+      child.stdin?.end(opts.input ?? '');
+    }
     child.on('error', reject);
     child.on('close', (code, signal) => {
       const n = signal ? 128 + (constants.signals[signal] ?? 0) : (code ?? 1);

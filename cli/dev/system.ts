@@ -23,7 +23,10 @@ export function run(cmd: string, args: readonly string[], opts: RunOptions = {})
         reject(new SandboxError(SandboxErrorCode.COMMAND, `${cmd} ${args.join(' ')}: ${why}`, { cause: err }));
       } else resolve(stdout);
     });
-    if (opts.input !== undefined) child.stdin?.end(opts.input);
+    if (opts.input !== undefined) {
+      child.stdin?.on('error', () => {}); // the exit code reports a command that stopped reading
+      child.stdin?.end(opts.input);
+    }
   });
 }
 
