@@ -13,6 +13,7 @@ import { randomUUID } from 'node:crypto';
 import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { compareTime, type FlowPolicy } from '../../agent/flows/index.ts';
+import { repoRoot } from '../helpers/paths.ts';
 import { Sandbox, bpffsMount, cgroup2Mount, type PodStatus } from '../../cli/dev/index.ts';
 import {
   alive, captureUnderlay, devStatusJson, fixture, flowsUntil, killAndWait, netnsOf, observe, podGet, podLog, processesIn, processesMatching,
@@ -499,6 +500,48 @@ spec:
     assert.ok(totals['node-2 nodal_datapath_verdicts_total']! > 0, JSON.stringify(totals));
     assert.ok(totals['node-2 nodal_proxy_requests_total']! > 0, JSON.stringify(totals));
     assert.match(metrics[metricsUrls[1]!]!.body!, /^nodal_proxy_requests_total\{[^}]*code_class="2xx"[^}]*\} [1-9]/m, 'node-2 counts 2xx requests');
+  });
+
+  it('operator commands: nodal status, policy check and top describe the live mesh', () => {
+    const cli = (...args: string[]): Record<string, unknown> => JSON.parse(execFileSync(process.execPath,
+      [join(repoRoot, 'dist/cli/main.js'), ...args, '-o', 'json'], { encoding: 'utf8', timeout: 30_000 })) as Record<string, unknown>;
+    const controlSock = `unix:${join(sb.layout.runDir, 'control.sock')}`;
+    const relaySock = `unix:${sb.layout.relaySocket}`;
+
+    // status: both agents connected, one program per hook, a WireGuard handshake, enrolled pods
+    type NodeView = { name: string; connection: { connected: boolean }; agent: {
+      datapath: { hooks: Array<{ hook: string; programIds: number[] }> };
+      wireguard: { peers: Array<{ node: string; latestHandshake: number }> };
+      endpoints: { enrolled: string[] }; flows: { seen: number; lost: number };
+    } };
+    const status = cli('status', '--server', controlSock) as { nodes: NodeView[] };
+    assert.deepEqual(status.nodes.map((n) => n.name).sort(), ['node-1', 'node-2']);
+    for (const n of status.nodes) {
+      assert.equal(n.connection.connected, true, `${n.name} agent connected`);
+      assert.deepEqual(n.agent.datapath.hooks.map((h) => [h.hook, h.programIds.length]).sort(),
+        [['connect4', 1], ['connect6', 1], ['ingress', 1], ['sock_ops', 1]], `${n.name}: exactly one program per hook`);
+      assert.ok(n.agent.wireguard.peers.every((p) => p.latestHandshake > 0), `${n.name}: handshakes with its peers`);
+      assert.ok(n.agent.flows.seen > 0);
+    }
+    assert.ok(status.nodes.find((n) => n.name === 'node-1')!.agent.endpoints.enrolled.includes('demo/frontend'));
+    assert.ok(status.nodes.find((n) => n.name === 'node-2')!.agent.endpoints.enrolled.includes('demo/backend'));
+
+    // policy check: the verdicts the mesh gives, each naming the rule that decides it
+    const check = (from: string, path: string): { verdict: string; summary: string } =>
+      cli('policy', 'check', '--server', controlSock, '--from', from, '--to', 'demo/backend', '--port', '80',
+        '--http-method', 'GET', '--http-path', path) as { verdict: string; summary: string };
+    const allowed = check('demo/frontend', '/api/x');
+    assert.equal(allowed.verdict, 'ALLOWED');
+    assert.match(allowed.summary, /demo\/api-allow rule 0/);
+    const admin = check('demo/frontend', '/admin');
+    assert.equal(admin.verdict, 'DENIED');
+    assert.match(admin.summary, /no ALLOW rule of demo\/api-allow matches/);
+
+    // top: the frontend's calls as a route with a request rate and latency
+    const top = cli('top', '--server', relaySock, '--once', '--window', '30s') as { routes: Array<{ source: string; destination: string; rps: number; success_rate: number; latency_ms_p99: number }> };
+    const route = top.routes.find((r) => r.source === 'demo/frontend' && r.destination === 'demo/backend');
+    assert.ok(route, `a frontend → backend route: ${JSON.stringify(top.routes)}`);
+    assert.ok(route.rps > 0 && route.latency_ms_p99 > 0);
   });
 
   it('agents\' logs are not flooded with a MaxListenersExceededWarning per tunnelled connection', () => {
