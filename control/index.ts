@@ -7,6 +7,9 @@ export type { AgentControlClientOptions } from './grpc/client.ts';
 export type { AgentStatus } from './grpc/server.ts';
 export { DirectorySource } from './cluster/directory.ts';
 export type { ClusterSource, DirectorySourceOptions } from './cluster/directory.ts';
+export type { KubernetesSource, KubernetesSourceOptions, KindHealth } from './cluster/kubernetes.ts';
+/** the Kubernetes informer source, loaded on demand: @kubernetes/client-node takes most of a second to import, and the agent and CLI never need it */
+export const loadKubernetesSource = (): Promise<typeof import('./cluster/kubernetes.ts')> => import('./cluster/kubernetes.ts');
 export type * from './cluster/state.ts';
 export { buildModel, MESH_LABEL } from './model/builder.ts';
 export type { Model, BuildInput } from './model/builder.ts';
