@@ -68,10 +68,16 @@ const proxy = await NodeProxy.start({
   logger,
 });
 
+// one context for every kernel verdict, updated when a snapshot applies: ingest makes no
+// object per event beyond the flow itself
+const flowContext: { node: string; snapshot?: Snapshot; localEndpoint: (cgroupId: bigint) => EndpointInfo | undefined } = {
+  node: cfg.node, localEndpoint: (id) => byCgroup.get(id),
+};
+
 datapath.subscribe((events) => {
   for (const ev of events) {
     verdicts.inc({ verdict: ev.verdict, hook: ev.hook });
-    store.add(flowFromVerdictEvent(ev, { node: cfg.node, localEndpoint: (id) => byCgroup.get(id), ...(current ? { snapshot: current } : {}) }));
+    store.add(flowFromVerdictEvent(ev, flowContext));
   }
 });
 
@@ -103,6 +109,7 @@ function reconcile(reason: string): void {
 
 async function apply(s: Snapshot): Promise<void> {
   current = s;
+  flowContext.snapshot = s;
   reconcile(`snapshot ${s.version}`);
   proxy.update(s);
   await wg.setPeers(s.nodes.filter((n) => n.name !== cfg.node && n.wgPublicKey).map((n) => ({

@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const only = process.argv.slice(2);
-const BENCHES = ['datapath', 'mesh'];
+const BENCHES = ['datapath', 'mesh', 'flows'];
 
 for (const name of BENCHES.filter((b) => only.length === 0 || only.includes(b))) {
   process.stderr.write(`bench: ${name}\n`);

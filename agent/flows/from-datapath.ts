@@ -2,34 +2,66 @@
 // namespace, labels, Service and the policy that decided come from the current snapshot.
 // Every verdict names its policy and rule, including "default deny because policy X
 // selects this workload" (DESIGN §4), in Hubble's *_denied_by / *_allowed_by fields.
-import { randomUUID } from 'node:crypto';
+//
+// This runs once per kernel verdict, at up to hundreds of thousands a second, and the
+// store keeps every flow for a while, so what a flow holds costs garbage-collector time.
+// What depends only on the snapshot (endpoints with their labels, named policies, their
+// summaries) is built once per snapshot and shared by the flows that refer to it; shared
+// parts are frozen, since a flow is never changed after it is made.
+import { randomFillSync } from 'node:crypto';
 import type { CompiledPolicy, EndpointInfo, IdentityInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
 import type { VerdictEvent } from '../datapath/index.ts';
-import { DropReasonCode, MessageType, TracePoint, timeFromNs, type Flow, type FlowEndpoint, type FlowPolicy } from './flow.ts';
+import { DropReasonCode, MessageType, TracePoint, timeFromNs, type Flow, type FlowEndpoint, type FlowEventType, type FlowPolicy } from './flow.ts';
 
 /** Cilium's names for the reserved identities (DESIGN §4 uses the same numbers) */
 export const RESERVED_IDENTITY_NAMES: Readonly<Record<number, string>> = {
   1: 'host', 2: 'world', 3: 'unmanaged', 4: 'health', 5: 'init', 6: 'remote-node', 7: 'kube-apiserver', 8: 'ingress',
 };
 
+/** endpoints remembered per snapshot; past this many (a scan from many sources) start over */
+const ENDPOINT_CACHE_MAX = 16_384;
+
+interface NamedPolicy {
+  /** frozen, shared by every flow this policy decided with this rule */
+  policies: FlowPolicy[];
+  text: string;
+  /** summaries by verdict wording, made on first use */
+  summaries: Map<string, string>;
+}
+
 interface SnapshotIndex {
   endpointsByIp: Map<string, EndpointInfo>;
   identities: Map<number, IdentityInfo>;
   services: Map<string, ServiceInfo>;
   policies: Map<number, CompiledPolicy>;
+  revision: number | undefined;
+  /** flow endpoints by ip, then by identity and endpoint id */
+  endpoints: Map<string, Map<number, FlowEndpoint>>;
+  endpointCount: number;
+  /** by policy id and rule (or default deny) */
+  named: Map<number, NamedPolicy>;
 }
+
+const newIndex = (s: Snapshot | undefined): SnapshotIndex => ({
+  endpointsByIp: new Map(s?.endpoints.map((e) => [e.ip, e])),
+  identities: new Map(s?.identities.map((i) => [i.id, i])),
+  services: new Map(s?.services.map((v) => [v.clusterIp, v])),
+  policies: new Map(s?.policies.map((p) => [p.id, p])),
+  revision: s?.version,
+  endpoints: new Map(),
+  endpointCount: 0,
+  named: new Map(),
+});
 
 // one index per snapshot object: snapshots are replaced, never mutated
 const indexes = new WeakMap<Snapshot, SnapshotIndex>();
-function indexOf(s: Snapshot): SnapshotIndex {
+/** flows made without a snapshot share their own caches */
+const noSnapshot = newIndex(undefined);
+function indexOf(s: Snapshot | undefined): SnapshotIndex {
+  if (!s) return noSnapshot;
   let ix = indexes.get(s);
   if (!ix) {
-    ix = {
-      endpointsByIp: new Map(s.endpoints.map((e) => [e.ip, e])),
-      identities: new Map(s.identities.map((i) => [i.id, i])),
-      services: new Map(s.services.map((v) => [v.clusterIp, v])),
-      policies: new Map(s.policies.map((p) => [p.id, p])),
-    };
+    ix = newIndex(s);
     indexes.set(s, ix);
   }
   return ix;
@@ -42,24 +74,46 @@ export function endpointLabels(labels: Record<string, string>, namespace: string
   return out.sort();
 }
 
-function endpointFor(ip: string, identity: number, ix: SnapshotIndex | undefined, endpointId: number | undefined): FlowEndpoint {
-  const ep = ix?.endpointsByIp.get(ip);
+function makeEndpoint(ip: string, identity: number, ix: SnapshotIndex, endpointId: number): FlowEndpoint {
+  const ep = ix.endpointsByIp.get(ip);
   const id = identity || ep?.identity || 0;
   const out: FlowEndpoint = { identity: id };
   if (endpointId) out.ID = endpointId;
   if (ep) {
     out.namespace = ep.namespace;
     out.podName = ep.name;
-    out.labels = endpointLabels(ep.labels, ep.namespace);
-    return out;
+    out.labels = Object.freeze(endpointLabels(ep.labels, ep.namespace)) as string[];
+    return Object.freeze(out);
   }
-  const info = ix?.identities.get(id);
+  const info = ix.identities.get(id);
   if (info) {
     out.namespace = info.namespace;
-    out.labels = endpointLabels(info.labels, info.namespace);
+    out.labels = Object.freeze(endpointLabels(info.labels, info.namespace)) as string[];
   } else if (RESERVED_IDENTITY_NAMES[id]) {
-    out.labels = [`reserved:${RESERVED_IDENTITY_NAMES[id]}`];
+    out.labels = Object.freeze([`reserved:${RESERVED_IDENTITY_NAMES[id]}`]) as string[];
   }
+  return Object.freeze(out);
+}
+
+/** the endpoint at `ip`, shared by every flow of this snapshot that names it the same way */
+function endpointFor(ip: string, identity: number, ix: SnapshotIndex, endpointId: number | undefined): FlowEndpoint {
+  // identity and endpoint id are u32: together they key exactly below 2^53 only when
+  // the identity is small, so fall back to building when they do not fit
+  const eid = endpointId ?? 0;
+  if (identity >= 0x200000) return makeEndpoint(ip, identity, ix, eid);
+  const key = identity * 4294967296 + eid;
+  let byKey = ix.endpoints.get(ip);
+  let out = byKey?.get(key);
+  if (out) return out;
+  out = makeEndpoint(ip, identity, ix, eid);
+  if (ix.endpointCount >= ENDPOINT_CACHE_MAX) {
+    ix.endpoints.clear();
+    ix.endpointCount = 0;
+    byKey = undefined;
+  }
+  if (!byKey) ix.endpoints.set(ip, (byKey = new Map()));
+  byKey.set(key, out);
+  ix.endpointCount++;
   return out;
 }
 
@@ -69,27 +123,102 @@ function kindOf(p: CompiledPolicy): string {
   return typeof k === 'string' && k !== '' ? k : 'MeshPolicy';
 }
 
-interface NamedPolicy { policy: FlowPolicy; text: string }
-
-function namePolicy(ev: VerdictEvent, s: Snapshot | undefined, ix: SnapshotIndex | undefined, withRule: boolean): NamedPolicy | undefined {
+function namePolicy(ev: VerdictEvent, ix: SnapshotIndex, withRule: boolean): NamedPolicy | undefined {
   if (!ev.policyId) return undefined;
-  const p = ix?.policies.get(ev.policyId);
-  const labels = withRule ? [`rule=${ev.rule}`] : ['default-deny'];
+  // rule is a u16: one key per (policy, rule) and one for "default deny"
+  const key = ev.policyId * 65537 + (withRule ? ev.rule : 65536);
+  const hit = ix.named.get(key);
+  if (hit) return hit;
+  const p = ix.policies.get(ev.policyId);
+  const labels = Object.freeze(withRule ? [`rule=${ev.rule}`] : ['default-deny']) as string[];
+  let policy: FlowPolicy, text: string;
   if (!p) {
-    return {
-      policy: { name: `policy-${ev.policyId}`, namespace: '', kind: 'MeshPolicy', labels },
-      text: `policy id ${ev.policyId} (not in the current snapshot)`,
-    };
+    policy = { name: `policy-${ev.policyId}`, namespace: '', kind: 'MeshPolicy', labels };
+    text = `policy id ${ev.policyId} (not in the current snapshot)`;
+  } else {
+    const kind = kindOf(p);
+    policy = { name: p.name, namespace: p.namespace, kind, labels, ...(ix.revision !== undefined ? { revision: ix.revision } : {}) };
+    text = `${kind} ${p.namespace}/${p.name}`;
   }
-  const kind = kindOf(p);
-  return {
-    policy: { name: p.name, namespace: p.namespace, kind, labels, ...(s ? { revision: s.version } : {}) },
-    text: `${kind} ${p.namespace}/${p.name}`,
-  };
+  const named: NamedPolicy = { policies: Object.freeze([Object.freeze(policy)]) as FlowPolicy[], text, summaries: new Map() };
+  ix.named.set(key, named);
+  return named;
+}
+
+function summaryOf(named: NamedPolicy, wording: string, make: () => string): string {
+  let s = named.summaries.get(wording);
+  if (s === undefined) named.summaries.set(wording, (s = make()));
+  return s;
 }
 
 function verdictOf(v: VerdictEvent['verdict']): Flow['verdict'] {
   return v === 'UNKNOWN' ? 'VERDICT_UNKNOWN' : v;
+}
+
+// event types are a handful of constant pairs: one frozen object each
+const eventTypes = new Map<number, FlowEventType>();
+function eventType(type: number, subType: number): FlowEventType {
+  const key = type * 65536 + subType;
+  let et = eventTypes.get(key);
+  if (!et) eventTypes.set(key, (et = Object.freeze({ type, subType })));
+  return et;
+}
+
+const SYN_ONLY = Object.freeze({ SYN: true });
+
+function makeL4(proto: number, sport: number, dport: number, ingress: boolean): Flow['l4'] {
+  if (proto === 6) return { TCP: ingress ? { sourcePort: sport, destinationPort: dport, flags: SYN_ONLY } : { sourcePort: sport, destinationPort: dport } };
+  if (proto === 17) return { UDP: { sourcePort: sport, destinationPort: dport } };
+  return undefined;
+}
+
+// a connect() verdict has no source port yet, so its l4 is one of a bounded few: shared
+const l4NoSourcePort = new Map<number, Flow['l4']>();
+function l4For(proto: number, sport: number, dport: number, ingress: boolean): Flow['l4'] {
+  if (sport !== 0 || (proto !== 6 && proto !== 17)) return makeL4(proto, sport, dport, ingress);
+  const key = proto * 0x20000 + (ingress ? 0x10000 : 0) + dport;
+  let l4 = l4NoSourcePort.get(key);
+  if (!l4) {
+    l4 = makeL4(proto, sport, dport, ingress)!;
+    Object.freeze(l4.TCP ?? l4.UDP);
+    l4NoSourcePort.set(key, Object.freeze(l4));
+  }
+  return l4;
+}
+
+// RFC 4122 version 4 UUIDs, made 4096 at a time: node's randomUUID() costs about a
+// microsecond here, more than the rest of a flow. One block is formatted into one string
+// and each flow keeps a slice of it (V8 shares the characters), so a stored flow's uuid
+// is one small object instead of a string of its own.
+const UUID_BLOCK = 4096;
+const uuidBytes = Buffer.alloc(16 * UUID_BLOCK);
+const uuidText = Buffer.alloc(36 * UUID_BLOCK, 0x2d); // '-' where nothing else is written
+const uuidView = new DataView(uuidText.buffer, uuidText.byteOffset, uuidText.length);
+/** a byte as two lowercase hex digits, little-endian, for one 16-bit store */
+const HEX2 = new Uint16Array(256);
+for (let i = 0; i < 256; i++) HEX2[i] = '0123456789abcdef'.charCodeAt(i >> 4) | ('0123456789abcdef'.charCodeAt(i & 15) << 8);
+/** where each of the 16 bytes goes in xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx */
+const UUID_AT = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
+let uuidBlock = '';
+let uuidNext = UUID_BLOCK;
+
+function refillUuids(): void {
+  randomFillSync(uuidBytes);
+  for (let u = 0; u < UUID_BLOCK; u++) {
+    const o = u * 16;
+    uuidBytes[o + 6] = (uuidBytes[o + 6]! & 0x0f) | 0x40; // version 4
+    uuidBytes[o + 8] = (uuidBytes[o + 8]! & 0x3f) | 0x80; // variant 10
+    const t = u * 36;
+    for (let i = 0; i < 16; i++) uuidView.setUint16(t + UUID_AT[i]!, HEX2[uuidBytes[o + i]!]!, true);
+  }
+  uuidBlock = uuidText.toString('latin1');
+  uuidNext = 0;
+}
+
+function flowUuid(): string {
+  if (uuidNext === UUID_BLOCK) refillUuids();
+  const at = uuidNext++ * 36;
+  return uuidBlock.substring(at, at + 36);
 }
 
 export interface FlowContext {
@@ -99,52 +228,48 @@ export interface FlowContext {
   localEndpoint?: (cgroupId: bigint) => EndpointInfo | undefined;
 }
 
-const UNSPECIFIED = new Set(['::', '0.0.0.0']);
-
 /** one flow per kernel verdict (a connection attempt, or a SYN at an enrolled pod) */
 export function flowFromVerdictEvent(ev: VerdictEvent, ctx: FlowContext): Flow {
-  const s = ctx.snapshot;
-  const ix = s ? indexOf(s) : undefined;
+  const ix = indexOf(ctx.snapshot);
   const ingress = ev.hook === 'ingress' || ev.direction === 'INGRESS';
-  if (!ingress && UNSPECIFIED.has(ev.source.ip)) {
-    const local = ctx.localEndpoint?.(ev.cgroupId);
-    if (local?.ip) ev = { ...ev, source: { ip: local.ip, port: 0 } };
+  let srcIp = ev.source.ip;
+  let srcPort = ev.source.port;
+  if (!ingress && (srcIp === '::' || srcIp === '0.0.0.0') && ctx.localEndpoint) {
+    const local = ctx.localEndpoint(ev.cgroupId);
+    if (local?.ip) { srcIp = local.ip; srcPort = 0; }
   }
+  const dstIp = ev.destination.ip;
   const verdict = verdictOf(ev.verdict);
   const f: Flow = {
-    time: timeFromNs(ev.timeNs),
-    uuid: randomUUID(),
+    time: ev.time ?? timeFromNs(ev.timeNs),
+    uuid: flowUuid(),
     verdict,
-    IP: { source: ev.source.ip, destination: ev.destination.ip, ipVersion: ev.family === 6 ? 'IPv6' : 'IPv4' },
+    IP: { source: srcIp, destination: dstIp, ipVersion: ev.family === 6 ? 'IPv6' : 'IPv4' },
     // the local endpoint is the sender at connect, the receiver at ingress
-    source: endpointFor(ev.source.ip, ev.srcIdentity, ix, ingress ? undefined : ev.endpointId),
-    destination: endpointFor(ev.destination.ip, ev.dstIdentity, ix, ingress ? ev.endpointId : undefined),
+    source: endpointFor(srcIp, ev.srcIdentity, ix, ingress ? undefined : ev.endpointId),
+    destination: endpointFor(dstIp, ev.dstIdentity, ix, ingress ? ev.endpointId : undefined),
     Type: 'L3_L4',
     nodeName: ctx.node,
     trafficDirection: ev.direction,
     // every verdict is about a new connection (the hooks never see replies)
     isReply: false,
   };
-  if (ev.proto === 6) {
-    f.l4 = { TCP: { sourcePort: ev.source.port, destinationPort: ev.destination.port, ...(ingress ? { flags: { SYN: true } } : {}) } };
-  } else if (ev.proto === 17) {
-    f.l4 = { UDP: { sourcePort: ev.source.port, destinationPort: ev.destination.port } };
-  }
-  const svc = ix?.services.get(ev.destination.ip);
+  const l4 = l4For(ev.proto, srcPort, ev.destination.port, ingress);
+  if (l4) f.l4 = l4;
+  const svc = ix.services.get(dstIp);
   if (svc) f.destinationService = { name: svc.name, namespace: svc.namespace };
 
-  const rule = ` rule ${ev.rule}`;
   if (verdict === 'DROPPED') {
-    const named = namePolicy(ev, s, ix, ev.reason === 'POLICY_DENY');
+    const named = namePolicy(ev, ix, ev.reason === 'POLICY_DENY');
     switch (ev.reason) {
       case 'POLICY_DENY':
         f.dropReasonDesc = 'POLICY_DENY';
-        f.summary = named ? `denied by ${named.text}${rule}` : 'denied by a DENY rule';
+        f.summary = named ? summaryOf(named, 'deny', () => `denied by ${named.text} rule ${ev.rule}`) : 'denied by a DENY rule';
         break;
       case 'DEFAULT_DENY':
         // Hubble's name for "no rule allowed it"
         f.dropReasonDesc = 'POLICY_DENIED';
-        f.summary = named ? `default deny: no ALLOW rule of ${named.text} matches` : 'default deny: no ALLOW rule matches';
+        f.summary = named ? summaryOf(named, 'default-deny', () => `default deny: no ALLOW rule of ${named.text} matches`) : 'default deny: no ALLOW rule matches';
         break;
       case 'NOT_FROM_PROXY':
         f.dropReasonDesc = 'POLICY_DENIED';
@@ -158,25 +283,25 @@ export function flowFromVerdictEvent(ev: VerdictEvent, ctx: FlowContext): Flow {
         f.dropReasonDesc = 'DROP_REASON_UNKNOWN';
         f.summary = `dropped (datapath reason ${ev.reason})`;
     }
-    if (named) f[ingress ? 'ingressDeniedBy' : 'egressDeniedBy'] = [named.policy];
-    f.eventType = { type: MessageType.DROP, subType: DropReasonCode[f.dropReasonDesc] ?? 0 };
+    if (named) f[ingress ? 'ingressDeniedBy' : 'egressDeniedBy'] = named.policies;
+    f.eventType = eventType(MessageType.DROP, DropReasonCode[f.dropReasonDesc] ?? 0);
     return f;
   }
 
   const head = verdict === 'REDIRECTED' ? 'redirected to the node proxy' : ingress ? 'admitted' : 'forwarded';
   if (ev.reason === 'POLICY_ALLOW') {
-    const named = namePolicy(ev, s, ix, true);
-    if (named) f[ingress ? 'ingressAllowedBy' : 'egressAllowedBy'] = [named.policy];
-    f.summary = named ? `${head}: allowed by ${named.text}${rule}` : `${head}: allowed by policy`;
+    const named = namePolicy(ev, ix, true);
+    if (named) f[ingress ? 'ingressAllowedBy' : 'egressAllowedBy'] = named.policies;
+    f.summary = named ? summaryOf(named, head, () => `${head}: allowed by ${named.text} rule ${ev.rule}`) : `${head}: allowed by policy`;
   } else if (ev.reason === 'DEFAULT_ALLOW' && verdict !== 'REDIRECTED') {
     // at connect() only the source's own egress is judged; the destination decides later
     f.summary = `${head}: no policy selects this workload`;
   } else {
     f.summary = head;
   }
-  f.eventType = {
-    type: MessageType.TRACE,
-    subType: verdict === 'REDIRECTED' ? TracePoint.TO_PROXY : ingress ? TracePoint.TO_ENDPOINT : TracePoint.TO_STACK,
-  };
+  f.eventType = eventType(
+    MessageType.TRACE,
+    verdict === 'REDIRECTED' ? TracePoint.TO_PROXY : ingress ? TracePoint.TO_ENDPOINT : TracePoint.TO_STACK,
+  );
   return f;
 }

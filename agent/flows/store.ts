@@ -15,6 +15,12 @@ export const DEFAULT_CAPACITY = 65_536;
 export const DEFAULT_FOLLOWER_QUEUE = 4096;
 /** flows delivered per follower per turn of the event loop, so one follower cannot starve the rest */
 const DRAIN_BATCH = 256;
+/**
+ * ...and at most this much time per turn: sending is the expensive part (a gRPC write
+ * serializes and frames each flow), and the kernel's events are read on this same
+ * thread, so a client that reads fast must not take the turns ingest needs.
+ */
+const DRAIN_BUDGET_MS = 1;
 
 export type FlowPredicate = (f: Flow) => boolean;
 
@@ -154,7 +160,10 @@ export class FlowSubscription {
   private drain(): void {
     this.scheduled = false;
     let n = 0;
+    const deadline = performance.now() + DRAIN_BUDGET_MS;
     while (!this.paused && !this.closed && n < DRAIN_BATCH) {
+      // the clock is read every 16 deliveries: cheap next to one gRPC write
+      if (n > 0 && (n & 15) === 0 && performance.now() > deadline) break;
       let ev: FollowEvent;
       if (this.len > 0) {
         const x = this.items[this.head]!;
