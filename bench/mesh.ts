@@ -150,7 +150,8 @@ so the figures compare paths, not absolute capacity.
 ${table(['path', 'requests/s', 'p50 ms', 'p99 ms', 'errors'], rows)}
 
 Agent memory (RSS, MiB), idle after start-up with the pods enrolled, and the peak sampled
-every 250 ms during the runs above:
+every 250 ms during the runs above. The peak includes the flow store filling: every
+request is a flow, and the ring keeps the last 65,536 (\`--flow-capacity\`).
 
 ${table(['agent', 'idle MiB', 'under load MiB'], mem)}
 `);
