@@ -74,6 +74,11 @@ export function endpointLabels(labels: Record<string, string>, namespace: string
   return out.sort();
 }
 
+/** Hubble's Endpoint.workloads for a pod's controller: one entry, frozen with the endpoint */
+function flowWorkloads(w: { kind: string; name: string }): NonNullable<FlowEndpoint['workloads']> {
+  return Object.freeze([Object.freeze({ name: w.name, kind: w.kind })]) as NonNullable<FlowEndpoint['workloads']>;
+}
+
 function makeEndpoint(ip: string, identity: number, ix: SnapshotIndex, endpointId: number): FlowEndpoint {
   const ep = ix.endpointsByIp.get(ip);
   const id = identity || ep?.identity || 0;
@@ -83,6 +88,7 @@ function makeEndpoint(ip: string, identity: number, ix: SnapshotIndex, endpointI
     out.namespace = ep.namespace;
     out.podName = ep.name;
     out.labels = Object.freeze(endpointLabels(ep.labels, ep.namespace)) as string[];
+    if (ep.workload) out.workloads = flowWorkloads(ep.workload);
     return Object.freeze(out);
   }
   const info = ix.identities.get(id);

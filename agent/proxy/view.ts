@@ -106,7 +106,11 @@ export class MeshView {
       const labels = [`k8s:io.kubernetes.pod.namespace=${ep.namespace}`];
       for (const [k, v] of Object.entries(ep.labels)) labels.push(`k8s:${k}=${v}`);
       labels.sort();
-      fe = Object.freeze({ identity: ep.identity, namespace: ep.namespace, podName: ep.name, labels: Object.freeze(labels) as string[] });
+      fe = Object.freeze({
+        identity: ep.identity, namespace: ep.namespace, podName: ep.name, labels: Object.freeze(labels) as string[],
+        // Hubble's Endpoint.workloads: the pod's controller (none for a bare pod)
+        ...(ep.workload ? { workloads: Object.freeze([Object.freeze({ name: ep.workload.name, kind: ep.workload.kind })]) as FlowEndpoint['workloads'] } : {}),
+      });
       this.flowEndpoints.set(ep, fe);
     }
     return fe;

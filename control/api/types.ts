@@ -40,6 +40,8 @@ export interface EndpointInfo {
   enrolled: boolean;
   /** set when an ALLOW MeshPolicy selects this endpoint: unmatched traffic is denied by it */
   defaultDenyPolicyId?: number;
+  /** the pod's controller as Hubble names it (a ReplicaSet of a Deployment → the Deployment); absent for a bare pod */
+  workload?: { kind: string; name: string };
 }
 
 export interface ServicePort {

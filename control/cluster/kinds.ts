@@ -3,9 +3,9 @@
 // kinds are lenient (real manifests carry many fields we do not read); the nodal policy
 // kind is strict, because an Istio field we silently ignored would widen a policy.
 import { ConfigError } from '../errors.ts';
-import type { MeshPolicyObject, NamespaceObject, NodeObject, PodObject, PolicyRule, ServiceObject } from './state.ts';
+import type { MeshPolicyObject, NamespaceObject, NodeObject, PodObject, PolicyRule, ServiceObject, WorkloadRef } from './state.ts';
 import {
-  check, cidr, ip, isMapping, labels, list, name, obj, oneOf, parsePort, port, req, str, type Schema,
+  bool, check, cidr, ip, isMapping, labels, list, name, obj, oneOf, parsePort, port, req, str, type Schema,
 } from './schema.ts';
 
 export type Typed =
@@ -31,8 +31,11 @@ interface KindSpec {
   convert: (doc: Doc, namespace: string) => Typed | { path: string; reason: string };
 }
 
-const metadata = (annotations: Schema = labels): Schema =>
-  obj({ name: req(name), namespace: str, uid: str, labels, annotations });
+const metadata = (annotations: Schema = labels, extra: Record<string, Schema> = {}): Schema =>
+  obj({ name: req(name), namespace: str, uid: str, labels, annotations, ...extra });
+
+/** metadata.ownerReferences as the API server writes them; only kind, name and controller are read */
+const ownerReferences = list(obj({ apiVersion: str, kind: req(name), name: req(name), uid: str, controller: bool, blockOwnerDeletion: bool }));
 
 const strs = list(str);
 const source = obj({ principals: strs, notPrincipals: strs, namespaces: strs, notNamespaces: strs },
@@ -59,6 +62,27 @@ const compact = <T extends object>(o: T): T => Object.fromEntries(Object.entries
 
 const PHASES = ['Pending', 'Running', 'Succeeded', 'Failed', 'Unknown'] as const;
 
+/** the label the Deployment controller puts on a ReplicaSet's pods; the ReplicaSet is named <deployment>-<hash> */
+const POD_TEMPLATE_HASH = 'pod-template-hash';
+
+/**
+ * the pod's workload as Hubble derives it from the pod alone: the owner reference marked
+ * controller, with a ReplicaSet named `<deployment>-<pod-template-hash>` taken back to its
+ * Deployment; a bare pod (no controller) has none. A Job's CronJob is not visible from the
+ * pod, so a Job stays a Job.
+ */
+export function workloadOf(ownerRefs: unknown, podLabels: Record<string, string>): WorkloadRef | undefined {
+  const ctl = a(ownerRefs).map(m).find((o) => o.controller === true);
+  if (!ctl) return undefined;
+  const kind = s(ctl.kind), wname = s(ctl.name);
+  if (kind === '' || wname === '') return undefined;
+  const hash = podLabels[POD_TEMPLATE_HASH];
+  if (kind === 'ReplicaSet' && hash && wname.length > hash.length + 1 && wname.endsWith(`-${hash}`)) {
+    return { kind: 'Deployment', name: wname.slice(0, -(hash.length + 1)) };
+  }
+  return { kind, name: wname };
+}
+
 export const KINDS: Record<string, KindSpec> = {
   Namespace: {
     apiVersion: 'v1', namespaced: false,
@@ -68,7 +92,7 @@ export const KINDS: Record<string, KindSpec> = {
   Pod: {
     apiVersion: 'v1', namespaced: true,
     schema: obj({
-      metadata: req(metadata()),
+      metadata: req(metadata(labels, { ownerReferences })),
       spec: obj({
         nodeName: str, serviceAccountName: str,
         containers: list(obj({ ports: list(obj({ name: str, containerPort: req(port) })) })),
@@ -82,14 +106,17 @@ export const KINDS: Record<string, KindSpec> = {
         for (const p of a(m(c).ports)) if (s(m(p).name) !== '') namedPorts[s(m(p).name)] = parsePort(m(p).containerPort)!;
       }
       const podIp = s(status.podIP);
+      const podLabels = lbl(md.labels);
+      const workload = workloadOf(md.ownerReferences, podLabels);
       return {
         kind: 'Pod',
         value: {
-          namespace, name: s(md.name), uid: s(md.uid, `${namespace}/${s(md.name)}`), labels: lbl(md.labels),
+          namespace, name: s(md.name), uid: s(md.uid, `${namespace}/${s(md.name)}`), labels: podLabels,
           nodeName: s(spec.nodeName), serviceAccount: s(spec.serviceAccountName, 'default'), podIp,
           // hand-written standalone manifests rarely carry a phase: an addressed pod is taken as running
           phase: s(status.phase, podIp !== '' ? 'Running' : 'Pending') as PodObject['phase'],
           namedPorts,
+          ...(workload ? { workload } : {}),
         },
       };
     },

@@ -21,6 +21,14 @@ export interface PodObject {
   phase: 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
   /** named container ports, to resolve a Service's named targetPort */
   namedPorts: Record<string, number>;
+  /** the controller that owns the pod, as Hubble names it (workloadOf in kinds.ts); absent for a bare pod */
+  workload?: WorkloadRef;
+}
+
+/** Hubble's flow.Workload: the kind and name of a pod's controller */
+export interface WorkloadRef {
+  kind: string;
+  name: string;
 }
 
 export interface ServicePortObject {

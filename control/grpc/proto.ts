@@ -64,6 +64,7 @@ export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
       version: s.version, node: s.node, trustDomain: s.trustDomain,
       nodes: s.nodes,
       identities: s.identities,
+      // EndpointInfo, its workload included, is already the wire shape
       endpoints: s.endpoints,
       services: s.services.map((svc) => ({ ...svc, ports: svc.ports.map((p) => ({ ...p, protocol: toEnum(PROTOCOL, p.protocol) })) })),
       policies: s.policies.map((p) => ({
@@ -81,6 +82,8 @@ export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
 // ---- wire → model ----
 type W = Record<string, unknown>;
 const arr = (v: unknown): W[] => (Array.isArray(v) ? (v as W[]) : []);
+/** a message field: proto-loader hands an unset one over as null (defaults: true) */
+const isW = (v: unknown): v is W => v !== null && typeof v === 'object' && !Array.isArray(v);
 const strs = (v: unknown): string[] => (Array.isArray(v) ? v.map(String) : []);
 const nums = (v: unknown): number[] => (Array.isArray(v) ? v.map(Number) : []);
 const str = (v: unknown): string => (typeof v === 'string' ? v : '');
@@ -108,6 +111,7 @@ export function snapshotFromWire(msg: WireSnapshotMessage): Snapshot {
       namespace: str(e.namespace), name: str(e.name), uid: str(e.uid), node: str(e.node), ip: str(e.ip), identity: num(e.identity),
       labels: labels(e.labels), serviceAccount: str(e.serviceAccount), enrolled: e.enrolled === true,
       ...(e.defaultDenyPolicyId !== undefined ? { defaultDenyPolicyId: num(e.defaultDenyPolicyId) } : {}),
+      ...(isW(e.workload) ? { workload: { kind: str(e.workload.kind), name: str(e.workload.name) } } : {}),
     })),
     services: arr(s.services).map((svc): ServiceInfo => ({
       namespace: str(svc.namespace), name: str(svc.name), id: num(svc.id), clusterIp: str(svc.clusterIp),

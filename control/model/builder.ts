@@ -66,6 +66,7 @@ export function buildModel(input: BuildInput): Model {
       labels: sortedLabels(p.labels), serviceAccount: p.serviceAccount,
       enrolled: nsLabels.get(p.namespace)?.[MESH_LABEL] === ENROLLED && p.labels[MESH_LABEL] !== OPT_OUT,
       ...(deny ? { defaultDenyPolicyId: deny.id } : {}),
+      ...(p.workload ? { workload: { kind: p.workload.kind, name: p.workload.name } } : {}),
     });
   }
 

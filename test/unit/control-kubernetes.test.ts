@@ -150,6 +150,15 @@ describe('kubernetes source: initial list', () => {
     await until((s) => s.policies.some((p) => p.name === 'late'), 'the policy once the CRD is served');
   });
 
+  it('reads a pod\'s controller ownerReference into its workload', async () => {
+    const owned = podObj('demo', 'api-5d8f7-abcde', { ip: '10.1.0.7', labels: { app: 'api', 'pod-template-hash': '5d8f7' } });
+    owned.metadata.ownerReferences = [{ apiVersion: 'apps/v1', kind: 'ReplicaSet', name: 'api-5d8f7', uid: 'rs-uid', controller: true, blockOwnerDeletion: true }];
+    const { src } = await rig({ objects: [owned, podObj('demo', 'bare', { ip: '10.1.0.8' })] });
+    assert.deepEqual(src.state().pods.find((p) => p.name === 'api-5d8f7-abcde')!.workload, { kind: 'Deployment', name: 'api' });
+    assert.equal(src.state().pods.find((p) => p.name === 'bare')!.workload, undefined);
+    assert.deepEqual(src.errors(), []);
+  });
+
   it('leaves host-network pods out (they are the host) and ignores SCTP service ports', async () => {
     const svc: KubeObj = {
       apiVersion: 'v1', kind: 'Service', metadata: { name: 's', namespace: 'demo' },

@@ -65,7 +65,7 @@ describe('snapshot protobuf', () => {
       nodes: [{ name: 'node-a', underlayIp: '192.168.0.1', tunnelIp: '10.99.0.1', podCidrs: ['10.244.1.0/24', 'fd00::/64'], wgPublicKey: 'K=', proxyIp: '10.244.1.1' }],
       identities: [{ id: 256, namespace: 'demo', serviceAccount: 'api', labels: { app: 'api', tier: 'be' }, spiffeId: 'spiffe://example.org/ns/demo/sa/api' }],
       endpoints: [
-        { namespace: 'demo', name: 'api-1', uid: 'u1', node: 'node-a', ip: '10.244.1.5', identity: 256, labels: { app: 'api' }, serviceAccount: 'api', enrolled: true, defaultDenyPolicyId: 3 },
+        { namespace: 'demo', name: 'api-1', uid: 'u1', node: 'node-a', ip: '10.244.1.5', identity: 256, labels: { app: 'api' }, serviceAccount: 'api', enrolled: true, defaultDenyPolicyId: 3, workload: { kind: 'Deployment', name: 'api' } },
         { namespace: 'demo', name: 'api-2', uid: 'u2', node: 'node-b', ip: '10.244.2.5', identity: 256, labels: {}, serviceAccount: 'api', enrolled: false },
       ],
       services: [{

@@ -17,7 +17,7 @@ const snapshot: Snapshot = {
     { id: 300, namespace: 'remote', serviceAccount: 'job', labels: { app: 'job' }, spiffeId: 'spiffe://cluster.local/ns/remote/sa/job' },
   ],
   endpoints: [
-    { namespace: 'frontend', name: 'web-1', uid: 'u1', node: 'node-a', ip: '10.0.1.5', identity: 257, labels: { app: 'web' }, serviceAccount: 'web', enrolled: true },
+    { namespace: 'frontend', name: 'web-1', uid: 'u1', node: 'node-a', ip: '10.0.1.5', identity: 257, labels: { app: 'web' }, serviceAccount: 'web', enrolled: true, workload: { kind: 'Deployment', name: 'web' } },
     { namespace: 'backend', name: 'api-7', uid: 'u2', node: 'node-a', ip: '10.0.1.9', identity: 256, labels: { app: 'api' }, serviceAccount: 'api', enrolled: true, defaultDenyPolicyId: 7 },
   ],
   services: [{ namespace: 'backend', name: 'api', id: 1, clusterIp: '10.96.0.10', ports: [{ port: 80, targetPort: 8080, protocol: 'TCP' }], backends: [{ ip: '10.0.1.9', node: 'node-a', identity: 256, pod: 'api-7' }], identity: 256 }],
@@ -62,11 +62,20 @@ describe('flowFromVerdictEvent', () => {
     assert.deepEqual(f.source, {
       identity: 257, ID: 12, namespace: 'frontend', podName: 'web-1',
       labels: ['k8s:app=web', 'k8s:io.kubernetes.pod.namespace=frontend'],
+      workloads: [{ name: 'web', kind: 'Deployment' }],
     });
+    // a pod without a controller has no workloads, as in Hubble
     assert.deepEqual(f.destination, {
       identity: 256, namespace: 'backend', podName: 'api-7',
       labels: ['k8s:app=api', 'k8s:io.kubernetes.pod.namespace=backend'],
     });
+  });
+
+  it('shares the frozen source endpoint, workloads included, across flows of one snapshot', () => {
+    const a = flowFromVerdictEvent(ev(), { node: 'node-a', snapshot });
+    const b = flowFromVerdictEvent(ev({ rule: 2 }), { node: 'node-a', snapshot });
+    assert.equal(a.source, b.source);
+    assert.ok(Object.isFrozen(a.source!.workloads) && Object.isFrozen(a.source!.workloads![0]));
   });
 
   it('default deny: Hubble POLICY_DENIED and the ALLOW policy that selects the workload', () => {

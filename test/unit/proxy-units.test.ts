@@ -165,3 +165,21 @@ describe('regression: HTTP/1.1 response head over an h2 tunnel stream', () => {
     assert.equal(flows[0]?.l7?.http?.code, 200);
   });
 });
+
+describe('MeshView.flowEndpoint', () => {
+  const snapshot: Snapshot = {
+    version: 1, node: 'n1', trustDomain: 'cluster.local', nodes: [], identities: [], services: [], policies: [], l4: [],
+    endpoints: [
+      { namespace: 'app', name: 'db-0', uid: 'u0', node: 'n1', ip: '10.0.0.1', identity: 300, labels: { app: 'db' }, serviceAccount: 'db', enrolled: true, workload: { kind: 'StatefulSet', name: 'db' } },
+      { namespace: 'app', name: 'debug', uid: 'u1', node: 'n1', ip: '10.0.0.2', identity: 301, labels: {}, serviceAccount: 'default', enrolled: true },
+    ],
+  };
+  it('carries the pod\'s workload as Hubble\'s workloads, none for a bare pod, frozen and shared', () => {
+    const view = new MeshView(snapshot);
+    const db = view.flowEndpoint(snapshot.endpoints[0]);
+    assert.deepEqual(db, { identity: 300, namespace: 'app', podName: 'db-0', labels: ['k8s:app=db', 'k8s:io.kubernetes.pod.namespace=app'], workloads: [{ name: 'db', kind: 'StatefulSet' }] });
+    assert.equal(view.flowEndpoint(snapshot.endpoints[0]), db);
+    assert.ok(Object.isFrozen(db.workloads) && Object.isFrozen(db.workloads![0]));
+    assert.ok(!('workloads' in view.flowEndpoint(snapshot.endpoints[1])));
+  });
+});
