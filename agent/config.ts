@@ -2,12 +2,15 @@
 // agent takes these typed values.
 import { Command, InvalidArgumentError } from 'commander';
 import { isIP } from 'node:net';
+import { CGROUP_LAYOUTS, type CgroupLayout } from './cgroups.ts';
 
 export interface AgentConfig {
   node: string;
   control: string;
   stateDir: string;
   cgroup: string;
+  /** where pods' cgroups are found under --cgroup and the cgroup2 mount (agent/cgroups.ts) */
+  cgroupLayout: CgroupLayout;
   proxyIp: string;
   tunnelIp: string;
   underlayIp: string;
@@ -37,6 +40,7 @@ export function parseAgentArgs(argv: readonly string[]): AgentConfig {
     .requiredOption('--control <host:port>', 'control plane gRPC address (port 15012)')
     .requiredOption('--state-dir <dir>', 'keys and the last good snapshot live here')
     .requiredOption('--cgroup <dir>', 'cgroup-v2 directory holding this node\'s pods')
+    .option('--cgroup-layout <layout>', 'auto | sandbox | kubelet: where pods\' cgroups are found', 'auto')
     .requiredOption('--proxy-ip <ip>', 'the proxy address pods reach (redirect target)', ip)
     .requiredOption('--tunnel-ip <ip>', 'this node\'s WireGuard tunnel address', ip)
     .requiredOption('--underlay-ip <ip>', 'the address peers reach this node at', ip)
@@ -56,10 +60,12 @@ export function parseAgentArgs(argv: readonly string[]): AgentConfig {
   const o = cmd.opts<Record<string, unknown>>();
   const wgMode = String(o.wgMode);
   if (!['auto', 'kernel', 'userspace'].includes(wgMode)) throw new InvalidArgumentError(`--wg-mode must be auto, kernel or userspace, not "${wgMode}"`);
+  const cgroupLayout = String(o.cgroupLayout) as CgroupLayout;
+  if (!CGROUP_LAYOUTS.includes(cgroupLayout)) throw new InvalidArgumentError(`--cgroup-layout must be auto, sandbox or kubelet, not "${cgroupLayout}"`);
   const flowCapacity = Number(o.flowCapacity);
   if (!Number.isInteger(flowCapacity) || flowCapacity < 16) throw new InvalidArgumentError('--flow-capacity must be an integer >= 16');
   return {
-    node: String(o.node), control: String(o.control), stateDir: String(o.stateDir), cgroup: String(o.cgroup),
+    node: String(o.node), control: String(o.control), stateDir: String(o.stateDir), cgroup: String(o.cgroup), cgroupLayout,
     proxyIp: String(o.proxyIp), tunnelIp: String(o.tunnelIp), underlayIp: String(o.underlayIp),
     podCidrs: o.podCidr as string[], observerSocket: String(o.observerSocket), bpfObjects: String(o.bpfObjects),
     wgMode: wgMode as AgentConfig['wgMode'], flowCapacity, logLevel: String(o.logLevel),

@@ -1,36 +1,25 @@
 // From a snapshot to the datapath's desired state for this node. Local endpoints are
-// found by their pod cgroup; a pod whose cgroup does not exist yet is left out and picked
-// up by the next reconcile (the agent reconciles on every snapshot and periodically, so
-// pod restarts and cgroup replacement are followed continuously).
-import { statSync } from 'node:fs';
-import { join } from 'node:path';
+// found by their cgroups (agent/cgroups.ts): one endpoints-map entry per cgroup the pod's
+// processes run in (each container's), all with the pod's endpoint id and identity. A pod
+// whose cgroups do not exist yet is left out and picked up by the next reconcile (the agent
+// reconciles on every snapshot and periodically, so pod restarts and cgroup replacement are
+// followed continuously).
 import type { EndpointInfo, Snapshot } from '../control/api/types.ts';
 import type { DesiredState, EndpointState } from './datapath/index.ts';
 
 export const HOST_IDENTITY = 1;
 
-/** where a pod's cgroup lives under the node's pod cgroup (the sandbox layout) */
-export type CgroupResolver = (pod: { uid: string; namespace: string; name: string }) => string;
-
-export const sandboxCgroups = (nodeCgroup: string): CgroupResolver => (pod) => join(nodeCgroup, `pod-${pod.uid}`);
+/** the cgroup ids a local pod's processes run in; empty while none can be found */
+export type CgroupResolver = (pod: { uid: string; namespace: string; name: string }) => readonly bigint[];
 
 export interface EnrollmentResult {
   desired: DesiredState;
-  /** local pods by cgroup id, to name the source of a connect() verdict */
+  /** local pods by every cgroup id of theirs, to name the source of a connect() verdict */
   byCgroup: Map<bigint, EndpointInfo>;
   /** local enrolled pods whose redirect is in place, ns/name */
   enrolled: string[];
   /** local pods we could not find a cgroup for yet */
   pending: string[];
-}
-
-function cgroupId(path: string): bigint | undefined {
-  try {
-    // on cgroup v2 the directory's inode number is the cgroup id the kernel reports
-    return statSync(path, { bigint: true }).ino;
-  } catch {
-    return undefined;
-  }
 }
 
 export function desiredFromSnapshot(s: Snapshot, node: string, resolve: CgroupResolver): EnrollmentResult {
@@ -42,16 +31,18 @@ export function desiredFromSnapshot(s: Snapshot, node: string, resolve: CgroupRe
   for (const ep of [...s.endpoints].sort((a, b) => a.uid.localeCompare(b.uid))) {
     if (ep.node !== node) continue;
     endpointId++;
-    const id = cgroupId(resolve(ep));
-    if (id === undefined) {
+    const ids = resolve(ep);
+    if (ids.length === 0) {
       pending.push(`${ep.namespace}/${ep.name}`);
       continue;
     }
-    byCgroup.set(id, ep);
-    endpoints.push({
-      cgroupId: id, endpointId, identity: ep.identity, enrolled: ep.enrolled,
-      ...(ep.enrolled && ep.defaultDenyPolicyId !== undefined ? { ingressPolicyId: ep.defaultDenyPolicyId } : {}),
-    });
+    for (const id of ids) {
+      byCgroup.set(id, ep);
+      endpoints.push({
+        cgroupId: id, endpointId, identity: ep.identity, enrolled: ep.enrolled,
+        ...(ep.enrolled && ep.defaultDenyPolicyId !== undefined ? { ingressPolicyId: ep.defaultDenyPolicyId } : {}),
+      });
+    }
     if (ep.enrolled) enrolled.push(`${ep.namespace}/${ep.name}`);
   }
   const ipcache = s.endpoints.filter((e) => e.ip).map((e) => ({ cidr: `${e.ip}/32`, identity: e.identity }));

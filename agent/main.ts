@@ -8,11 +8,12 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { AgentControlClient } from '../control/index.ts';
-import { cgroupQuery } from '../native/index.ts';
+import { cgroupQuery, probe } from '../native/index.ts';
 import type { EndpointInfo, Snapshot } from '../control/api/types.ts';
 import { parseAgentArgs } from './config.ts';
 import { Datapath } from './datapath/index.ts';
-import { desiredFromSnapshot, sandboxCgroups } from './enrollment.ts';
+import { PodCgroups } from './cgroups.ts';
+import { desiredFromSnapshot } from './enrollment.ts';
 import { FlowStore, flowFromVerdictEvent, nodalVersion, startObserver } from './flows/index.ts';
 import { NodeProxy } from './proxy/index.ts';
 import { WireGuard } from './wireguard/index.ts';
@@ -43,6 +44,9 @@ const datapath = await Datapath.open({
   proxy: { ipv4: cfg.proxyIp, port: cfg.ports.outbound },
 });
 logger.info({ adopted: datapath.report.adopted, attached: datapath.report.attached, pinRoot: datapath.pinRoot }, 'datapath ready');
+// the datapath has attached at --cgroup, so a cgroup2 mount exists; --cgroup stands in if
+// /proc/mounts could not say where
+const podCgroups = new PodCgroups({ cgroup2: probe().cgroup2 ?? cfg.cgroup, nodeCgroup: cfg.cgroup, layout: cfg.cgroupLayout });
 
 const wg = await WireGuard.setup({ keyDir: cfg.stateDir, tunnelIp: cfg.tunnelIp, mode: cfg.wgMode, logger });
 /** readers (nodal dev status) must never see half a file: write aside, then rename */
@@ -85,7 +89,8 @@ const observer = await startObserver({ store, node: cfg.node, tcp: `0.0.0.0:${cf
 
 function reconcile(reason: string): void {
   if (!current) return;
-  const r = desiredFromSnapshot(current, cfg.node, sandboxCgroups(cfg.cgroup));
+  const r = desiredFromSnapshot(current, cfg.node, podCgroups.ids);
+  podCgroups.retain(current.endpoints.filter((e) => e.node === cfg.node).map((e) => e.uid));
   const diff = datapath.reconcile(r.desired);
   byCgroup = r.byCgroup;
   const changed = Object.values(diff).some((d) => d.added + d.updated + d.removed > 0);
