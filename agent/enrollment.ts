@@ -49,6 +49,9 @@ export function desiredFromSnapshot(s: Snapshot, node: string, resolve: CgroupRe
   for (const n of s.nodes) {
     for (const addr of [n.underlayIp, n.tunnelIp, n.proxyIp]) if (addr) ipcache.push({ cidr: `${addr}/32`, identity: HOST_IDENTITY });
   }
+  // NetworkPolicy ipBlocks: addresses outside the cluster get the identity of the
+  // longest prefix that names them (pods and nodes above stay more specific)
+  for (const c of s.cidrIdentities ?? []) ipcache.push({ cidr: c.cidr, identity: c.identity });
   const seen = new Set<string>();
   const services = s.services.flatMap((svc) => svc.ports.map((p) => ({
     vip: svc.clusterIp, port: p.port, proto: p.protocol, serviceId: svc.id, identity: svc.identity,

@@ -46,7 +46,12 @@ const newIndex = (s: Snapshot | undefined): SnapshotIndex => ({
   endpointsByIp: new Map(s?.endpoints.map((e) => [e.ip, e])),
   identities: new Map(s?.identities.map((i) => [i.id, i])),
   services: new Map(s?.services.map((v) => [v.clusterIp, v])),
-  policies: new Map(s?.policies.map((p) => [p.id, p])),
+  // Kubernetes NetworkPolicies share the policy id space; named with their own kind
+  policies: new Map<number, CompiledPolicy>([
+    ...(s?.networkPolicies ?? []).map((n): [number, CompiledPolicy] =>
+      [n.id, { id: n.id, namespace: n.namespace, name: n.name, kind: 'NetworkPolicy', action: 'ALLOW', selects: [], rules: [] } as CompiledPolicy]),
+    ...(s?.policies ?? []).map((p): [number, CompiledPolicy] => [p.id, p]),
+  ]),
   revision: s?.version,
   endpoints: new Map(),
   endpointCount: 0,

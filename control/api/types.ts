@@ -140,6 +140,10 @@ export interface Snapshot {
   policies: CompiledPolicy[];
   /** compiled L4 entries for this node's local endpoints */
   l4: L4Entry[];
+  /** NetworkPolicy ipBlock prefixes and their identities, for the ipcache (absent: none) */
+  cidrIdentities?: Array<{ cidr: string; identity: number }>;
+  /** the Kubernetes NetworkPolicies behind L4 entries' policy ids, to name them in verdicts (absent: none) */
+  networkPolicies?: Array<{ id: number; namespace: string; name: string }>;
 }
 
 /** the reserved identities of DESIGN §4 */

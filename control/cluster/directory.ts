@@ -177,6 +177,7 @@ export class DirectorySource implements ClusterSource {
         case 'Service': state.services.push(o.value); break;
         case 'Node': state.nodes.push(o.value); break;
         case 'MeshPolicy': state.policies.push(o.value); break;
+        case 'NetworkPolicy': (state.networkPolicies ??= []).push(o.value); break;
       }
     }
     const key = stableStringify(state);

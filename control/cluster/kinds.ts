@@ -3,7 +3,10 @@
 // kinds are lenient (real manifests carry many fields we do not read); the nodal policy
 // kind is strict, because an Istio field we silently ignored would widen a policy.
 import { ConfigError } from '../errors.ts';
-import type { MeshPolicyObject, NamespaceObject, NodeObject, PodObject, PolicyRule, ServiceObject, WorkloadRef } from './state.ts';
+import type {
+  LabelSelector, MeshPolicyObject, NamespaceObject, NetworkPolicyObject, NetworkPolicyPeerObject, NetworkPolicyPortObject,
+  NetworkPolicyRuleObject, NodeObject, PodObject, PolicyRule, ServiceObject, WorkloadRef,
+} from './state.ts';
 import {
   bool, check, cidr, ip, isMapping, labels, list, name, obj, oneOf, parsePort, port, req, str, type Schema,
 } from './schema.ts';
@@ -13,7 +16,8 @@ export type Typed =
   | { kind: 'Pod'; value: PodObject }
   | { kind: 'Service'; value: ServiceObject }
   | { kind: 'Node'; value: NodeObject }
-  | { kind: 'MeshPolicy'; value: MeshPolicyObject };
+  | { kind: 'MeshPolicy'; value: MeshPolicyObject }
+  | { kind: 'NetworkPolicy'; value: NetworkPolicyObject };
 
 export type Parsed =
   | { result: 'skip'; reason: string }
@@ -49,6 +53,21 @@ const rule = obj({
   when: list(condition),
 }, { strict: true });
 
+// NetworkPolicy (networking.k8s.io/v1). Strict like MeshPolicy: a peer or port field we
+// ignored would widen what the policy admits.
+const labelSelector = obj({
+  matchLabels: labels,
+  matchExpressions: list(obj({ key: req(name), operator: req(oneOf('In', 'NotIn', 'Exists', 'DoesNotExist')), values: strs }, { strict: true })),
+}, { strict: true });
+const npPeer = obj({
+  podSelector: labelSelector, namespaceSelector: labelSelector,
+  ipBlock: obj({ cidr: req(cidr), except: list(cidr) }, { strict: true }),
+}, { strict: true, atLeastOne: ['podSelector', 'namespaceSelector', 'ipBlock'] });
+const npPort = obj({ protocol: oneOf('TCP', 'UDP', 'SCTP'), port: { t: 'portOrName' }, endPort: port }, { strict: true });
+const npRule = (peers: 'from' | 'to'): Schema => obj({ [peers]: list(npPeer), ports: list(npPort) }, { strict: true });
+/** the longest range endPort may expand to: each port is one BPF policy entry per local identity and peer */
+export const MAX_PORT_RANGE = 1024;
+
 // reading helpers for validated documents
 const m = (v: unknown): Doc => (isMapping(v) ? v : {});
 const s = (v: unknown, dflt = ''): string => (typeof v === 'string' ? v : dflt);
@@ -59,6 +78,117 @@ const strList = (v: unknown): string[] | undefined => (Array.isArray(v) && v.len
 const portList = (v: unknown): number[] | undefined => (Array.isArray(v) && v.length > 0 ? v.map((p) => parsePort(p)!) : undefined);
 /** drops undefined members so optional fields stay absent, not present-and-undefined */
 const compact = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
+
+const selectorOf = (v: unknown): LabelSelector => ({
+  matchLabels: lbl(m(v).matchLabels),
+  matchExpressions: a(m(v).matchExpressions).map((e) => ({
+    key: s(m(e).key), operator: s(m(e).operator) as LabelSelector['matchExpressions'][number]['operator'],
+    values: a(m(e).values).map((x) => s(x)),
+  })),
+});
+
+/** the semantic checks the schema cannot express, as the API server's validation does them */
+function convertNetworkPolicy(d: Doc, namespace: string): Typed | { path: string; reason: string } {
+  const spec = m(d.spec);
+  const rules = (field: 'ingress' | 'egress', peersField: 'from' | 'to'): NetworkPolicyRuleObject[] | { path: string; reason: string } => {
+    const out: NetworkPolicyRuleObject[] = [];
+    const list = a(spec[field]);
+    for (let i = 0; i < list.length; i++) {
+      const r = m(list[i]);
+      const peers: NetworkPolicyPeerObject[] = [];
+      const rawPeers = a(r[peersField]);
+      for (let j = 0; j < rawPeers.length; j++) {
+        const p = m(rawPeers[j]);
+        const at = `spec.${field}[${i}].${peersField}[${j}]`;
+        if (p.ipBlock !== undefined && p.ipBlock !== null) {
+          if (p.podSelector != null || p.namespaceSelector != null) return { path: at, reason: 'ipBlock cannot be combined with podSelector or namespaceSelector' };
+          const ib = m(p.ipBlock), c = s(ib.cidr);
+          const except = a(ib.except).map((x) => s(x));
+          const bad = except.findIndex((e) => !cidrWithin(e, c));
+          if (bad >= 0) return { path: `${at}.ipBlock.except[${bad}]`, reason: `${except[bad]} is not within ${c}` };
+          peers.push({ ipBlock: { cidr: c, except } });
+        } else {
+          peers.push(compact({
+            podSelector: p.podSelector != null ? selectorOf(p.podSelector) : undefined,
+            namespaceSelector: p.namespaceSelector != null ? selectorOf(p.namespaceSelector) : undefined,
+          }));
+        }
+      }
+      const ports: NetworkPolicyPortObject[] = [];
+      const rawPorts = a(r.ports);
+      for (let j = 0; j < rawPorts.length; j++) {
+        const p = m(rawPorts[j]);
+        const at = `spec.${field}[${i}].ports[${j}]`;
+        const protocol = s(p.protocol, 'TCP') as NetworkPolicyPortObject['protocol'];
+        const portNo = typeof p.port === 'number' ? p.port : typeof p.port === 'string' ? (parsePort(p.port) ?? p.port) : undefined;
+        if (p.endPort != null) {
+          const end = parsePort(p.endPort)!;
+          if (typeof portNo !== 'number') return { path: `${at}.endPort`, reason: 'needs a numeric port' };
+          if (end < portNo) return { path: `${at}.endPort`, reason: `${end} is below port ${portNo}` };
+          if (end - portNo + 1 > MAX_PORT_RANGE) {
+            return { path: `${at}.endPort`, reason: `range ${portNo}-${end} has ${end - portNo + 1} ports; nodal expands ranges to one entry per port and supports at most ${MAX_PORT_RANGE}` };
+          }
+          ports.push({ protocol, port: portNo, endPort: end });
+        } else {
+          ports.push(portNo === undefined ? { protocol } : { protocol, port: portNo });
+        }
+      }
+      out.push({ peers, ports });
+    }
+    return out;
+  };
+  const ingress = rules('ingress', 'from');
+  if (!Array.isArray(ingress)) return ingress;
+  const egress = rules('egress', 'to');
+  if (!Array.isArray(egress)) return egress;
+  // policyTypes absent: Ingress always, Egress when the policy has egress rules (Kubernetes defaulting)
+  const written = a(spec.policyTypes).map((x) => s(x) as 'Ingress' | 'Egress');
+  const policyTypes = written.length > 0 ? [...new Set(written)] : egress.length > 0 ? ['Ingress', 'Egress'] as const : ['Ingress'] as const;
+  return {
+    kind: 'NetworkPolicy',
+    value: {
+      namespace, name: s(m(d.metadata).name), podSelector: selectorOf(spec.podSelector),
+      policyTypes: [...policyTypes], ingress, egress,
+    },
+  };
+}
+
+/** `inner` (a CIDR) lies within `outer`, same family */
+function cidrWithin(inner: string, outer: string): boolean {
+  const [ia, il] = inner.split('/'), [oa, ol] = outer.split('/');
+  const i = ipBits(ia!), o = ipBits(oa!);
+  if (i === undefined || o === undefined || i.v4 !== o.v4) return false;
+  const ilen = Number(il), olen = Number(ol);
+  if (ilen < olen) return false;
+  const width = i.v4 ? 32 : 128;
+  const shift = BigInt(width - olen);
+  return (i.bits >> shift) === (o.bits >> shift);
+}
+
+/** an IPv4 or IPv6 address as an integer, or undefined */
+export function ipBits(addr: string): { v4: boolean; bits: bigint } | undefined {
+  if (/^[0-9.]+$/.test(addr)) {
+    const parts = addr.split('.').map(Number);
+    if (parts.length !== 4 || parts.some((p) => !(p >= 0 && p <= 255))) return undefined;
+    return { v4: true, bits: parts.reduce((acc, p) => (acc << 8n) | BigInt(p), 0n) };
+  }
+  let text = addr;
+  if (text.includes('.')) {
+    // a trailing dotted IPv4 part (::ffff:1.2.3.4) becomes two hex groups
+    const lastColon = text.lastIndexOf(':');
+    const v4 = ipBits(text.slice(lastColon + 1));
+    if (!v4?.v4) return undefined;
+    text = `${text.slice(0, lastColon + 1)}${(v4.bits >> 16n).toString(16)}:${(v4.bits & 0xffffn).toString(16)}`;
+  }
+  const halves = text.split('::');
+  if (halves.length > 2) return undefined;
+  const group = (h: string): bigint[] => (h === '' ? [] : h.split(':').map((g) => BigInt(`0x${g || '0'}`)));
+  const head = group(halves[0]!), rest = halves.length === 2 ? group(halves[1]!) : [];
+  const fill = 8 - head.length - rest.length;
+  if (halves.length === 1 ? fill !== 0 : fill < 0) return undefined;
+  const groups = [...head, ...Array<bigint>(fill).fill(0n), ...rest];
+  return { v4: false, bits: groups.reduce((acc, g) => (acc << 16n) | g, 0n) };
+}
 
 const PHASES = ['Pending', 'Running', 'Succeeded', 'Failed', 'Unknown'] as const;
 
@@ -211,6 +341,19 @@ export const KINDS: Record<string, KindSpec> = {
         },
       };
     },
+  },
+  NetworkPolicy: {
+    apiVersion: 'networking.k8s.io/v1', namespaced: true,
+    schema: obj({
+      metadata: req(metadata()),
+      spec: req(obj({
+        podSelector: req(labelSelector),
+        policyTypes: list(oneOf('Ingress', 'Egress')),
+        ingress: list(npRule('from')),
+        egress: list(npRule('to')),
+      }, { strict: true })),
+    }),
+    convert: convertNetworkPolicy,
   },
 };
 

@@ -421,6 +421,7 @@ export class KubernetesSource implements ClusterSource {
         case 'Service': state.services.push(o.value); break;
         case 'Node': state.nodes.push(o.value); break;
         case 'MeshPolicy': state.policies.push(o.value); break;
+        case 'NetworkPolicy': (state.networkPolicies ??= []).push(o.value); break;
         default: {
           const unplaced: never = o;
           throw new Error(`KubernetesSource: no ClusterState field for ${(unplaced as Typed).kind}`);

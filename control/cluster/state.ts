@@ -94,12 +94,51 @@ export interface MeshPolicyObject {
   rules: PolicyRule[];
 }
 
+/** a Kubernetes label selector; both parts AND'ed, an empty selector selects everything */
+export interface LabelSelector {
+  matchLabels: Record<string, string>;
+  matchExpressions: Array<{ key: string; operator: 'In' | 'NotIn' | 'Exists' | 'DoesNotExist'; values: string[] }>;
+}
+
+/** one element of NetworkPolicy ingress.from / egress.to, as written */
+export type NetworkPolicyPeerObject =
+  /** podSelector and/or namespaceSelector (both set: AND); podSelector alone = the policy's namespace */
+  | { podSelector?: LabelSelector; namespaceSelector?: LabelSelector }
+  | { ipBlock: { cidr: string; except: string[] } };
+
+export interface NetworkPolicyPortObject {
+  protocol: 'TCP' | 'UDP' | 'SCTP';
+  /** absent: every port of the protocol; a name resolves against the destination pod's containerPorts */
+  port?: number | string;
+  /** with a numeric port: the range port..endPort */
+  endPort?: number;
+}
+
+export interface NetworkPolicyRuleObject {
+  /** ingress.from or egress.to; empty = every peer */
+  peers: NetworkPolicyPeerObject[];
+  /** empty = every port */
+  ports: NetworkPolicyPortObject[];
+}
+
+/** networking.k8s.io/v1 NetworkPolicy, policyTypes already defaulted */
+export interface NetworkPolicyObject {
+  namespace: string;
+  name: string;
+  podSelector: LabelSelector;
+  policyTypes: Array<'Ingress' | 'Egress'>;
+  ingress: NetworkPolicyRuleObject[];
+  egress: NetworkPolicyRuleObject[];
+}
+
 export interface ClusterState {
   namespaces: NamespaceObject[];
   pods: PodObject[];
   services: ServiceObject[];
   nodes: NodeObject[];
   policies: MeshPolicyObject[];
+  /** optional so sources that do not read NetworkPolicy yet need no change */
+  networkPolicies?: NetworkPolicyObject[];
 }
 
 export const emptyClusterState = (): ClusterState => ({ namespaces: [], pods: [], services: [], nodes: [], policies: [] });

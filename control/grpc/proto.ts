@@ -75,6 +75,8 @@ export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
         ...e, direction: toEnum(DIRECTION, e.direction), action: toEnum(L4_ACTION, e.action),
         proto: e.proto ? toEnum(PROTOCOL, e.proto) : 'PROTOCOL_UNSPECIFIED', defaultDeny: e.defaultDeny === true,
       })),
+      cidrIdentities: s.cidrIdentities ?? [],
+      networkPolicies: s.networkPolicies ?? [],
     },
   };
 }
@@ -150,5 +152,7 @@ export function snapshotFromWire(msg: WireSnapshotMessage): Snapshot {
       ...(e.rule !== undefined ? { rule: num(e.rule) } : {}),
       ...(e.defaultDeny === true ? { defaultDeny: true } : {}),
     })),
+    ...optList('cidrIdentities', arr(s.cidrIdentities).map((c) => ({ cidr: str(c.cidr), identity: num(c.identity) }))),
+    ...optList('networkPolicies', arr(s.networkPolicies).map((p) => ({ id: num(p.id), namespace: str(p.namespace), name: str(p.name) }))),
   };
 }

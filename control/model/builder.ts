@@ -6,6 +6,7 @@ import type { CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo,
 import type { ClusterState, PodObject } from '../cluster/state.ts';
 import type { IdAllocator } from './ids.ts';
 import { identityKey, identityLabels, matchesLabels, spiffeId } from './identity.ts';
+import { compileNetworkPolicies, type NetworkPolicyModel } from './networkpolicy.ts';
 import { compilePolicies, firstAllowSelecting } from './policy.ts';
 
 export interface Model {
@@ -15,6 +16,8 @@ export interface Model {
   endpoints: EndpointInfo[];
   services: ServiceInfo[];
   policies: CompiledPolicy[];
+  /** Kubernetes NetworkPolicy, resolved (control/model/networkpolicy.ts); absent when there is none */
+  networkPolicy?: NetworkPolicyModel;
 }
 
 export interface BuildInput {
@@ -97,7 +100,8 @@ export function buildModel(input: BuildInput): Model {
     wgPublicKey: input.wgKeys?.[n.name] || n.wgPublicKey, proxyIp: n.proxyIp,
   }));
 
-  return { trustDomain, nodes, identities: identityList, endpoints, services, policies };
+  const networkPolicy = compileNetworkPolicies(state.networkPolicies ?? [], identityList, state.namespaces, podIdentity, ids);
+  return { trustDomain, nodes, identities: identityList, endpoints, services, policies, ...(networkPolicy ? { networkPolicy } : {}) };
 }
 
 function sortedLabels(l: Record<string, string>): Record<string, string> {

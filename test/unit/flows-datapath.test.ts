@@ -129,6 +129,13 @@ describe('flowFromVerdictEvent', () => {
     assert.equal(f.source?.podName, client.name);
   });
 
+  it('names a Kubernetes NetworkPolicy behind a default deny by its kind', () => {
+    const withNp: Snapshot = { ...snapshot, networkPolicies: [{ id: 77, namespace: 'backend', name: 'deny-all' }] };
+    const f = flowFromVerdictEvent(ev({ reason: 'DEFAULT_DENY', policyId: 77 }), { node: 'node-a', snapshot: withNp });
+    assert.deepEqual(f.egressDeniedBy?.map((p) => [p.kind, p.namespace, p.name]), [['NetworkPolicy', 'backend', 'deny-all']]);
+    assert.equal(f.summary, 'default deny: no ALLOW rule of NetworkPolicy backend/deny-all matches');
+  });
+
   it('a policy id the snapshot does not know is still named, not dropped', () => {
     const f = flowFromVerdictEvent(ev({ policyId: 99 }), { node: 'node-a', snapshot });
     assert.deepEqual(f.egressDeniedBy?.map((p) => p.name), ['policy-99']);
