@@ -19,7 +19,13 @@ import { AdminErrorCode, ExplainError } from './errors.ts';
 import { findEndpoint, findService, notFound, parseRef, refText, type Ref } from './resolve.ts';
 import type { BackendPod, BackendVerdict, DestinationInfo, ExplainRequest, Explanation, ExplainVerdict, RuleTrace, Stage, WorkloadInfo } from './types.ts';
 
-export type ExplainModel = Pick<ClusterView, 'trustDomain' | 'version' | 'nodes' | 'identities' | 'endpoints' | 'services' | 'policies'>;
+export type ExplainModel = Pick<ClusterView, 'trustDomain' | 'version' | 'nodes' | 'identities' | 'endpoints' | 'services' | 'policies'> & {
+  /** a node's L4 entries exactly as its agent has them (MeshPolicy and NetworkPolicy merged);
+   * without it, MeshPolicy entries are compiled here */
+  l4For?: (node: string) => L4Entry[];
+  /** NetworkPolicies behind entries' policy ids, to name them */
+  networkPolicies?: Array<{ id: number; namespace: string; name: string }>;
+};
 
 /** the ports of the shared proxy (DESIGN §11), named in route descriptions */
 const PROXY_OUTBOUND_PORT = 15001;
@@ -203,7 +209,14 @@ function workload(ctx: Ctx, e: EndpointInfo): WorkloadInfo {
 }
 
 const policyName = (p: { namespace: string; name: string }): string => `${p.namespace}/${p.name}`;
-const policyById = (m: ExplainModel, id: number): CompiledPolicy | undefined => (id === 0 ? undefined : m.policies.find((p) => p.id === id));
+const policyById = (m: ExplainModel, id: number): CompiledPolicy | undefined => {
+  if (id === 0) return undefined;
+  const mesh = m.policies.find((p) => p.id === id);
+  if (mesh) return mesh;
+  // a NetworkPolicy: named like a policy, decided entirely at L4
+  const np = m.networkPolicies?.find((p) => p.id === id);
+  return np ? { id: np.id, namespace: np.namespace, name: np.name, action: 'ALLOW', selects: [], rules: [] } : undefined;
+};
 const policyRef = (p: CompiledPolicy): NonNullable<Stage['policy']> => ({ id: p.id, namespace: p.namespace, name: p.name, action: p.action });
 const selecting = (m: ExplainModel, identity: number): CompiledPolicy[] => m.policies.filter((p) => p.selects.includes(identity));
 
@@ -211,7 +224,7 @@ const selecting = (m: ExplainModel, identity: number): CompiledPolicy[] => m.pol
 
 function entriesFor(ctx: Ctx, node: string): L4Entry[] {
   let e = ctx.l4.get(node);
-  if (!e) ctx.l4.set(node, (e = l4ForNode(node, ctx.m.endpoints, ctx.m.policies)));
+  if (!e) ctx.l4.set(node, (e = ctx.m.l4For?.(node) ?? l4ForNode(node, ctx.m.endpoints, ctx.m.policies)));
   return e;
 }
 

@@ -6,6 +6,7 @@ import { connect } from 'node:net';
 import { dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { ClusterView } from '../plane.ts';
+import type { Snapshot } from '../api/types.ts';
 import { AdminBindError, AdminErrorCode, ExplainError } from './errors.ts';
 import { explain } from './explain.ts';
 import { adminService } from './proto.ts';
@@ -19,7 +20,7 @@ export interface AdminLogger {
 
 export interface AdminServerOptions extends Omit<StatusOptions, 'version'> {
   /** the control plane (or anything with its view) */
-  plane: { state(): ClusterView };
+  plane: { state(): ClusterView; snapshotFor(node: string): Snapshot };
   socketPath?: string;
   /** host:port; off by default: the socket's file mode is the access control */
   tcp?: string;
@@ -58,7 +59,11 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     },
     Explain: (call: grpc.ServerUnaryCall<ExplainRequest, Explanation>, cb: grpc.sendUnaryData<Explanation>) => {
       try {
-        cb(null, explain(opts.plane.state(), call.request));
+        const view = opts.plane.state();
+        // the entries each agent really holds: MeshPolicy and NetworkPolicy merged
+        const snap = (node: string) => opts.plane.snapshotFor(node);
+        const first = view.nodes[0]?.name;
+        cb(null, explain({ ...view, l4For: (node) => snap(node).l4, ...(first ? { networkPolicies: snap(first).networkPolicies ?? [] } : {}) }, call.request));
       } catch (err) {
         if (err instanceof ExplainError) {
           cb({ code: err.code === AdminErrorCode.NOT_FOUND ? grpc.status.NOT_FOUND : grpc.status.INVALID_ARGUMENT, details: err.message });

@@ -301,3 +301,30 @@ describe('explain: a Service whose backends differ', () => {
     assert.equal(e.backends.length, 2, 'two identities, two groups');
   });
 });
+
+describe('explain: with a Kubernetes NetworkPolicy', () => {
+  let npCp: ControlPlane;
+  before(async () => {
+    const dir = examplesConfigDir();
+    writeFileSync(join(dir, 'netpol.yaml'), `apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: { name: frontend-no-egress, namespace: demo }
+spec:
+  podSelector: { matchLabels: { app: frontend } }
+  policyTypes: [Egress]
+`);
+    npCp = await startControlPlane({ configDir: dir, stateDir: tmp.make(), listen: '127.0.0.1:0', logger: silent });
+    assert.deepEqual(npCp.state().errors, []);
+  });
+  after(async () => { await npCp.close(); });
+
+  it('refuses at connect() what a NetworkPolicy isolates, naming it, from the entries the agent holds', () => {
+    const v = npCp.state();
+    const snap = (n: string) => npCp.snapshotFor(n);
+    const e = explain({ ...v, l4For: (n) => snap(n).l4, networkPolicies: snap('node-1').networkPolicies ?? [] },
+      { from: 'demo/frontend', to: 'demo/backend', port: 80, method: 'GET', path: '/api/x', host: '' });
+    assert.equal(e.verdict, 'DENIED');
+    assert.equal(e.connect?.verdict, 'DENY');
+    assert.equal(e.connect?.policy?.name, 'frontend-no-egress');
+  });
+});
