@@ -10,6 +10,7 @@ import { StateError, type ConfigError } from './errors.ts';
 import { AgentControlServer, type AgentStatus } from './grpc/server.ts';
 import { buildModel, type Model } from './model/builder.ts';
 import { PersistentIds } from './model/ids.ts';
+import type { IdStore } from './model/ids-kubernetes.ts';
 import { modelHash, snapshotContent } from './model/snapshot.ts';
 import { NodeKeys, SnapshotVersions } from './model/versions.ts';
 
@@ -44,6 +45,12 @@ export interface ControlPlaneOptions {
   listen: string;
   trustDomain?: string;
   logger: Logger;
+  /**
+   * where ids come from; default the state directory's file (PersistentIds). With the
+   * cluster's (KubernetesIds) a build that misses an identity id is held back until the
+   * id exists, and a change of the ids rebuilds. The caller starts and closes it.
+   */
+  ids?: IdStore;
 }
 
 export const DEFAULT_TRUST_DOMAIN = 'cluster.local';
@@ -63,12 +70,15 @@ export async function startControlPlaneWith(source: ClusterSource, opts: Control
   } catch (err) {
     throw new StateError(`state directory ${opts.stateDir}: ${(err as Error).message}`, { cause: err });
   }
-  const ids = new PersistentIds(opts.stateDir);
+  const ids: IdStore = opts.ids ?? new PersistentIds(opts.stateDir);
   const versions = new SnapshotVersions(opts.stateDir);
   const keys = new NodeKeys(opts.stateDir);
   const events = new EventEmitter();
   let snapshots = new Map<string, Snapshot>();
   let model: Model;
+  let ready = false;
+  let firstModel!: () => void;
+  const first = new Promise<void>((resolve) => { firstModel = resolve; });
   let shared = '';
   let server: AgentControlServer | undefined;
 
@@ -91,9 +101,16 @@ export async function startControlPlaneWith(source: ClusterSource, opts: Control
 
   /** all or nothing: a failed state write leaves the previous model and snapshots in force */
   const rebuild = (): void => {
+    ids.startBuild?.();
     const next = buildModel({ state: source.state(), trustDomain, ids, wgKeys: keys.all() });
     // ids first: no snapshot may carry an id that a crash could hand to another workload
     ids.flush();
+    const missing = ids.missing?.() ?? 0;
+    if (missing > 0) {
+      // ids in the cluster: the leader allocates (a follower waits to see it); onChange rebuilds
+      log.info({ missing }, 'waiting for identity ids; keeping the previous model');
+      return;
+    }
     const hash = modelHash(next);
     if (hash === shared) return;
     const fresh = new Map<string, Snapshot>();
@@ -104,11 +121,15 @@ export async function startControlPlaneWith(source: ClusterSource, opts: Control
     model = next;
     shared = hash;
     snapshots = fresh;
+    if (!ready) {
+      ready = true;
+      firstModel();
+    }
     log.info({ version: versions.latest, identities: model.identities.length, endpoints: model.endpoints.length, policies: model.policies.length }, 'model rebuilt');
     server?.push();
   };
 
-  await source.start(() => {
+  const onChange = (): void => {
     try {
       rebuild();
     } catch (err) {
@@ -116,8 +137,15 @@ export async function startControlPlaneWith(source: ClusterSource, opts: Control
       log.error({ err }, 'rebuild failed; keeping the previous model');
     }
     events.emit('change');
-  });
+  };
+  let listening = false;
+  // before the source's first sync a build would see an empty cluster; after close nothing is served
+  ids.onChange?.(() => { if (listening) onChange(); });
+  await source.start(onChange);
+  listening = true;
   rebuild();
+  // ids from the cluster: nothing is served before every identity of the first model has its id
+  if (!ready) await first;
 
   server = new AgentControlServer({
     logger: opts.logger,
@@ -152,6 +180,7 @@ export async function startControlPlaneWith(source: ClusterSource, opts: Control
     snapshotFor,
     errors: () => source.errors(),
     close: async () => {
+      listening = false;
       await source.close();
       await server.close();
       events.removeAllListeners();

@@ -1,7 +1,7 @@
 // A fake Kubernetes API server, honest to the wire, for the real @kubernetes/client-node
 // to talk to over HTTP on 127.0.0.1:0. It serves the kinds nodal reads (core v1
 // namespaces/pods/services/nodes, EndpointSlices, NetworkPolicies, Gateway API routes and
-// the nodal CRDs), cluster-wide and per namespace:
+// the nodal CRDs, coordination.k8s.io Leases), cluster-wide and per namespace:
 //   list   GET  .../<plural>            a <Kind>List with metadata.resourceVersion; limit/continue
 //   watch  GET  .../<plural>?watch=true newline-delimited JSON events over a chunked 200:
 //          ADDED/MODIFIED/DELETED from a resourceVersion (or the current state first when

@@ -29,6 +29,10 @@ export const FAKE_RESOURCES: readonly FakeResource[] = [
   { group: 'gateway.networking.k8s.io', version: 'v1', kind: 'GRPCRoute', plural: 'grpcroutes', namespaced: true, statusSubresource: true, builtin: false },
   { group: 'nodal.io', version: 'v1alpha1', kind: 'MeshPolicy', plural: 'meshpolicies', namespaced: true, statusSubresource: true, builtin: false },
   { group: 'nodal.io', version: 'v1alpha1', kind: 'TrafficPolicy', plural: 'trafficpolicies', namespaced: true, statusSubresource: true, builtin: false },
+  // leader election (control/cluster/lease.ts): updates carry the resourceVersion read, so a stale one is a 409
+  { group: 'coordination.k8s.io', version: 'v1', kind: 'Lease', plural: 'leases', namespaced: true, statusSubresource: false, builtin: true },
+  // allocated identities (control/model/ids-kubernetes.ts): cluster-scoped; a create on a taken name is a 409
+  { group: 'nodal.io', version: 'v1alpha1', kind: 'NodalIdentity', plural: 'nodalidentities', namespaced: false, statusSubresource: false, builtin: false },
 ];
 
 export const apiVersionOf = (r: FakeResource): string => (r.group === '' ? r.version : `${r.group}/${r.version}`);
