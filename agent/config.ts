@@ -20,6 +20,8 @@ export interface AgentConfig {
   wgMode: 'auto' | 'kernel' | 'userspace';
   flowCapacity: number;
   logLevel: string;
+  /** write to the Kubernetes API (agent/kube.ts): the Node's nodal.io/wg-pub-key, enrolled pods' nodal.io/redirected */
+  kubernetes: boolean;
   ports: { outbound: number; inbound: number; health: number; metrics: number; observer: number };
 }
 
@@ -50,6 +52,7 @@ export function parseAgentArgs(argv: readonly string[]): AgentConfig {
     .option('--wg-mode <mode>', 'auto | kernel | userspace', 'auto')
     .option('--flow-capacity <n>', 'flows kept in the per-node ring', '65536')
     .option('--log-level <level>', 'pino log level', 'info')
+    .option('--kubernetes', 'publish the WireGuard key on this Node and annotate enrolled pods (credentials: in-cluster ServiceAccount, else $KUBECONFIG)', false)
     .option('--outbound-port <port>', 'proxy outbound listener', port, 15001)
     .option('--inbound-port <port>', 'proxy inbound tunnel listener', port, 15008)
     .option('--health-port <port>', '/healthz and /readyz', port, 15021)
@@ -69,6 +72,7 @@ export function parseAgentArgs(argv: readonly string[]): AgentConfig {
     proxyIp: String(o.proxyIp), tunnelIp: String(o.tunnelIp), underlayIp: String(o.underlayIp),
     podCidrs: o.podCidr as string[], observerSocket: String(o.observerSocket), bpfObjects: String(o.bpfObjects),
     wgMode: wgMode as AgentConfig['wgMode'], flowCapacity, logLevel: String(o.logLevel),
+    kubernetes: o.kubernetes === true,
     ports: {
       outbound: o.outboundPort as number, inbound: o.inboundPort as number, health: o.healthPort as number,
       metrics: o.metricsPort as number, observer: o.observerPort as number,

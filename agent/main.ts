@@ -7,7 +7,7 @@ import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
-import { AgentControlClient } from '../control/index.ts';
+import { AgentControlClient, loadKubeClient } from '../control/index.ts';
 import { cgroupQuery, probe } from '../native/index.ts';
 import type { EndpointInfo, Snapshot } from '../control/api/types.ts';
 import { parseAgentArgs } from './config.ts';
@@ -19,6 +19,7 @@ import { NodeProxy } from './proxy/index.ts';
 import { WireGuard } from './wireguard/index.ts';
 import { startAdmin } from './admin.ts';
 import { agentStatus, FlowRate } from './status.ts';
+import { KubeAnnotator } from './kube.ts';
 
 /** how often enrollment is re-derived even without a snapshot change (pod restarts) */
 const RECONCILE_INTERVAL_MS = 1000;
@@ -58,6 +59,19 @@ function writeStateFile(name: string, data: string): void {
 
 writeStateFile('wg-public.key', `${wg.publicKey}\n`);
 logger.info({ mode: wg.mode, publicKey: wg.publicKey }, 'wireguard ready');
+
+// --kubernetes: the key goes on this Node, enrollment on the pods (asynchronous, retried;
+// the data path never waits on the API server)
+let annotator: KubeAnnotator | undefined;
+if (cfg.kubernetes) {
+  // loaded only here: @kubernetes/client-node takes most of a second to import
+  const [{ KubeConfig }, { KubeClient }] = await Promise.all([import('@kubernetes/client-node'), loadKubeClient()]);
+  const kubeConfig = new KubeConfig();
+  kubeConfig.loadFromDefault();
+  annotator = new KubeAnnotator({ client: new KubeClient(kubeConfig, { timeoutMs: 10_000 }), node: cfg.node, logger });
+  logger.info({ server: kubeConfig.getCurrentCluster()?.server }, 'kubernetes: publishing the WireGuard key and pod enrollment');
+  annotator.setPublicKey(wg.publicKey);
+}
 
 const store = new FlowStore({ capacity: cfg.flowCapacity });
 const flowRate = new FlowRate(() => store.seen).start();
@@ -100,6 +114,7 @@ function reconcile(reason: string): void {
     writeStateFile('enrolled.json', `${JSON.stringify({ version: current.version, enrolled: r.enrolled })}\n`);
   }
   lastEnrolled = r.enrolled;
+  annotator?.enrolled(current.version, r.enrolled, current.endpoints.filter((e) => e.node === cfg.node).map((e) => `${e.namespace}/${e.name}`));
   enrolledGauge.set(r.enrolled.length);
   const c = datapath.counters();
   drops.set({ hook: 'connect' }, Number(c.dropConnect));
@@ -160,6 +175,7 @@ async function stop(signal: string): Promise<void> {
   logger.info({ signal }, 'stopping: pinned programs keep enforcing');
   clearInterval(timer);
   await client.close();
+  await annotator?.close();
   await admin.close();
   await observer.close();
   await proxy.close();

@@ -10,6 +10,8 @@ export type { ClusterSource, DirectorySourceOptions } from './cluster/directory.
 export type { KubernetesSource, KubernetesSourceOptions, KindHealth } from './cluster/kubernetes.ts';
 /** the Kubernetes informer source, loaded on demand: @kubernetes/client-node takes most of a second to import, and the agent and CLI never need it */
 export const loadKubernetesSource = (): Promise<typeof import('./cluster/kubernetes.ts')> => import('./cluster/kubernetes.ts');
+/** the Kubernetes API client (KubeClient: JSON requests through the client library's auth), loaded on demand for the same reason; the agent with --kubernetes */
+export const loadKubeClient = (): Promise<typeof import('./cluster/kube-http.ts')> => import('./cluster/kube-http.ts');
 export type * from './cluster/state.ts';
 export { buildModel, MESH_LABEL } from './model/builder.ts';
 export type { Model, BuildInput } from './model/builder.ts';
