@@ -13,8 +13,9 @@
 //   - Lists are paged and read as plain JSON, like the watch events.
 // An object that fails validation keeps the last good version of it in force, is listed
 // in errors(), and (MeshPolicy) gets status condition Accepted=False naming the field.
-// Kinds the model does not read yet (EndpointSlice, NetworkPolicy, HTTPRoute, GRPCRoute,
-// TrafficPolicy) are watched and cached (objects()) but do not trigger a rebuild; adding
+// EndpointSlices go into ClusterState.endpointSlices (read from the informer's cache at
+// each commit; they are no kinds.ts kind, the directory source has none). Kinds the model
+// does not read yet (HTTPRoute, GRPCRoute, TrafficPolicy) are watched and cached (objects()) but do not trigger a rebuild; adding
 // one to kinds.ts and state.ts makes it flow (the switch in #commit will not compile
 // until it has a place in ClusterState).
 import { KubeConfig, ListWatch, Watch, type KubernetesListObject } from '@kubernetes/client-node';
@@ -26,7 +27,7 @@ import { DEFAULT_BACKOFF, KubeApiError, KubeClient, backoffDelay, jittered, type
 import { KUBE_RESOURCES, collectionPath, objectKey, type KubeResource } from './kube-resources.ts';
 import { ConditionWriter, type Verdict } from './kube-status.ts';
 import { KINDS, parseDocument, type Typed } from './kinds.ts';
-import { emptyClusterState, type ClusterState } from './state.ts';
+import { emptyClusterState, type ClusterState, type EndpointSliceObject } from './state.ts';
 
 export interface KubernetesSourceOptions {
   logger: Logger;
@@ -144,6 +145,43 @@ function toDocument(r: KubeResource, obj: KubeObject): Record<string, unknown> |
     doc.spec = { ...spec, ports: spec.ports.filter((p) => { const proto = (p as { protocol?: unknown }).protocol; return proto === undefined || proto === 'TCP' || proto === 'UDP'; }) };
   }
   return doc;
+}
+
+const SERVICE_NAME_LABEL = 'kubernetes.io/service-name';
+
+/**
+ * an EndpointSlice → what the model reads of it; undefined for one that belongs to no
+ * Service. Read leniently: a malformed port or endpoint is left out, not the slice.
+ */
+export function toEndpointSlice(obj: KubeObject): EndpointSliceObject | undefined {
+  const md = obj.metadata ?? {};
+  const serviceName = (md as { labels?: Record<string, unknown> }).labels?.[SERVICE_NAME_LABEL];
+  if (typeof serviceName !== 'string' || serviceName === '' || !md.namespace || !md.name) return undefined;
+  const o = obj as unknown as { addressType?: unknown; ports?: unknown; endpoints?: unknown };
+  const ports: EndpointSliceObject['ports'] = [];
+  for (const p of Array.isArray(o.ports) ? o.ports as Array<Record<string, unknown>> : []) {
+    if (typeof p?.port !== 'number') continue;
+    const protocol = p.protocol === undefined ? 'TCP' : p.protocol;
+    if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') continue;
+    ports.push({ name: typeof p.name === 'string' ? p.name : '', port: p.port, protocol });
+  }
+  const endpoints: EndpointSliceObject['endpoints'] = [];
+  for (const e of Array.isArray(o.endpoints) ? o.endpoints as Array<Record<string, unknown>> : []) {
+    if (!Array.isArray(e?.addresses)) continue;
+    const ready = (e.conditions as { ready?: unknown } | undefined)?.ready;
+    const ref = e.targetRef as { kind?: unknown; name?: unknown; namespace?: unknown } | undefined;
+    endpoints.push({
+      addresses: e.addresses.filter((a): a is string => typeof a === 'string'),
+      // Kubernetes: an unknown (absent) ready condition is to be read as ready
+      ready: ready !== false,
+      ...(ref?.kind === 'Pod' && typeof ref.name === 'string' && (ref.namespace === undefined || ref.namespace === md.namespace) ? { podName: ref.name } : {}),
+      ...(typeof e.nodeName === 'string' ? { nodeName: e.nodeName } : {}),
+    });
+  }
+  return {
+    namespace: md.namespace, name: md.name, serviceName,
+    addressType: typeof o.addressType === 'string' ? o.addressType : 'IPv4', ports, endpoints,
+  };
 }
 
 const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
@@ -315,6 +353,9 @@ export class KubernetesSource implements ClusterSource {
     k.informer.on('update', (o) => this.#upsert(k, o));
     k.informer.on('delete', (o) => this.#remove(k, o));
     k.informer.on('error', (err) => this.#failed(k, err));
+    // EndpointSlices are not a kinds.ts kind (the directory source has none): #commit reads
+    // them straight from the informer's cache, so a change only needs a rebuild
+    if (r.kind === 'EndpointSlice') for (const ev of ['add', 'update', 'delete'] as const) k.informer.on(ev, () => this.#schedule());
     return k;
   }
 
@@ -428,6 +469,10 @@ export class KubernetesSource implements ClusterSource {
         }
       }
     }
+    const slices = (this.#kinds.find((k) => k.r.kind === 'EndpointSlice')?.informer.list() ?? [])
+      .map(toEndpointSlice).filter((e): e is EndpointSliceObject => e !== undefined)
+      .sort((a, b) => (a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    if (slices.length > 0) state.endpointSlices = slices;
     const errors = this.errors();
     const errorsKey = stableStringify(errors.map((e) => e.message));
     const known = new Set((JSON.parse(this.#errorsKey) as string[]));

@@ -131,6 +131,28 @@ export interface NetworkPolicyObject {
   egress: NetworkPolicyRuleObject[];
 }
 
+/** one endpoint of a discovery.k8s.io/v1 EndpointSlice */
+export interface EndpointSliceEndpoint {
+  addresses: string[];
+  /** conditions.ready; an absent condition counts as ready (Kubernetes semantics) */
+  ready: boolean;
+  /** targetRef, when it names a Pod */
+  podName?: string;
+  nodeName?: string;
+}
+
+/** discovery.k8s.io/v1 EndpointSlice, as the Kubernetes source reads it */
+export interface EndpointSliceObject {
+  namespace: string;
+  name: string;
+  /** label kubernetes.io/service-name: the Service the slice belongs to */
+  serviceName: string;
+  addressType: string;
+  /** name '' for a Service's unnamed port; port is the resolved target port */
+  ports: Array<{ name: string; port: number; protocol: 'TCP' | 'UDP' | 'SCTP' }>;
+  endpoints: EndpointSliceEndpoint[];
+}
+
 export interface ClusterState {
   namespaces: NamespaceObject[];
   pods: PodObject[];
@@ -139,6 +161,11 @@ export interface ClusterState {
   policies: MeshPolicyObject[];
   /** optional so sources that do not read NetworkPolicy yet need no change */
   networkPolicies?: NetworkPolicyObject[];
+  /**
+   * EndpointSlices (Kubernetes source only): a Service with at least one slice takes its
+   * backends from them, any other from pods + selector; absent when there are none
+   */
+  endpointSlices?: EndpointSliceObject[];
 }
 
 export const emptyClusterState = (): ClusterState => ({ namespaces: [], pods: [], services: [], nodes: [], policies: [] });

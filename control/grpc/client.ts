@@ -7,7 +7,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Snapshot } from '../api/types.ts';
 import { readJson, writeJsonAtomic } from '../persist.ts';
-import { loadAgentControl, snapshotFromWire, type WireAgentMessage, type WireSnapshotMessage } from './proto.ts';
+import { applyDelta, deltaBase, loadAgentControl, snapshotFromWire, type WireAgentMessage, type WireSnapshotMessage } from './proto.ts';
 
 export interface AgentControlClientOptions {
   /** host:port of the control plane */
@@ -20,6 +20,8 @@ export interface AgentControlClientOptions {
   /** throw to NACK with the message; the previous snapshot stays in force */
   apply: (s: Snapshot) => void | Promise<void>;
   logger: Logger;
+  /** tell the control plane this agent applies deltas (default true) */
+  deltas?: boolean;
 }
 
 /** reconnect backoff: quick first retries for a control-plane restart, capped so a long outage costs little */
@@ -143,7 +145,7 @@ export class AgentControlClient {
   }
 
   #sendHello(): void {
-    this.#stream?.write({ msg: 'hello', hello: { node: this.#opts.node, wgPublicKey: this.#opts.hello().wgPublicKey, lastVersion: this.#current?.version ?? 0 } });
+    this.#stream?.write({ msg: 'hello', hello: { node: this.#opts.node, wgPublicKey: this.#opts.hello().wgPublicKey, lastVersion: this.#current?.version ?? 0, acceptsDeltas: this.#opts.deltas !== false } });
   }
 
   #scheduleReconnect(): void {
@@ -160,8 +162,16 @@ export class AgentControlClient {
       if (this.#stream === stream) stream.write(msg);
     };
     let snap: Snapshot;
+    const base = deltaBase(m);
+    if (base !== 0 && base !== this.#current?.version) {
+      // a delta onto a snapshot this agent does not hold: ask for the whole one
+      const version = Number(m.snapshot?.version ?? 0);
+      this.#log.info({ version, deltaFrom: base, holding: this.#current?.version ?? 0 }, 'delta from a version not held; asking for the whole snapshot');
+      reply({ msg: 'nack', nack: { version, error: `delta from version ${base}, but holding ${this.#current?.version ?? 0}`, wantFull: true } });
+      return;
+    }
     try {
-      snap = snapshotFromWire(m);
+      snap = base !== 0 ? applyDelta(this.#current!, m) : snapshotFromWire(m);
     } catch (err) {
       this.#log.error({ err }, 'snapshot does not decode');
       reply({ msg: 'nack', nack: { version: Number(m.snapshot?.version ?? 0), error: (err as Error).message } });

@@ -10,6 +10,7 @@ import type {
   CompiledPolicy, EndpointInfo, IdentityInfo, L4Entry, L7Match, NodeInfo, PeerMatch, ServiceInfo, Snapshot,
 } from '../api/types.ts';
 import { SnapshotDecodeError } from '../errors.ts';
+import { stableStringify } from '../persist.ts';
 
 const PROTO = 'control/proto/nodal/v1/control.proto';
 
@@ -37,11 +38,28 @@ export function loadAgentControl(): { definition: grpc.ServiceDefinition; client
 
 // ---- wire shapes (what proto-loader hands us with the options above) ----
 export type WireAgentMessage =
-  | { msg: 'hello'; hello: { node: string; wgPublicKey: string; lastVersion: number } }
+  | { msg: 'hello'; hello: { node: string; wgPublicKey: string; lastVersion: number; acceptsDeltas?: boolean } }
   | { msg: 'ack'; ack: { version: number } }
-  | { msg: 'nack'; nack: { version: number; error: string } };
+  | { msg: 'nack'; nack: { version: number; error: string; wantFull?: boolean } };
 
-export interface WireSnapshotMessage { snapshot: Record<string, unknown> }
+export interface WireSnapshotMessage {
+  snapshot: Record<string, unknown>;
+  /** non-zero: a delta from this version, carrying only `sections` */
+  deltaFrom?: number;
+  /** SnapshotSection enum names */
+  sections?: string[];
+}
+
+/** the top-level sections of a Snapshot a delta can carry, in proto order */
+export const SNAPSHOT_SECTIONS = ['nodes', 'identities', 'endpoints', 'services', 'policies', 'l4', 'cidrIdentities', 'networkPolicies'] as const;
+export type SnapshotSection = typeof SNAPSHOT_SECTIONS[number];
+const SECTION_ENUM: Record<SnapshotSection, string> = {
+  nodes: 'SNAPSHOT_SECTION_NODES', identities: 'SNAPSHOT_SECTION_IDENTITIES', endpoints: 'SNAPSHOT_SECTION_ENDPOINTS',
+  services: 'SNAPSHOT_SECTION_SERVICES', policies: 'SNAPSHOT_SECTION_POLICIES', l4: 'SNAPSHOT_SECTION_L4',
+  cidrIdentities: 'SNAPSHOT_SECTION_CIDR_IDENTITIES', networkPolicies: 'SNAPSHOT_SECTION_NETWORK_POLICIES',
+};
+/** sections whose model field is optional (absent when empty) */
+const OPTIONAL_SECTIONS: ReadonlySet<SnapshotSection> = new Set(['cidrIdentities', 'networkPolicies']);
 
 const PROTOCOL = { PROTOCOL_TCP: 'TCP', PROTOCOL_UDP: 'UDP' } as const;
 const POLICY_ACTION = { POLICY_ACTION_ALLOW: 'ALLOW', POLICY_ACTION_DENY: 'DENY', POLICY_ACTION_AUDIT: 'AUDIT' } as const;
@@ -79,6 +97,40 @@ export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
       networkPolicies: s.networkPolicies ?? [],
     },
   };
+}
+
+/** the sections of `next` that differ from `base` (an absent optional section equals an empty one) */
+export function changedSections(base: Snapshot, next: Snapshot): SnapshotSection[] {
+  return SNAPSHOT_SECTIONS.filter((k) => base[k] !== next[k] && stableStringify(base[k] ?? []) !== stableStringify(next[k] ?? []));
+}
+
+/** `next` as a delta from `base`: only `sections` are filled, the others go out empty */
+export function deltaToWire(base: Snapshot, next: Snapshot, sections: readonly SnapshotSection[]): WireSnapshotMessage {
+  const wire = snapshotToWire(next);
+  const keep = new Set(sections);
+  for (const k of SNAPSHOT_SECTIONS) if (!keep.has(k)) wire.snapshot[k] = [];
+  return { ...wire, deltaFrom: base.version, sections: sections.map((k) => SECTION_ENUM[k]) };
+}
+
+/** the version a delta builds on; 0 for a whole snapshot */
+export const deltaBase = (m: WireSnapshotMessage): number => num(m.deltaFrom);
+
+/** a delta message applied onto the snapshot it builds on (the caller checks deltaBase(m) === current.version) */
+export function applyDelta(current: Snapshot, m: WireSnapshotMessage): Snapshot {
+  const decoded = snapshotFromWire(m);
+  const out: Snapshot = { ...current, version: decoded.version, node: decoded.node, trustDomain: decoded.trustDomain };
+  for (const name of m.sections ?? []) {
+    const k = (Object.keys(SECTION_ENUM) as SnapshotSection[]).find((x) => SECTION_ENUM[x] === name);
+    if (k === undefined) throw new SnapshotDecodeError(`SnapshotMessage.sections: unknown value ${JSON.stringify(name)}`);
+    if (OPTIONAL_SECTIONS.has(k)) {
+      const o = out as unknown as Record<string, unknown>;
+      delete o[k];
+      if (decoded[k] !== undefined) o[k] = decoded[k];
+    } else {
+      (out as unknown as Record<string, unknown>)[k] = decoded[k];
+    }
+  }
+  return out;
 }
 
 // ---- wire → model ----

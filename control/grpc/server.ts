@@ -1,12 +1,16 @@
 // The AgentControl gRPC service: one bidirectional stream per agent. The agent says Hello
 // (node, WireGuard key, the version it holds); the server answers with the node's snapshot
 // unless the agent already holds it, then pushes each new version, and records the ACK or
-// NACK of every one.
+// NACK of every one. To an agent that accepts deltas, a new version goes out as a delta
+// from the version it acked (only the top-level sections that changed) when nothing else
+// is in flight; an agent that does not hold the base asks for the whole snapshot.
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Snapshot } from '../api/types.ts';
 import { ControlListenError } from '../errors.ts';
-import { loadAgentControl, snapshotToWire, type WireAgentMessage, type WireSnapshotMessage } from './proto.ts';
+import {
+  SNAPSHOT_SECTIONS, changedSections, deltaToWire, loadAgentControl, snapshotToWire, type WireAgentMessage, type WireSnapshotMessage,
+} from './proto.ts';
 
 export interface AgentStatus {
   node: string;
@@ -29,6 +33,10 @@ export interface AgentControlServerOptions {
   onHello: (hello: { node: string; wgPublicKey: string; lastVersion: number }) => void;
   /** an agent connected, disconnected, acked or nacked */
   onAgentChange?: () => void;
+  /** send deltas to agents that accept them (default true); false: always whole snapshots */
+  deltas?: boolean;
+  /** every message written to an agent, e.g. to count bytes (serializing costs: tests and diagnostics) */
+  onSend?: (sent: { node: string; version: number; deltaFrom: number; message: WireSnapshotMessage }) => void;
 }
 
 type Call = grpc.ServerDuplexStream<WireAgentMessage, WireSnapshotMessage>;
@@ -36,7 +44,14 @@ type Call = grpc.ServerDuplexStream<WireAgentMessage, WireSnapshotMessage>;
 interface Session {
   call: Call;
   status: AgentStatus;
+  /** the agent said it applies deltas */
+  deltas: boolean;
+  /** the snapshots sent and not yet acked, by version: an ack makes one the delta base */
+  inflight: Map<number, Snapshot>;
 }
+
+/** unacked snapshots remembered per session; an ack of an older one just finds no base */
+const MAX_INFLIGHT = 8;
 
 /** keepalive lets a silently vanished agent (node power loss) be noticed within a minute */
 const SERVER_OPTIONS: grpc.ChannelOptions = {
@@ -54,6 +69,8 @@ export class AgentControlServer {
   readonly #sessions = new Map<string, Session>();
   /** every agent seen since start, connected or not, for status */
   readonly #status = new Map<string, AgentStatus>();
+  /** per node, the last snapshot an agent acknowledged: the base of the next delta (kept across reconnects) */
+  readonly #acked = new Map<string, Snapshot>();
 
   constructor(opts: AgentControlServerOptions) {
     this.#opts = opts;
@@ -111,8 +128,16 @@ export class AgentControlServer {
           call.emit('error', { code: grpc.status.FAILED_PRECONDITION, details: 'the first message must be Hello' });
         } else if (m.msg === 'ack') {
           session.status.ackedVersion = m.ack.version;
+          const snap = session.inflight.get(m.ack.version);
+          if (snap) this.#acked.set(session.status.node, snap);
+          for (const v of session.inflight.keys()) if (v <= m.ack.version) session.inflight.delete(v);
           this.#log.debug({ node: session.status.node, version: m.ack.version }, 'snapshot acknowledged');
           this.#opts.onAgentChange?.();
+        } else if (m.msg === 'nack' && m.nack.wantFull === true) {
+          // the agent does not hold the delta's base: not an apply failure, resend whole
+          this.#log.info({ node: session.status.node, version: m.nack.version, error: m.nack.error }, 'agent asked for the whole snapshot');
+          this.#acked.delete(session.status.node);
+          this.#send(session, true);
         } else if (m.msg === 'nack') {
           session.status.lastNack = { version: m.nack.version, error: m.nack.error, at: new Date().toISOString() };
           this.#log.warn({ node: session.status.node, version: m.nack.version, error: m.nack.error }, 'agent rejected snapshot');
@@ -133,7 +158,7 @@ export class AgentControlServer {
     call.on('close', () => drop('closed'));
   }
 
-  #hello(call: Call, peer: string, hello: { node: string; wgPublicKey: string; lastVersion: number }, current: Session | undefined): Session {
+  #hello(call: Call, peer: string, hello: { node: string; wgPublicKey: string; lastVersion: number; acceptsDeltas?: boolean }, current: Session | undefined): Session {
     if (hello.node === '') throw Object.assign(new Error('Hello without a node name'), { code: grpc.status.INVALID_ARGUMENT });
     let session = current;
     if (!session || session.status.node !== hello.node) {
@@ -148,7 +173,7 @@ export class AgentControlServer {
         sentVersion: hello.lastVersion, ackedVersion: hello.lastVersion,
         ...(this.#status.get(hello.node)?.lastNack ? { lastNack: this.#status.get(hello.node)!.lastNack! } : {}),
       };
-      session = { call, status };
+      session = { call, status, deltas: hello.acceptsDeltas === true, inflight: new Map() };
       this.#sessions.set(hello.node, session);
       this.#status.set(hello.node, status);
       // headers now, so the agent knows the stream is up even when it needs no snapshot
@@ -156,6 +181,7 @@ export class AgentControlServer {
       this.#log.info({ node: hello.node, peer, lastVersion: hello.lastVersion }, 'agent connected');
     } else {
       session.status.sentVersion = hello.lastVersion;
+      session.deltas = hello.acceptsDeltas === true;
     }
     this.#opts.onHello(hello);
     this.#sendIfChanged(session);
@@ -164,10 +190,33 @@ export class AgentControlServer {
   }
 
   #sendIfChanged(s: Session): void {
-    const snap = this.#opts.snapshotFor(s.status.node);
-    if (snap.version === s.status.sentVersion) return;
+    this.#send(s, false);
+  }
+
+  /**
+   * the node's snapshot, unless already sent (whole: resend even so): a delta from the
+   * version the agent acked when it takes deltas and that base is known, else whole
+   */
+  #send(s: Session, whole: boolean): void {
+    const node = s.status.node;
+    const snap = this.#opts.snapshotFor(node);
+    if (!whole && snap.version === s.status.sentVersion) return;
+    // a delta only when nothing is in flight: the agent then holds exactly the acked base
+    // (a delta from it sent behind an unacked snapshot would find the agent past it)
+    const settled = s.status.sentVersion === s.status.ackedVersion;
     s.status.sentVersion = snap.version;
-    s.call.write(snapshotToWire(snap));
-    this.#log.debug({ node: s.status.node, version: snap.version }, 'snapshot sent');
+    const base = this.#acked.get(node);
+    let message: WireSnapshotMessage | undefined;
+    if (!whole && settled && s.deltas && this.#opts.deltas !== false && base !== undefined && base.version === s.status.ackedVersion
+      && base.version < snap.version && base.node === snap.node && base.trustDomain === snap.trustDomain) {
+      const sections = changedSections(base, snap);
+      if (sections.length < SNAPSHOT_SECTIONS.length) message = deltaToWire(base, snap, sections);
+    }
+    message ??= snapshotToWire(snap);
+    s.inflight.set(snap.version, snap);
+    if (s.inflight.size > MAX_INFLIGHT) s.inflight.delete(s.inflight.keys().next().value!);
+    s.call.write(message);
+    this.#opts.onSend?.({ node, version: snap.version, deltaFrom: message.deltaFrom ?? 0, message });
+    this.#log.debug({ node, version: snap.version, deltaFrom: message.deltaFrom, sections: message.sections }, 'snapshot sent');
   }
 }

@@ -3,7 +3,7 @@
 // deterministic: inputs are walked in sorted order so ids are allocated the same way
 // whatever order a source delivered its objects in.
 import type { CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, ServicePort } from '../api/types.ts';
-import type { ClusterState, PodObject } from '../cluster/state.ts';
+import type { ClusterState, EndpointSliceObject, PodObject } from '../cluster/state.ts';
 import type { IdAllocator } from './ids.ts';
 import { identityKey, identityLabels, matchesLabels, spiffeId } from './identity.ts';
 import { compileNetworkPolicies, type NetworkPolicyModel } from './networkpolicy.ts';
@@ -73,10 +73,29 @@ export function buildModel(input: BuildInput): Model {
     });
   }
 
+  const slicesOf = new Map<string, EndpointSliceObject[]>();
+  for (const sl of state.endpointSlices ?? []) {
+    const key = `${sl.namespace}/${sl.serviceName}`;
+    const list = slicesOf.get(key);
+    if (list) list.push(sl);
+    else slicesOf.set(key, [sl]);
+  }
+  const podByIp = new Map<string, PodObject>();
+  if (slicesOf.size > 0) for (const p of pods) if (p.podIp !== '') podByIp.set(`${p.namespace}/${p.podIp}`, p);
+
+  // a service's backends are looked for in its own namespace only (2,000 services × 50,000 pods otherwise)
+  const podsByNs = new Map<string, PodObject[]>();
+  for (const p of pods) {
+    const l = podsByNs.get(p.namespace);
+    if (l) l.push(p);
+    else podsByNs.set(p.namespace, [p]);
+  }
   const services = [...state.services].sort(byNsName).map((svc): ServiceInfo => {
     // Kubernetes derives endpoints only from a non-empty selector, and only ready pods serve
-    const backends = svc.selector === undefined || Object.keys(svc.selector).length === 0 ? [] : pods.filter((p) =>
-      p.namespace === svc.namespace && p.phase === 'Running' && p.podIp !== '' && matchesLabels(svc.selector!, p.labels));
+    // ... unless the source has EndpointSlices for the service (Kubernetes mode): they are the truth
+    const slices = slicesOf.get(`${svc.namespace}/${svc.name}`);
+    const backends = slices !== undefined ? sliceBackends(slices, podByIp) : svc.selector === undefined || Object.keys(svc.selector).length === 0 ? [] : (podsByNs.get(svc.namespace) ?? []).filter((p) =>
+      p.phase === 'Running' && p.podIp !== '' && matchesLabels(svc.selector!, p.labels));
     const backendIds = new Set(backends.map((p) => podIdentity.get(p)!));
     return {
       namespace: svc.namespace, name: svc.name, id: ids.id('services', `${svc.namespace}/${svc.name}`), clusterIp: svc.clusterIp,
@@ -85,8 +104,9 @@ export function buildModel(input: BuildInput): Model {
         port: sp.port,
         // a named targetPort resolves per pod in Kubernetes; we carry one number, taken from
         // the first backend that names the port, 0 when none does (nothing can serve it)
-        targetPort: typeof sp.targetPort === 'number' ? sp.targetPort : backends.map((b) => b.namedPorts[sp.targetPort])
-          .find((n) => n !== undefined) ?? 0,
+        // with EndpointSlices, the slice's port of the same name is the resolved target port
+        targetPort: slicePort(slices, sp.name) ?? (typeof sp.targetPort === 'number' ? sp.targetPort : backends.map((b) => b.namedPorts[sp.targetPort])
+          .find((n) => n !== undefined) ?? 0),
         protocol: sp.protocol,
         ...(sp.appProtocol !== undefined ? { appProtocol: sp.appProtocol } : {}),
       })),
@@ -102,6 +122,30 @@ export function buildModel(input: BuildInput): Model {
 
   const networkPolicy = compileNetworkPolicies(state.networkPolicies ?? [], identityList, state.namespaces, podIdentity, ids);
   return { trustDomain, nodes, identities: identityList, endpoints, services, policies, ...(networkPolicy ? { networkPolicy } : {}) };
+}
+
+/** the pods behind a service's slices: ready endpoints whose address is a known pod, in pod order */
+function sliceBackends(slices: EndpointSliceObject[], podByIp: Map<string, PodObject>): PodObject[] {
+  const found = new Set<PodObject>();
+  for (const sl of slices) {
+    for (const ep of sl.endpoints) {
+      if (!ep.ready) continue;
+      for (const addr of ep.addresses) {
+        const pod = podByIp.get(`${sl.namespace}/${addr}`);
+        if (pod !== undefined && (ep.podName === undefined || ep.podName === pod.name)) found.add(pod);
+      }
+    }
+  }
+  return [...found].sort(byNsName);
+}
+
+/** the target port the slices give a ServicePort (matched by name, '' for an unnamed one) */
+function slicePort(slices: EndpointSliceObject[] | undefined, name: string | undefined): number | undefined {
+  for (const sl of slices ?? []) {
+    const p = sl.ports.find((x) => x.name === (name ?? ''));
+    if (p !== undefined) return p.port;
+  }
+  return undefined;
 }
 
 function sortedLabels(l: Record<string, string>): Record<string, string> {

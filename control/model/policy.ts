@@ -45,7 +45,10 @@ export const principalOf = (trustDomain: string, i: Pick<IdentityInfo, 'namespac
 
 /** all conditions of one Source are AND'ed (Istio); each list is OR'ed */
 export function sourceMatches(src: PolicySource, i: IdentityInfo, trustDomain: string): boolean {
-  const principal = principalOf(trustDomain, i);
+  return sourceMatchesPrincipal(src, i, principalOf(trustDomain, i));
+}
+
+function sourceMatchesPrincipal(src: PolicySource, i: Pick<IdentityInfo, 'namespace'>, principal: string): boolean {
   if (src.principals && !src.principals.some((p) => istioMatch(p, principal))) return false;
   if (src.notPrincipals?.some((p) => istioMatch(p, principal))) return false;
   if (src.namespaces && !src.namespaces.some((n) => istioMatch(n, i.namespace))) return false;
@@ -58,6 +61,19 @@ const byNsName = (a: MeshPolicyObject, b: MeshPolicyObject): number =>
 
 /** compiled in namespace/name order, which is also the order "first policy" refers to */
 export function compilePolicies(policies: readonly MeshPolicyObject[], identities: readonly IdentityInfo[], ids: IdAllocator, trustDomain: string): CompiledPolicy[] {
+  // per identity once, not per policy × rule: principals, and identities by namespace
+  const principals = identities.map((i) => principalOf(trustDomain, i));
+  const byNs = new Map<string, IdentityInfo[]>();
+  for (const i of identities) {
+    const l = byNs.get(i.namespace);
+    if (l) l.push(i);
+    else byNs.set(i.namespace, [i]);
+  }
+  const matching = (src: PolicySource): number[] => {
+    const out: number[] = [];
+    for (let k = 0; k < identities.length; k++) if (sourceMatchesPrincipal(src, identities[k]!, principals[k]!)) out.push(identities[k]!.id);
+    return out;
+  };
   return [...policies].sort(byNsName).map((p) => ({
     id: ids.id('policies', `${p.namespace}/${p.name}`),
     namespace: p.namespace,
@@ -65,11 +81,11 @@ export function compilePolicies(policies: readonly MeshPolicyObject[], identitie
     action: p.action,
     // selectors are matched on identity labels: enforcement is per identity, so a selector
     // on a per-pod label (pod-template-hash) must not select half of an identity
-    selects: identities.filter((i) => i.namespace === p.namespace && matchesLabels(p.matchLabels, i.labels)).map((i) => i.id),
+    selects: (byNs.get(p.namespace) ?? []).filter((i) => matchesLabels(p.matchLabels, i.labels)).map((i) => i.id),
     rules: p.rules.map((r, index): CompiledRule => ({
       index,
       from: r.from.map((src): PeerMatch => ({
-        identities: identities.filter((i) => sourceMatches(src, i, trustDomain)).map((i) => i.id),
+        identities: matching(src),
         ...(src.principals ? { principals: [...src.principals] } : {}),
         ...(src.namespaces ? { namespaces: [...src.namespaces] } : {}),
         ...(src.notPrincipals ? { notPrincipals: [...src.notPrincipals] } : {}),
@@ -83,12 +99,80 @@ export function compilePolicies(policies: readonly MeshPolicyObject[], identitie
 
 /** the ALLOW policy whose name a default deny of this identity carries */
 export function firstAllowSelecting(policies: readonly CompiledPolicy[], identity: number): CompiledPolicy | undefined {
-  return policies.find((p) => p.action === 'ALLOW' && p.selects.includes(identity));
+  return indexOf(policies).allow.get(identity)?.[0];
+}
+
+/**
+ * Derived once per compiled policy list (the model's, which is never mutated) and shared
+ * by every node: at 1,000 nodes the per-node work would otherwise redo the same scans.
+ * deny/allow: per destination identity, the policies selecting it, in policy order;
+ * egress: per source identity, its EGRESS entries, which depend on the policies alone.
+ */
+interface PolicyIndex {
+  guarded: number[];
+  guardedSet: Set<number>;
+  deny: Map<number, CompiledPolicy[]>;
+  allow: Map<number, CompiledPolicy[]>;
+  egress: Map<number, L4Entry[]>;
+}
+const indexes = new WeakMap<readonly CompiledPolicy[], PolicyIndex>();
+function indexOf(policies: readonly CompiledPolicy[]): PolicyIndex {
+  let ix = indexes.get(policies);
+  if (ix) return ix;
+  const deny = new Map<number, CompiledPolicy[]>();
+  const allow = new Map<number, CompiledPolicy[]>();
+  const guardedSet = new Set<number>();
+  for (const p of policies) {
+    if (p.action === 'AUDIT') continue;
+    const into = p.action === 'DENY' ? deny : allow;
+    for (const id of new Set(p.selects)) {
+      guardedSet.add(id);
+      const l = into.get(id);
+      if (l) l.push(p);
+      else into.set(id, [p]);
+    }
+  }
+  ix = { guarded: [...guardedSet].sort((a, b) => a - b), guardedSet, deny, allow, egress: new Map() };
+  indexes.set(policies, ix);
+  return ix;
+}
+
+/** a PeerMatch's resolved identities as a set (a notNamespaces source can match thousands) */
+const peerSets = new WeakMap<PeerMatch, Set<number>>();
+function peerSet(m: PeerMatch): Set<number> {
+  let s = peerSets.get(m);
+  if (!s) peerSets.set(m, (s = new Set(m.identities ?? [])));
+  return s;
+}
+
+/** endpoints by node, and the identities of the ones outside the mesh, once per endpoint list */
+interface EndpointIndex { local: Map<string, number[]>; outsiders: number[] }
+const endpointIndexes = new WeakMap<readonly EndpointInfo[], EndpointIndex>();
+function endpointIndexOf(endpoints: readonly EndpointInfo[]): EndpointIndex {
+  let ix = endpointIndexes.get(endpoints);
+  if (ix) return ix;
+  const byNode = new Map<string, Set<number>>();
+  const out = new Set<number>([ReservedIdentity.WORLD, ReservedIdentity.UNMANAGED]);
+  for (const e of endpoints) {
+    if (!e.enrolled) {
+      out.add(e.identity);
+      continue;
+    }
+    const s = byNode.get(e.node);
+    if (s) s.add(e.identity);
+    else byNode.set(e.node, new Set([e.identity]));
+  }
+  ix = {
+    local: new Map([...byNode].map(([n, s]) => [n, [...s].sort((a, b) => a - b)])),
+    outsiders: [...out].sort((a, b) => a - b),
+  };
+  endpointIndexes.set(endpoints, ix);
+  return ix;
 }
 
 /** a rule's `from` admits the source (empty = any source); PeerMatch.identities is resolved */
 const fromAdmits = (r: CompiledRule, source: number): boolean =>
-  r.from.length === 0 || r.from.some((m) => m.identities?.includes(source) === true);
+  r.from.length === 0 || r.from.some((m) => peerSet(m).has(source));
 const pureL4 = (r: CompiledRule): boolean => r.to.length === 0 && r.when.length === 0;
 
 interface Verdict { action: 'ALLOW' | 'DENY'; policyId: number; rule: number; defaultDeny?: boolean }
@@ -101,17 +185,16 @@ const DEFAULT_ALLOW: Verdict = { action: 'ALLOW', policyId: 0, rule: 0 };
  * when `denyNeedsL7` is false (no DENY rule that depends on the request matches the source);
  * no verdict means only the proxy can decide
  */
-function decideL4(policies: readonly CompiledPolicy[], source: number, dest: number): { verdict?: Verdict; denyNeedsL7: boolean } {
+function decideL4(ix: PolicyIndex, source: number, dest: number): { verdict?: Verdict; denyNeedsL7: boolean } {
   let denyNeedsL7 = false;
-  for (const p of policies) {
-    if (p.action !== 'DENY' || !p.selects.includes(dest)) continue;
+  for (const p of ix.deny.get(dest) ?? []) {
     for (const r of p.rules) {
       if (!fromAdmits(r, source)) continue;
       if (pureL4(r)) return { verdict: { action: 'DENY', policyId: p.id, rule: r.index }, denyNeedsL7 };
       denyNeedsL7 = true;
     }
   }
-  const allow = policies.filter((p) => p.action === 'ALLOW' && p.selects.includes(dest));
+  const allow = ix.allow.get(dest) ?? [];
   if (allow.length === 0) return { verdict: DEFAULT_ALLOW, denyNeedsL7 };
   let couldAdmit = false;
   let admitting: Verdict | undefined;
@@ -137,37 +220,51 @@ export function compareL4(a: L4Entry, b: L4Entry): number {
 /** the BPF policy entries for one node's local enrolled endpoints, sorted */
 export function l4ForNode(node: string, endpoints: readonly EndpointInfo[], policies: readonly CompiledPolicy[]): L4Entry[] {
   const out: L4Entry[] = [];
-  const local = [...new Set(endpoints.filter((e) => e.node === node && e.enrolled).map((e) => e.identity))].sort((a, b) => a - b);
+  const eix = endpointIndexOf(endpoints);
+  const local = eix.local.get(node) ?? [];
   if (local.length === 0) return out;
-  const guarded = [...new Set(policies.filter((p) => p.action !== 'AUDIT').flatMap((p) => p.selects))].sort((a, b) => a - b);
+  const ix = indexOf(policies);
   const entry = (direction: L4Entry['direction'], localIdentity: number, peerIdentity: number, v: Verdict): L4Entry =>
     ({ direction, localIdentity, peerIdentity, port: 0, action: v.action, policyId: v.policyId, rule: v.rule, ...(v.defaultDeny ? { defaultDeny: true } : {}) });
 
   for (const s of local) {
-    for (const d of guarded) {
-      const { verdict } = decideL4(policies, s, d);
-      // an L4 ALLOW would skip the proxy's L7 and DENY checks: egress only ever writes denials
-      if (verdict?.action === 'DENY') out.push(entry('EGRESS', s, d, verdict));
+    // the same for every node the identity runs on: computed once per model
+    let row = ix.egress.get(s);
+    if (!row) {
+      row = [];
+      for (const d of ix.guarded) {
+        const { verdict } = decideL4(ix, s, d);
+        // an L4 ALLOW would skip the proxy's L7 and DENY checks: egress only ever writes denials
+        if (verdict?.action === 'DENY') row.push(entry('EGRESS', s, d, verdict));
+      }
+      ix.egress.set(s, row);
     }
+    // shared, not copied, between the nodes the identity runs on: nothing mutates an entry
+    for (const e of row) out.push(e);
   }
+
+  // EGRESS is already in compareL4 order (local, then guarded, ascending; one entry per
+  // pair): only INGRESS needs sorting, which saves sorting tens of thousands of entries per node
+  const egressEnd = out.length;
 
   // peers that reach an enrolled pod without the proxy: pods outside the mesh, and
   // addresses the ipcache knows as world or unmanaged (only a rule without `from` admits them)
-  const outsiders = [...new Set([ReservedIdentity.WORLD, ReservedIdentity.UNMANAGED, ...endpoints.filter((e) => !e.enrolled).map((e) => e.identity)])]
-    .sort((a, b) => a - b);
+  const outsiders = eix.outsiders;
   for (const d of local) {
     out.push(entry('INGRESS', d, ReservedIdentity.HOST, { action: 'ALLOW', policyId: 0, rule: 0 }));
-    if (!guarded.includes(d)) {
+    if (!ix.guardedSet.has(d)) {
       out.push(entry('INGRESS', d, 0, { action: 'ALLOW', policyId: 0, rule: 0 }));
       continue;
     }
     for (const s of outsiders) {
       if (s === ReservedIdentity.HOST) continue;
-      const { verdict, denyNeedsL7 } = decideL4(policies, s, d);
+      const { verdict, denyNeedsL7 } = decideL4(ix, s, d);
       if (verdict?.action === 'DENY') out.push(entry('INGRESS', d, s, verdict));
       // without a proxy on the path an L7 DENY cannot be checked: then the peer is not admitted
       else if (verdict?.action === 'ALLOW' && !denyNeedsL7) out.push(entry('INGRESS', d, s, verdict));
     }
   }
-  return out.sort(compareL4);
+  const ingress = out.splice(egressEnd).sort(compareL4);
+  for (const e of ingress) out.push(e);
+  return out;
 }

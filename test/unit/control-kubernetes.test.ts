@@ -404,3 +404,75 @@ describe('kubernetes source in the control plane', () => {
     assert.equal(cp.snapshotFor('node-a').endpoints.some((e) => e.name === 'late'), true);
   });
 });
+
+describe('kubernetes source: EndpointSlices as Service backends', () => {
+  const webSvc: KubeObj = {
+    apiVersion: 'v1', kind: 'Service', metadata: { name: 'web', namespace: 'demo' },
+    spec: { clusterIP: '10.96.0.20', selector: { app: 'web' }, ports: [{ name: 'http', port: 80, targetPort: 'http', protocol: 'TCP' }] },
+  };
+  const slice = (name: string, eps: Array<{ ip: string; pod: string; ready?: boolean }>, port = 8080): KubeObj => ({
+    apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice',
+    metadata: { name, namespace: 'demo', labels: { 'kubernetes.io/service-name': 'web' } },
+    addressType: 'IPv4',
+    ports: [{ name: 'http', port, protocol: 'TCP' }],
+    endpoints: eps.map((e) => ({
+      addresses: [e.ip], nodeName: 'node-a', targetRef: { kind: 'Pod', namespace: 'demo', name: e.pod },
+      ...(e.ready === undefined ? {} : { conditions: { ready: e.ready } }),
+    })),
+  });
+  const backendsOf = (s: ClusterState) => {
+    const m = buildModel({ state: s, trustDomain: 'cluster.local', ids: new PersistentIds(tmp.make()) });
+    const web = m.services.find((x) => x.name === 'web')!;
+    return { pods: web.backends.map((b) => b.pod), targetPort: web.ports[0]!.targetPort, nodes: web.backends.map((b) => b.node) };
+  };
+  const pods = (): KubeObj[] => [
+    podObj('demo', 'web-1', { ip: '10.1.0.1', labels: { app: 'web' }, node: 'node-a' }),
+    podObj('demo', 'web-2', { ip: '10.1.0.2', labels: { app: 'web' }, node: 'node-b' }),
+    podObj('demo', 'other', { ip: '10.1.0.3', labels: { app: 'other' }, node: 'node-b' }),
+  ];
+
+  it('without slices, backends come from pods + selector (the directory source path)', async () => {
+    const { src } = await rig({ objects: [...pods(), webSvc] });
+    assert.equal(src.state().endpointSlices, undefined);
+    // no container port is named http: the named targetPort resolves to nothing
+    assert.deepEqual(backendsOf(src.state()), { pods: ['web-1', 'web-2'], targetPort: 0, nodes: ['node-a', 'node-b'] });
+  });
+
+  it('reads slices into ClusterState: ready condition, targetRef, ports by name', async () => {
+    const { src } = await rig({ objects: [...pods(), webSvc, slice('web-abc', [{ ip: '10.1.0.1', pod: 'web-1' }, { ip: '10.1.0.2', pod: 'web-2', ready: false }])] });
+    assert.deepEqual(src.state().endpointSlices, [{
+      namespace: 'demo', name: 'web-abc', serviceName: 'web', addressType: 'IPv4',
+      ports: [{ name: 'http', port: 8080, protocol: 'TCP' }],
+      endpoints: [
+        { addresses: ['10.1.0.1'], ready: true, podName: 'web-1', nodeName: 'node-a' },
+        { addresses: ['10.1.0.2'], ready: false, podName: 'web-2', nodeName: 'node-a' },
+      ],
+    }]);
+  });
+
+  it('excludes a not-ready endpoint, takes node and identity from the pod and targetPort from the slice', async () => {
+    const { src } = await rig({ objects: [...pods(), webSvc, slice('web-abc', [{ ip: '10.1.0.2', pod: 'web-2' }, { ip: '10.1.0.1', pod: 'web-1', ready: false }])] });
+    // the slice says node-a for both; the pod (web-2 on node-b) is what counts
+    assert.deepEqual(backendsOf(src.state()), { pods: ['web-2'], targetPort: 8080, nodes: ['node-b'] });
+  });
+
+  it('ignores addresses that are no known pod, and includes a ready pod outside the selector (the slice is the truth)', async () => {
+    const { src } = await rig({ objects: [...pods(), webSvc, slice('web-abc', [{ ip: '10.9.9.9', pod: 'gone' }, { ip: '10.1.0.3', pod: 'other' }])] });
+    assert.deepEqual(backendsOf(src.state()).pods, ['other']);
+  });
+
+  it('a slice change updates the backends; several slices of one service add up', async () => {
+    const { fake, until } = await rig({ objects: [...pods(), webSvc, slice('web-abc', [{ ip: '10.1.0.1', pod: 'web-1' }, { ip: '10.1.0.2', pod: 'web-2', ready: false }])] });
+    fake.apply(slice('web-abc', [{ ip: '10.1.0.1', pod: 'web-1' }, { ip: '10.1.0.2', pod: 'web-2', ready: true }], 9090));
+    await until((s) => backendsOf(s).pods.length === 2, 'web-2 ready in the slice');
+    await until((s) => backendsOf(s).targetPort === 9090, 'the new slice port');
+    fake.apply(slice('web-abc', [{ ip: '10.1.0.1', pod: 'web-1', ready: false }]));
+    await until((s) => backendsOf(s).pods.length === 0, 'no ready endpoint left');
+    fake.apply(slice('web-def', [{ ip: '10.1.0.2', pod: 'web-2' }]));
+    await until((s) => backendsOf(s).pods.join() === 'web-2', 'a second slice');
+    fake.remove('EndpointSlice', 'demo', 'web-abc');
+    fake.remove('EndpointSlice', 'demo', 'web-def');
+    // no slices at all: back to pods + selector
+    await until((s) => s.endpointSlices === undefined && backendsOf(s).pods.length === 2, 'fallback to pods + selector');
+  });
+});
