@@ -6,12 +6,14 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const only = process.argv.slice(2);
-const BENCHES = ['datapath', 'mesh', 'flows'];
+const BENCHES = ['datapath', 'mesh', 'flows', 'scale'];
+// scale takes minutes at 1,000 nodes: run it by name (node dist/bench/run.js scale)
+const DEFAULT = BENCHES.filter((b) => b !== 'scale');
 
-for (const name of BENCHES.filter((b) => only.length === 0 || only.includes(b))) {
+for (const name of only.length === 0 ? DEFAULT : BENCHES.filter((b) => only.includes(b))) {
   process.stderr.write(`bench: ${name}\n`);
   // the sandbox's names are global: one user at a time (tests and benchmarks alike)
-  const r = spawnSync('flock', ['/tmp/nodal-sandbox.lock', process.execPath, join(here, `${name}.js`)], { stdio: 'inherit' });
+  const r = spawnSync('flock', ['/tmp/nodal-sandbox.lock', process.execPath, ...(name === 'scale' ? ['--expose-gc', '--max-old-space-size=16000'] : []), join(here, `${name}.js`)], { stdio: 'inherit' });
   if (r.status !== 0) {
     process.stderr.write(`bench: ${name} failed (exit ${r.status})\n`);
     process.exit(1);

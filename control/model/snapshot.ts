@@ -2,7 +2,7 @@
 // services, policies) is hashed once per rebuild; a node's content hash adds only its
 // name and L4 entries, so deciding "did this node's snapshot change" stays cheap.
 import { createHash } from 'node:crypto';
-import type { L4Entry, Snapshot } from '../api/types.ts';
+import type { Snapshot } from '../api/types.ts';
 import { stableStringify } from '../persist.ts';
 import type { Model } from './builder.ts';
 import { mergeNetworkPolicyL4 } from './networkpolicy.ts';
@@ -18,31 +18,10 @@ export function modelHash(model: Model): string {
   return sha256(stableStringify(model));
 }
 
-/**
- * stableStringify(l4), byte for byte (so hashes, and therefore versions, are unchanged),
- * without the replacer's per-object sorted copies: at 1,000 nodes × tens of thousands of
- * entries that was most of a rebuild. Entries are flat objects of primitives.
- */
-function l4Text(l4: readonly L4Entry[]): string {
-  const parts: string[] = new Array<string>(l4.length);
-  for (let i = 0; i < l4.length; i++) {
-    const e = l4[i] as unknown as Record<string, unknown>;
-    let t = '';
-    for (const k of Object.keys(e).sort()) {
-      const v = e[k];
-      if (v === undefined) continue;
-      if (typeof v === 'object' && v !== null) return stableStringify(l4);
-      t += `${t === '' ? '' : ','}${JSON.stringify(k)}:${JSON.stringify(v)}`;
-    }
-    parts[i] = `{${t}}`;
-  }
-  return `[${parts.join(',')}]`;
-}
-
 /** the node's snapshot without a version, and the hash of its content */
 export function snapshotContent(model: Model, sharedHash: string, node: string): { hash: string; snapshot: Snapshot } {
   const l4 = nodeL4(model, node);
-  const hash = sha256(`${sharedHash}\n${node}\n${l4Text(l4)}`);
+  const hash = sha256(`${sharedHash}\n${node}\n${stableStringify(l4)}`);
   return {
     hash,
     snapshot: {
