@@ -2,3 +2,4 @@
 export { evaluate, describeDecision, matchRule } from './evaluate.ts';
 export type { Decision, DecisionReason, PolicyRef, PolicyRequest, PolicySource } from './evaluate.ts';
 export { matchValue, matchHost } from './match.ts';
+export { declaredProtocol, type DeclaredProtocol } from './protocol.ts';

@@ -14,7 +14,7 @@ import type { ClusterView } from '../plane.ts';
 import type { CompiledPolicy, CompiledRule, EndpointInfo, L4Entry, ServiceInfo } from '../api/types.ts';
 import { ReservedIdentity } from '../api/types.ts';
 import { l4ForNode, principalOf } from '../model/policy.ts';
-import { evaluate, matchRule, type Decision, type PolicyRequest } from '../../agent/policy/index.ts';
+import { declaredProtocol as proxyProtocol, evaluate, matchRule, type Decision, type PolicyRequest } from '../../agent/policy/index.ts';
 import { AdminErrorCode, ExplainError } from './errors.ts';
 import { findEndpoint, findService, notFound, parseRef, refText, type Ref } from './resolve.ts';
 import type { BackendPod, BackendVerdict, DestinationInfo, ExplainRequest, Explanation, ExplainVerdict, RuleTrace, Stage, WorkloadInfo } from './types.ts';
@@ -36,14 +36,13 @@ const RESERVED_NAMES: Record<number, string> = {
 };
 
 /**
- * How the destination proxy treats a port, as agent/proxy/inbound.ts declaredProtocol
- * does: an HTTP/1.1 appProtocol is parsed per request, any other declared protocol is
- * opaque TCP with one L4 decision, no appProtocol is sniffed.
+ * How the destination proxy treats a port (the proxy's own rule, agent/policy): an
+ * HTTP/1.1 appProtocol is parsed per request, any other declared protocol is opaque TCP
+ * with one L4 decision, no appProtocol is sniffed.
  */
 export function declaredProtocol(appProtocol: string | undefined): 'http' | 'opaque' | 'detect' {
-  if (appProtocol === undefined || appProtocol === '') return 'detect';
-  const p = appProtocol.toLowerCase();
-  return p === 'http' || p === 'http1' || p === 'http/1.1' ? 'http' : 'opaque';
+  const p = proxyProtocol(appProtocol);
+  return p === 'http1' ? 'http' : p;
 }
 
 interface Ctx {

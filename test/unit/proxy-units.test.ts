@@ -12,7 +12,7 @@ import type { Snapshot } from '../../control/api/types.ts';
 import type { Flow } from '../../agent/flows/flow.ts';
 import type { InboundConn, ProxyContext } from '../../agent/proxy/context.ts';
 import { HttpIngress } from '../../agent/proxy/http.ts';
-import { declaredProtocol } from '../../agent/proxy/inbound.ts';
+import { declaredProtocol } from '../../agent/policy/index.ts';
 import { ProxyMetrics } from '../../agent/proxy/metrics.ts';
 import { classify, normalizeIp, sniff } from '../../agent/proxy/stream.ts';
 import { childSpan, newTrace, parseTraceparent } from '../../agent/proxy/trace.ts';
