@@ -65,6 +65,145 @@ export interface ServiceInfo {
   identity: number;
 }
 
+// ---- traffic management (DESIGN §5): Gateway API routes with a Service parent (GAMMA) and
+// TrafficPolicy (nodal.io/v1alpha1), compiled by the control plane, applied by the source
+// node's proxy per request. Durations are milliseconds; names are as the user wrote them.
+
+/** a Service by namespace and name (a route's parent or backend, a TrafficPolicy's target) */
+export interface ServiceRef { namespace: string; name: string }
+
+export type StringMatchType = 'Exact' | 'RegularExpression';
+
+export interface RouteMatch {
+  /** absent: any path (Gateway API's default is PathPrefix "/") */
+  path?: { type: 'Exact' | 'PathPrefix' | 'RegularExpression'; value: string };
+  /** all must match; names are lower-case */
+  headers?: Array<{ type: StringMatchType; name: string; value: string }>;
+  /** all must match; names as written (query parameter names are case-sensitive) */
+  queryParams?: Array<{ type: StringMatchType; name: string; value: string }>;
+  /** HTTP method, upper-case */
+  method?: string;
+  /** GRPCRoute method match: absent service/method match any */
+  grpc?: { type: StringMatchType; service?: string; method?: string };
+}
+
+export interface HeaderModifier {
+  set?: Array<{ name: string; value: string }>;
+  add?: Array<{ name: string; value: string }>;
+  /** lower-case names */
+  remove?: string[];
+}
+
+export type RouteFilter =
+  | { type: 'RequestHeaderModifier'; modifier: HeaderModifier }
+  | { type: 'ResponseHeaderModifier'; modifier: HeaderModifier }
+  | {
+    type: 'RequestRedirect';
+    scheme?: 'http' | 'https';
+    hostname?: string;
+    port?: number;
+    path?: { type: 'ReplaceFullPath' | 'ReplacePrefixMatch'; value: string };
+    /** 301 (default) or 302 */
+    statusCode: number;
+  }
+  | {
+    type: 'URLRewrite';
+    hostname?: string;
+    path?: { type: 'ReplaceFullPath' | 'ReplacePrefixMatch'; value: string };
+  };
+
+export interface RouteBackend {
+  service: ServiceRef;
+  /** the Service port; targetPort resolved by the proxy from the Service */
+  port: number;
+  /** 0 means never chosen (Gateway API: a weight of 0 takes no traffic) */
+  weight: number;
+  /** per-backend filters (header modifiers only) */
+  filters?: RouteFilter[];
+}
+
+export interface RouteRule {
+  /** position in spec.rules, for flows and metrics */
+  index: number;
+  /** spec.rules[].name if set */
+  name?: string;
+  /** OR'ed; empty = match every request */
+  matches: RouteMatch[];
+  filters: RouteFilter[];
+  /** empty with no redirect filter: requests get 500 (Gateway API) */
+  backends: RouteBackend[];
+  /** Gateway API HTTPRouteTimeouts: the whole request (request) and each try (backendRequest) */
+  timeouts?: { requestMs?: number; backendRequestMs?: number };
+  /** Gateway API HTTPRouteRetry (per-route; overrides the TrafficPolicy's attempts/codes) */
+  retry?: { attempts: number; codes?: number[]; backoffMs?: number };
+}
+
+export interface CompiledRoute {
+  kind: 'HTTPRoute' | 'GRPCRoute';
+  namespace: string;
+  name: string;
+  /** the Service the route attaches to (parentRefs kind Service), and the port if the parentRef names one */
+  parent: ServiceRef & { port?: number };
+  /** lower-case; empty = any host */
+  hostnames: string[];
+  rules: RouteRule[];
+  /** precedence tie-break between routes: older first, then namespace/name (Gateway API) */
+  createdAt: string;
+}
+
+export interface CompiledTrafficPolicy {
+  namespace: string;
+  name: string;
+  /** the Service in the policy's namespace it configures */
+  target: ServiceRef;
+  loadBalancer?: {
+    algorithm: 'ROUND_ROBIN' | 'LEAST_REQUEST' | 'PEAK_EWMA' | 'CONSISTENT_HASH';
+    hashOn?: { header?: string; cookie?: string; queryParameter?: string; sourceIP?: boolean };
+  };
+  connectionPool?: {
+    maxConnections?: number;
+    maxPendingRequests?: number;
+    /** 0 = unlimited */
+    maxRequestsPerConnection?: number;
+    connectTimeoutMs?: number;
+    idleTimeoutMs?: number;
+  };
+  outlierDetection?: {
+    consecutive5xxErrors?: number;
+    consecutiveGatewayErrors?: number;
+    intervalMs: number;
+    baseEjectionMs: number;
+    maxEjectionPercent: number;
+  };
+  healthCheck?: {
+    protocol: 'TCP' | 'HTTP' | 'GRPC';
+    path?: string;
+    expectedStatuses?: number[];
+    grpcService?: string;
+    intervalMs: number;
+    timeoutMs: number;
+    healthyThreshold: number;
+    unhealthyThreshold: number;
+  };
+  retry?: {
+    attempts: number;
+    perTryTimeoutMs?: number;
+    /** at most this percent of active requests may be retries (Envoy retry budget) */
+    budgetPercent: number;
+    /** retries always allowed per second regardless of the budget */
+    minRetriesPerSecond: number;
+    retryOn: string[];
+    /** retry a request that is not idempotent (POST, PATCH, ...) after its body was sent */
+    retryNonIdempotent: boolean;
+  };
+  faultInjection?: {
+    delay?: { percent: number; delayMs: number };
+    abort?: { percent: number; httpStatus: number };
+  };
+  /** local token bucket per node proxy: `requests` per `unit`, plus `burst` */
+  rateLimit?: { requests: number; unit: 'Second' | 'Minute' | 'Hour'; burst: number };
+}
+
 export type PolicyAction = 'ALLOW' | 'DENY' | 'AUDIT';
 
 /** who a rule admits, resolved to identities at compile time where possible */
@@ -144,6 +283,10 @@ export interface Snapshot {
   cidrIdentities?: Array<{ cidr: string; identity: number }>;
   /** the Kubernetes NetworkPolicies behind L4 entries' policy ids, to name them in verdicts (absent: none) */
   networkPolicies?: Array<{ id: number; namespace: string; name: string }>;
+  /** accepted HTTPRoutes and GRPCRoutes whose parent is a Service (absent: none) */
+  routes?: CompiledRoute[];
+  /** accepted TrafficPolicies (absent: none) */
+  trafficPolicies?: CompiledTrafficPolicy[];
 }
 
 /** the reserved identities of DESIGN §4 */
