@@ -104,7 +104,13 @@ export class NodeProxy {
     }
     const view = new MeshView(snapshot);
     if (!view.self) this.log.warn('snapshot has no record of this node: tunnel connections will leave from the default address');
+    const first = this.view === undefined;
     this.view = view;
+    // what the new policy no longer allows must not stay open
+    if (!first) {
+      const closed = this.inbound.destination.revalidate();
+      if (closed > 0) this.log.info({ closed, version: snapshot.version }, 'closed connections and streams the new policy denies');
+    }
   }
 
   async close(): Promise<void> {
@@ -114,6 +120,7 @@ export class NodeProxy {
     const stopped = Promise.all([closeServer(this.outboundServer), closeServer(this.inboundServer)]);
     this.pool.close();
     this.tunnel.close();
+    this.outbound.close();
     this.inbound.close();
     for (const c of this.open) c.destroy();
     this.open.clear();
