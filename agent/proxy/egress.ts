@@ -11,7 +11,7 @@ import {
   type IncomingHttpHeaders as H2Headers, type ServerHttp2Stream,
 } from 'node:http2';
 import type { Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import { Duplex, type Readable } from 'node:stream';
 import type { EndpointInfo } from '../../control/api/types.ts';
 import type { FlowVerdict } from '../flows/flow.ts';
 import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
@@ -87,15 +87,20 @@ export class Egress {
     if (protocol === 'h2') {
       this.attaching = conn;
       try {
-        this.h2.emit('connection', socket);
+        // node:http2 reads the socket's handle directly: bytes detection put back into the
+        // stream would be skipped, so a sniffed connection is handed over as a JS stream
+        this.h2.emit('connection', socket.readableLength > 0 ? replayable(socket) : socket);
       } finally {
         this.attaching = undefined;
       }
     } else {
       this.h1Conns.set(socket, conn);
       this.h1.emit('connection', socket);
+      // detection left it paused; node:http reads through the stream
+      socket.resume();
     }
-    socket.resume();
+    // not for h2: the session reads the handle itself, and a resumed socket would hand the
+    // next bytes to 'data' listeners nobody has (the client's next request, lost)
   }
 
   close(): void {
@@ -219,9 +224,9 @@ export class Egress {
       let trailers: Headers | undefined;
       let answered = false;
       stream.on('trailers', (t: H2Headers) => { trailers = endToEnd(t, false); });
-      stream.once('response', (h: H2Headers) => {
+      stream.once('response', (h: H2Headers, flags: number) => {
         answered = true;
-        resolve({ status: Number(h[':status']), headers: endToEnd(h, false), body: stream, trailers: () => trailers });
+        resolve({ status: Number(h[':status']), headers: endToEnd(h, false), body: stream, trailers: () => trailers, empty: (flags & h2c.NGHTTP2_FLAG_END_STREAM) !== 0 });
       });
       stream.on('error', (err) => {
         if (answered) return; // after the answer the client's side sees the body fail
@@ -262,6 +267,28 @@ export class Egress {
     this.ctx.emit(f);
     return localResponse(status, why, grpc);
   }
+}
+
+/**
+ * The socket as a plain Duplex that yields what is buffered in it first. Slower than the
+ * handle (node:http2 wraps it in a JS stream), so only for connections whose first bytes
+ * protocol detection had to read.
+ */
+function replayable(socket: Socket): Duplex {
+  const d = new Duplex({
+    read() { socket.resume(); },
+    write(chunk: Buffer, _enc, cb) { socket.write(chunk, cb); },
+    final(cb) { socket.end(cb); },
+    destroy(err, cb) {
+      socket.destroy(err ?? undefined);
+      cb(err);
+    },
+  });
+  socket.on('data', (c: Buffer) => { if (!d.push(c)) socket.pause(); });
+  socket.once('end', () => d.push(null));
+  socket.once('close', () => d.destroy());
+  socket.on('error', (err) => d.destroy(err));
+  return d;
 }
 
 function noop(): void {}

@@ -36,6 +36,8 @@ export interface L7Response {
   body: Readable;
   /** the trailers, once `body` ended (undefined when there were none) */
   trailers(): Headers | undefined;
+  /** there is no body at all (a trailers-only gRPC answer must end with its HEADERS frame) */
+  empty?: boolean;
 }
 
 /** tunnel and internal headers: set by the proxy only, stripped from what clients send */
@@ -131,7 +133,7 @@ export function localResponse(status: number, message: string, grpc: boolean, ex
       'grpc-message': encodeURIComponent(message),
       ...extra,
     };
-    return { status: 200, headers, body: Readable.from([]), trailers: () => undefined };
+    return { status: 200, headers, body: Readable.from([]), trailers: () => undefined, empty: true };
   }
   const body = Buffer.from(`${message}\n`);
   return {
@@ -154,6 +156,9 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
   const headers: OutgoingHttpHeaders = extraHeaders ? { ...r.headers, ...extraHeaders } : r.headers;
   res.writeHead(r.status, headers);
   const chunked = headers['content-length'] === undefined;
+  // a body that stops without ending (upstream reset, a policy closing it) must not leave
+  // the client waiting: the connection goes, which is how HTTP/1.1 says "incomplete"
+  r.body.once('close', () => { if (!r.body.readableEnded) res.destroy(); });
   r.body.on('error', () => res.destroy());
   r.body.on('end', () => {
     const t = r.trailers();
@@ -175,8 +180,13 @@ export function writeH2(stream: ServerHttp2Stream, r: L7Response, extraHeaders?:
   }
   const headers: OutgoingHttpHeaders = { ...r.headers, ...extraHeaders, ':status': r.status };
   delete headers['content-length']; // HTTP/2 frames its own body; a stale length would be a protocol error
-  const waitForTrailers = isGrpc(r.headers) && r.headers['grpc-status'] === undefined;
+  const waitForTrailers = !r.empty && isGrpc(r.headers) && r.headers['grpc-status'] === undefined;
   try {
+    if (r.empty) {
+      stream.respond(headers, { endStream: true });
+      r.body.resume();
+      return;
+    }
     stream.respond(headers, { waitForTrailers });
   } catch {
     r.body.destroy();
@@ -189,6 +199,8 @@ export function writeH2(stream: ServerHttp2Stream, r: L7Response, extraHeaders?:
       stream.sendTrailers(t && Object.keys(t).length > 0 ? t as OutgoingHttpHeaders : { 'grpc-status': String(GrpcStatus.UNKNOWN), 'grpc-message': 'upstream sent no grpc-status' });
     });
   }
+  // a body that stops without ending (upstream reset, a policy closing it): RST_STREAM
+  r.body.once('close', () => { if (!r.body.readableEnded && !stream.closed) stream.close(h2c.NGHTTP2_CANCEL); });
   r.body.on('error', () => { if (!stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR); });
   stream.on('close', () => { if (!r.body.readableEnded) r.body.destroy(); });
   r.body.pipe(stream);

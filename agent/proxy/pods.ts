@@ -4,7 +4,7 @@
 // proxy address, the only source the ingress guard admits for a new connection.
 
 import { Agent, request } from 'node:http';
-import { connect as h2connect, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers } from 'node:http2';
+import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { errorText } from './errors.ts';
@@ -88,8 +88,8 @@ export class PodPool {
       }, { signal });
       let trailers: Headers | undefined;
       stream.on('trailers', (t: H2Headers) => { trailers = endToEnd(t, false); });
-      stream.once('response', (h: H2Headers) => {
-        resolve({ status: Number(h[':status']), headers: endToEnd(h, false), body: stream, trailers: () => trailers });
+      stream.once('response', (h: H2Headers, flags: number) => {
+        resolve({ status: Number(h[':status']), headers: endToEnd(h, false), body: stream, trailers: () => trailers, empty: (flags & h2constants.NGHTTP2_FLAG_END_STREAM) !== 0 });
       });
       stream.once('error', (err: NodeJS.ErrnoException) => {
         const kind = connected.has(session) ? 'reset' : 'connect-failure';
