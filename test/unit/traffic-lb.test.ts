@@ -64,6 +64,15 @@ describe('least request (power of two choices)', () => {
     }
   });
 
+  it('never picks an ejected endpoint or one this request already tried', () => {
+    const lb = balancer('LEAST_REQUEST', { random: seeded(11), isAvailable: (k) => k !== 'a' });
+    lb.update(eps('a', 'b', 'c', 'd'));
+    const tried = new Set(['c']);
+    const seen = new Set<string>();
+    for (let i = 0; i < 200; i++) seen.add(lb.pick(undefined, tried)!.key);
+    assert.deepEqual([...seen].sort(), ['b', 'd']);
+  });
+
   it('keeps active counts for endpoints that survive an update, and done() releases them', () => {
     const lb = balancer('LEAST_REQUEST');
     lb.update(eps('a', 'b'));

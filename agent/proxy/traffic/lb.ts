@@ -169,7 +169,7 @@ export class Balancer<E extends BalancedEndpoint> {
       case 'ROUND_ROBIN': return this.roundRobin(exclude, health);
       case 'CONSISTENT_HASH':
         if (ctx?.hashKey !== undefined) return this.ringLookup(ctx.hashKey, exclude, health);
-        return this.nth(Math.floor(this.random() * avail), exclude, health).ep;
+        return this.nth(Math.floor(this.random() * avail), avail, exclude, health).ep;
       default: return this.twoChoices(avail, exclude, health);
     }
   }
@@ -199,8 +199,9 @@ export class Balancer<E extends BalancedEndpoint> {
     return c;
   }
 
-  /** the k-th usable endpoint in array order */
-  private nth(k: number, exclude: ReadonlySet<string> | undefined, health: boolean): EndpointState<E> {
+  /** the k-th usable endpoint in array order; `avail` usable in all */
+  private nth(k: number, avail: number, exclude: ReadonlySet<string> | undefined, health: boolean): EndpointState<E> {
+    if (avail === this.states.length) return this.states[k]!; // the common case: all usable
     for (const s of this.states) {
       if (!this.usable(s, exclude, health)) continue;
       if (k-- === 0) return s;
@@ -221,10 +222,10 @@ export class Balancer<E extends BalancedEndpoint> {
 
   private twoChoices(avail: number, exclude: ReadonlySet<string> | undefined, health: boolean): E {
     const k1 = Math.floor(this.random() * avail);
-    if (avail === 1) return this.nth(0, exclude, health).ep;
+    if (avail === 1) return this.nth(0, avail, exclude, health).ep;
     let k2 = Math.floor(this.random() * (avail - 1));
     if (k2 >= k1) k2++;
-    const a = this.nth(k1, exclude, health), b = this.nth(k2, exclude, health);
+    const a = this.nth(k1, avail, exclude, health), b = this.nth(k2, avail, exclude, health);
     if (this.algorithm === 'PEAK_EWMA') {
       const now = this.now();
       return ewmaLoad(b, now) < ewmaLoad(a, now) ? b.ep : a.ep;
