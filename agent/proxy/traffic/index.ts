@@ -20,5 +20,5 @@ export { NO_FAULT, decideFault, grpcStatusForHttp } from './fault.ts';
 export type { FaultConfig, FaultDecision } from './fault.ts';
 export { TokenBucket } from './ratelimit.ts';
 export type { RateLimitConfig } from './ratelimit.ts';
-export { PoolLimits } from './limits.ts';
+export { Limit, PoolLimits } from './limits.ts';
 export type { PoolConfig } from './limits.ts';

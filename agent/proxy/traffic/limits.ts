@@ -12,47 +12,43 @@ export type PoolConfig = NonNullable<CompiledTrafficPolicy['connectionPool']>;
 /** Envoy's default threshold for connections and pending requests */
 export const DEFAULT_LIMIT = 1024;
 
+/** one capped counter: tryAcquire() admits while below max, else counts an overflow */
+export class Limit {
+  readonly max: number;
+  current = 0;
+  overflows = 0;
+
+  constructor(max: number) {
+    this.max = max;
+  }
+
+  /** pair a true with one release() */
+  tryAcquire(): boolean {
+    if (this.current >= this.max) {
+      this.overflows++;
+      return false;
+    }
+    this.current++;
+    return true;
+  }
+
+  /** never below 0: a double release must not raise the cap */
+  release(): void {
+    if (this.current > 0) this.current--;
+  }
+}
+
 export class PoolLimits {
-  readonly maxConnections: number;
-  readonly maxPendingRequests: number;
+  /** upstream connections open: acquire before connecting, release on close */
+  readonly connections: Limit;
+  /** requests waiting for a connection: acquire while waiting, release when served or given up */
+  readonly pending: Limit;
   readonly maxRequestsPerConnection: number;
-  connections = 0;
-  pending = 0;
-  /** refusals so far, by limit */
-  readonly overflows = { connections: 0, pending: 0 };
 
   constructor(cfg: PoolConfig | undefined) {
-    this.maxConnections = cfg?.maxConnections ?? DEFAULT_LIMIT;
-    this.maxPendingRequests = cfg?.maxPendingRequests ?? DEFAULT_LIMIT;
+    this.connections = new Limit(cfg?.maxConnections ?? DEFAULT_LIMIT);
+    this.pending = new Limit(cfg?.maxPendingRequests ?? DEFAULT_LIMIT);
     this.maxRequestsPerConnection = cfg?.maxRequestsPerConnection ?? 0;
-  }
-
-  /** open a new upstream connection? pair a true with releaseConnection() when it closes */
-  tryAcquireConnection(): boolean {
-    if (this.connections >= this.maxConnections) {
-      this.overflows.connections++;
-      return false;
-    }
-    this.connections++;
-    return true;
-  }
-
-  releaseConnection(): void {
-    if (this.connections > 0) this.connections--;
-  }
-
-  /** may a request wait for a connection? pair a true with releasePending() when it gets one or gives up */
-  tryAcquirePending(): boolean {
-    if (this.pending >= this.maxPendingRequests) {
-      this.overflows.pending++;
-      return false;
-    }
-    this.pending++;
-    return true;
-  }
-
-  releasePending(): void {
-    if (this.pending > 0) this.pending--;
   }
 
   /** after `served` requests, must the connection be closed rather than reused? */
