@@ -35,7 +35,7 @@ describe('outlier detection', () => {
   });
 
   it('counts connect failures and 502/503/504 as gateway errors; a 500 breaks that run', () => {
-    const { d, events } = detector({ consecutive5xxErrors: undefined, consecutiveGatewayErrors: 3 });
+    const { d, events } = detector({ consecutive5xxErrors: 0, consecutiveGatewayErrors: 3 });
     d.report('a', { status: 502 });
     d.report('a', { connectFailure: true });
     d.report('a', { status: 500 });
@@ -103,6 +103,14 @@ describe('outlier detection', () => {
     const off = detector({ maxEjectionPercent: 0 });
     fail(off.d, 'a', 50);
     assert.equal(off.d.isEjected('a'), false);
+  });
+
+  it('ejects after 5 consecutive 5xx when the policy names no threshold', () => {
+    const { d } = detector({ consecutive5xxErrors: undefined });
+    fail(d, 'a', 4);
+    assert.equal(d.isEjected('a'), false);
+    fail(d, 'a', 1);
+    assert.equal(d.isEjected('a'), true);
   });
 
   it('drops state of removed endpoints, freeing their ejection slot', () => {

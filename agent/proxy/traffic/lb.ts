@@ -122,7 +122,7 @@ export class Balancer<E extends BalancedEndpoint> {
   private byKey = new Map<string, EndpointState<E>>();
   private cursor = 0;
   private ringHashes = new Uint32Array(0);
-  private ringOwners: number[] = [];
+  private ringOwners: EndpointState<E>[] = [];
 
   constructor(opts: BalancerOptions) {
     this.algorithm = opts.algorithm;
@@ -148,9 +148,11 @@ export class Balancer<E extends BalancedEndpoint> {
       next.set(ep.key, s);
       states.push(s);
     }
+    // the ring depends only on the key set: a snapshot that keeps the endpoints keeps the ring
+    const sameKeys = next.size === this.byKey.size && states.every((s) => this.byKey.get(s.ep.key) === s);
     this.states = states;
     this.byKey = next;
-    if (this.algorithm === 'CONSISTENT_HASH') this.buildRing();
+    if (this.algorithm === 'CONSISTENT_HASH' && (!sameKeys || this.ringOwners.length === 0)) this.buildRing();
   }
 
   /** an endpoint for one attempt; undefined only when none is left outside `exclude` */
@@ -234,12 +236,12 @@ export class Balancer<E extends BalancedEndpoint> {
   }
 
   private buildRing(): void {
-    const points: Array<[number, number]> = [];
-    this.states.forEach((s, i) => {
-      for (let p = 0; p < RING_POINTS_PER_ENDPOINT; p++) points.push([hash32(`${s.ep.key}-${p}`), i]);
-    });
+    const points: Array<[number, EndpointState<E>]> = [];
+    for (const st of this.states) {
+      for (let p = 0; p < RING_POINTS_PER_ENDPOINT; p++) points.push([hash32(`${st.ep.key}-${p}`), st]);
+    }
     // ties (rare) ordered by key so the ring does not depend on the endpoints' order
-    points.sort((a, b) => a[0] - b[0] || (this.states[a[1]]!.ep.key < this.states[b[1]]!.ep.key ? -1 : 1));
+    points.sort((a, b) => a[0] - b[0] || (a[1].ep.key < b[1].ep.key ? -1 : 1));
     this.ringHashes = Uint32Array.from(points, (p) => p[0]);
     this.ringOwners = points.map((p) => p[1]);
   }
@@ -253,7 +255,7 @@ export class Balancer<E extends BalancedEndpoint> {
       if (hashes[mid]! < h) lo = mid + 1; else hi = mid;
     }
     for (let i = 0; i < hashes.length; i++) {
-      const s = this.states[this.ringOwners[(lo + i) % hashes.length]!]!;
+      const s = this.ringOwners[(lo + i) % hashes.length]!;
       if (this.usable(s, exclude, health)) return s.ep;
     }
     return undefined;

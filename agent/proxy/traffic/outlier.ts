@@ -3,7 +3,8 @@
 // - per endpoint, a counter of consecutive 5xx (any 500-599, and connect failures, which
 //   Envoy counts as 503 when local and upstream errors are not split) and a counter of
 //   consecutive gateway errors (502, 503, 504 and connect failures). A 500 breaks the
-//   gateway run; any non-5xx answer resets both;
+//   gateway run; any non-5xx answer resets both. An absent consecutive5xxErrors is 5
+//   (Envoy's and Istio's default), an absent consecutiveGatewayErrors is off; 0 turns off;
 // - reaching a configured threshold ejects the endpoint for baseEjection × times ejected,
 //   capped at MAX_EJECTION_MS (Envoy's max_ejection_time default, 300 s). Each interval the
 //   endpoint then stays in without being ejected takes one off its multiplier (Envoy ≥1.18);
@@ -18,6 +19,9 @@
 import type { CompiledTrafficPolicy } from '../../../control/api/types.ts';
 
 export type OutlierConfig = NonNullable<CompiledTrafficPolicy['outlierDetection']>;
+
+/** Envoy's and Istio's consecutive_5xx default when a policy sets outlier detection without it */
+export const DEFAULT_CONSECUTIVE_5XX = 5;
 
 /** Envoy's max_ejection_time default: however often an endpoint fails, it is retried within 5 minutes */
 export const MAX_EJECTION_MS = 300_000;
@@ -86,7 +90,7 @@ export class OutlierDetector {
     if (gateway) s.consecutiveGateway++;
     else s.consecutiveGateway = 0;
     if (s.ejected) return;
-    const c5 = this.cfg.consecutive5xxErrors, cg = this.cfg.consecutiveGatewayErrors;
+    const c5 = this.cfg.consecutive5xxErrors ?? DEFAULT_CONSECUTIVE_5XX, cg = this.cfg.consecutiveGatewayErrors;
     if (cg !== undefined && cg > 0 && s.consecutiveGateway >= cg) this.eject(key, s, 'consecutiveGatewayErrors');
     else if (c5 !== undefined && c5 > 0 && s.consecutive5xx >= c5) this.eject(key, s, 'consecutive5xx');
   }
