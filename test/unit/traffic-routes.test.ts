@@ -4,7 +4,7 @@ import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CompiledRoute, RouteFilter, RouteMatch, RouteRule } from '../../control/api/types.ts';
 import {
-  RouteTable, applyRequestFilters, pickBackend, redirectLocation, responseHeaders, rewrite,
+  RouteTable, applyRequestFilters, grpcMethodOf, pickBackend, redirectLocation, responseHeaders, rewrite,
   type RouteRequest,
 } from '../../agent/proxy/traffic/routes.ts';
 
@@ -158,6 +158,11 @@ describe('GRPCRoute matching', () => {
     assert.equal(routedTo(t, g('shop.Orders', 'Put')), 'b0');
     assert.equal(routedTo(t, g('other.Svc', 'Get')), 'b4');
     assert.equal(routedTo(t, g('other.Svc', 'Put')), undefined);
+  });
+
+  it('reads service and method from a gRPC path, and nothing from other paths', () => {
+    assert.deepEqual(grpcMethodOf('/shop.v1.Cart/GetItems'), { service: 'shop.v1.Cart', method: 'GetItems' });
+    for (const p of ['/', '/Cart', '/Cart/', '//Get', '/a/b/c', '/a/b?x=1']) assert.equal(grpcMethodOf(p), undefined, p);
   });
 
   it('does not apply GRPCRoutes to plain HTTP requests; gRPC falls back to HTTPRoutes', () => {

@@ -5,7 +5,7 @@
 // connections are injected; nothing here reads the snapshot or owns a socket of the proxy.
 export {
   RouteTable, ServiceRoutes, pickBackend, applyRequestFilters, responseHeaders, modifyHeaders,
-  findFilter, redirectLocation, rewrite, replacePrefix,
+  findFilter, redirectLocation, rewrite, replacePrefix, grpcMethodOf,
 } from './routes.ts';
 export type { RouteRequest, RouteMatchResult } from './routes.ts';
 export { Balancer, BalancerRequest, hashKeyFor } from './lb.ts';

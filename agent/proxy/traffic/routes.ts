@@ -320,6 +320,14 @@ function grpcMatches(c: Candidate, req: RouteRequest): boolean {
 
 const NO_ROUTES = new ServiceRoutes([]);
 
+/** the gRPC service and method of a request path `/pkg.Service/Method`; undefined if it is not one */
+export function grpcMethodOf(path: string): { service: string; method: string } | undefined {
+  const slash = path.indexOf('/', 1);
+  if (path.charCodeAt(0) !== 47 || slash < 2 || slash === path.length - 1) return undefined;
+  if (path.indexOf('/', slash + 1) >= 0 || path.indexOf('?') >= 0) return undefined;
+  return { service: path.slice(1, slash), method: path.slice(slash + 1) };
+}
+
 /** every route of a snapshot, by parent Service; matchers compiled on first use and kept */
 export class RouteTable {
   private readonly byService = new Map<string, CompiledRoute[]>();
