@@ -39,7 +39,7 @@ export class TokenBucket {
     return false;
   }
 
-  /** for Retry-After after a refusal: whole seconds until a token is available, at least 1 */
+  /** for Retry-After after a refusal: whole seconds until a token is back (at least 1; 0 if one is available now) */
   retryAfterSeconds(): number {
     this.refill();
     if (this.tokens >= 1) return 0;
