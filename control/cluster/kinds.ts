@@ -5,11 +5,14 @@
 import { ConfigError } from '../errors.ts';
 import type {
   LabelSelector, MeshPolicyObject, NamespaceObject, NetworkPolicyObject, NetworkPolicyPeerObject, NetworkPolicyPortObject,
-  NetworkPolicyRuleObject, NodeObject, PodObject, PolicyRule, ServiceObject, WorkloadRef,
+  NetworkPolicyRuleObject, NodeObject, PodObject, PolicyRule, RouteObject, ServiceObject, TrafficPolicyObject, WorkloadRef,
 } from './state.ts';
+import { GRPCROUTE_SPEC, HTTPROUTE_SPEC, convertRoute, serviceParents } from './kinds-routes.ts';
+import { TRAFFIC_POLICY_SPEC, convertTrafficPolicy } from './kinds-trafficpolicy.ts';
 import {
   bool, check, cidr, ip, isMapping, labels, list, name, obj, oneOf, parsePort, port, req, str, type Schema,
 } from './schema.ts';
+import { a, compact, m, s, strList, type Doc } from './read.ts';
 
 export type Typed =
   | { kind: 'Namespace'; value: NamespaceObject }
@@ -17,7 +20,9 @@ export type Typed =
   | { kind: 'Service'; value: ServiceObject }
   | { kind: 'Node'; value: NodeObject }
   | { kind: 'MeshPolicy'; value: MeshPolicyObject }
-  | { kind: 'NetworkPolicy'; value: NetworkPolicyObject };
+  | { kind: 'NetworkPolicy'; value: NetworkPolicyObject }
+  | { kind: 'HTTPRoute' | 'GRPCRoute'; value: RouteObject }
+  | { kind: 'TrafficPolicy'; value: TrafficPolicyObject };
 
 export type Parsed =
   | { result: 'skip'; reason: string }
@@ -25,14 +30,12 @@ export type Parsed =
   /** key is set when the document names its object, so the last good version can stay */
   | { result: 'error'; key?: string; error: ConfigError };
 
-type Doc = Record<string, unknown>;
-
 interface KindSpec {
   apiVersion: string;
   namespaced: boolean;
   schema: Schema;
-  /** runs on a document that passed the schema, so it may read fields without re-checking */
-  convert: (doc: Doc, namespace: string) => Typed | { path: string; reason: string };
+  /** runs on a document that passed the schema, so it may read fields without re-checking; `skip`: not nodal's to read */
+  convert: (doc: Doc, namespace: string) => Typed | { path: string; reason: string } | { skip: string };
 }
 
 const metadata = (annotations: Schema = labels, extra: Record<string, Schema> = {}): Schema =>
@@ -68,16 +71,8 @@ const npRule = (peers: 'from' | 'to'): Schema => obj({ [peers]: list(npPeer), po
 /** the longest range endPort may expand to: each port is one BPF policy entry per local identity and peer */
 export const MAX_PORT_RANGE = 1024;
 
-// reading helpers for validated documents
-const m = (v: unknown): Doc => (isMapping(v) ? v : {});
-const s = (v: unknown, dflt = ''): string => (typeof v === 'string' ? v : dflt);
-const a = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 const lbl = (v: unknown): Record<string, string> => ({ ...(m(v) as Record<string, string>) });
-/** empty lists become absent: the compiled model has one spelling for "not set" */
-const strList = (v: unknown): string[] | undefined => (Array.isArray(v) && v.length > 0 ? [...(v as string[])] : undefined);
 const portList = (v: unknown): number[] | undefined => (Array.isArray(v) && v.length > 0 ? v.map((p) => parsePort(p)!) : undefined);
-/** drops undefined members so optional fields stay absent, not present-and-undefined */
-const compact = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 
 const selectorOf = (v: unknown): LabelSelector => ({
   matchLabels: lbl(m(v).matchLabels),
@@ -355,7 +350,34 @@ export const KINDS: Record<string, KindSpec> = {
     }),
     convert: convertNetworkPolicy,
   },
+  HTTPRoute: {
+    apiVersion: 'gateway.networking.k8s.io/v1', namespaced: true,
+    schema: obj({ metadata: req(metadata()), spec: req(HTTPROUTE_SPEC) }),
+    convert: (d, namespace) => route('HTTPRoute', d, namespace),
+  },
+  GRPCRoute: {
+    apiVersion: 'gateway.networking.k8s.io/v1', namespaced: true,
+    schema: obj({ metadata: req(metadata()), spec: req(GRPCROUTE_SPEC) }),
+    convert: (d, namespace) => route('GRPCRoute', d, namespace),
+  },
+  TrafficPolicy: {
+    apiVersion: 'nodal.io/v1alpha1', namespaced: true,
+    schema: obj({ metadata: req(metadata()), spec: req(TRAFFIC_POLICY_SPEC) }),
+    convert: (d, namespace) => {
+      const tp = convertTrafficPolicy(d, namespace);
+      return 'reason' in tp ? tp : { kind: 'TrafficPolicy', value: tp };
+    },
+  },
 };
+
+/** a route whose parents are all Gateways belongs to the gateway's controller: skipped, not rejected */
+function route(kind: 'HTTPRoute' | 'GRPCRoute', d: Doc, namespace: string): Typed | { path: string; reason: string } | { skip: string } {
+  const parents = serviceParents(m(d.spec), namespace);
+  if ('reason' in parents) return parents;
+  if (parents.length === 0) return { skip: `${kind} without a Service parent (GAMMA): another controller's` };
+  const r = convertRoute(kind, d, namespace, parents);
+  return 'reason' in r ? r : { kind, value: r };
+}
 
 /** validate and convert one YAML document; `index` is its position in the file, from 0 */
 export function parseDocument(doc: unknown, file: string, index: number): Parsed {
@@ -379,6 +401,7 @@ export function parseDocument(doc: unknown, file: string, index: number): Parsed
   const issue = check(spec.schema, doc, '');
   if (issue) return fail(issue.path, issue.reason);
   const converted = spec.convert(doc, namespace);
+  if ('skip' in converted) return { result: 'skip', reason: converted.skip };
   if ('path' in converted) return fail(converted.path, converted.reason);
   return { result: 'ok', key: key!, display, object: converted };
 }

@@ -463,6 +463,8 @@ export class KubernetesSource implements ClusterSource {
         case 'Node': state.nodes.push(o.value); break;
         case 'MeshPolicy': state.policies.push(o.value); break;
         case 'NetworkPolicy': (state.networkPolicies ??= []).push(o.value); break;
+        case 'HTTPRoute': case 'GRPCRoute': (state.routes ??= []).push(o.value); break;
+        case 'TrafficPolicy': (state.trafficPolicies ??= []).push(o.value); break;
         default: {
           const unplaced: never = o;
           throw new Error(`KubernetesSource: no ClusterState field for ${(unplaced as Typed).kind}`);
