@@ -10,9 +10,9 @@ import type {
 import { GRPCROUTE_SPEC, HTTPROUTE_SPEC, convertRoute, serviceParents } from './kinds-routes.ts';
 import { TRAFFIC_POLICY_SPEC, convertTrafficPolicy } from './kinds-trafficpolicy.ts';
 import {
-  bool, check, cidr, ip, isMapping, labels, list, name, obj, oneOf, parsePort, port, req, str, type Schema,
+  bool, check, cidr, ip, isMapping, labels, list, mapOf, name, obj, oneOf, parsePort, port, req, str, type Schema,
 } from './schema.ts';
-import { a, compact, m, s, strList, type Doc } from './read.ts';
+import { a, compact, isProblem, m, s, strList, type Doc } from './read.ts';
 
 export type Typed =
   | { kind: 'Namespace'; value: NamespaceObject }
@@ -47,8 +47,12 @@ const ownerReferences = list(obj({ apiVersion: str, kind: req(name), name: req(n
 const strs = list(str);
 const source = obj({ principals: strs, notPrincipals: strs, namespaces: strs, notNamespaces: strs },
   { strict: true, atLeastOne: ['principals', 'notPrincipals', 'namespaces', 'notNamespaces'] });
-const operation = obj({ ports: list(port), notPorts: list(port), methods: strs, notMethods: strs, paths: strs, notPaths: strs, hosts: strs },
-  { strict: true, atLeastOne: ['ports', 'notPorts', 'methods', 'notMethods', 'paths', 'notPaths', 'hosts'] });
+const operation = obj({
+  ports: list(port), notPorts: list(port), methods: strs, notMethods: strs, paths: strs, notPaths: strs, hosts: strs,
+  headers: mapOf(list(name)), grpcServices: strs, grpcMethods: strs,
+}, { strict: true, atLeastOne: ['ports', 'notPorts', 'methods', 'notMethods', 'paths', 'notPaths', 'hosts', 'headers', 'grpcServices', 'grpcMethods'] });
+/** an HTTP header name (RFC 7230 token) */
+const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
 const condition = obj({ key: req(name), values: strs, notValues: strs }, { strict: true, atLeastOne: ['values', 'notValues'] });
 const rule = obj({
   from: list(obj({ source: req(source) }, { strict: true })),
@@ -81,6 +85,25 @@ const selectorOf = (v: unknown): LabelSelector => ({
     values: a(m(e).values).map((x) => s(x)),
   })),
 });
+
+/**
+ * MeshPolicy `operation.headers`: names lower-cased (HTTP header names are case-insensitive),
+ * each with at least one pattern; undefined when absent or empty
+ */
+function headerPatterns(v: unknown, at: string): Record<string, string[]> | { path: string; reason: string } | undefined {
+  const out: Record<string, string[]> = {};
+  // `headers: {}` must not count as a condition: the operation would match every request
+  if (isMapping(v) && Object.keys(v).length === 0) return { path: at, reason: 'must name at least one header' };
+  for (const [raw, patterns] of Object.entries(m(v))) {
+    const nm = raw.toLowerCase();
+    if (!HEADER_NAME.test(raw)) return { path: `${at}.${raw}`, reason: `${JSON.stringify(raw)} is not an HTTP header name` };
+    if (Object.hasOwn(out, nm)) return { path: `${at}.${raw}`, reason: `${JSON.stringify(raw)} is listed twice (header names are case-insensitive)` };
+    // an empty list would read as "this header, any value" to some and "never" to others: say which
+    if (a(patterns).length === 0) return { path: `${at}.${raw}`, reason: 'must list at least one pattern ("*" for any non-empty value)' };
+    out[nm] = a(patterns).map((x) => s(x));
+  }
+  return Object.keys(out).length > 0 ? Object.fromEntries(Object.keys(out).sort().map((k) => [k, out[k]!])) : undefined;
+}
 
 /** the semantic checks the schema cannot express, as the API server's validation does them */
 function convertNetworkPolicy(d: Doc, namespace: string): Typed | { path: string; reason: string } {
@@ -314,20 +337,31 @@ export const KINDS: Record<string, KindSpec> = {
     }),
     convert: (d, namespace) => {
       const spec = m(d.spec);
-      const rules: PolicyRule[] = a(spec.rules).map((r) => ({
-        from: a(m(r).from).map((f) => {
-          const src = m(m(f).source);
-          return compact({ principals: strList(src.principals), notPrincipals: strList(src.notPrincipals), namespaces: strList(src.namespaces), notNamespaces: strList(src.notNamespaces) });
-        }),
-        to: a(m(r).to).map((t) => {
-          const op = m(m(t).operation);
-          return compact({
+      const rules: PolicyRule[] = [];
+      const rawRules = a(spec.rules);
+      for (let i = 0; i < rawRules.length; i++) {
+        const r = m(rawRules[i]);
+        const to: PolicyRule['to'] = [];
+        const rawTo = a(r.to);
+        for (let j = 0; j < rawTo.length; j++) {
+          const op = m(m(rawTo[j]).operation);
+          const headers = headerPatterns(op.headers, `spec.rules[${i}].to[${j}].operation.headers`);
+          if (isProblem(headers)) return headers;
+          to.push(compact({
             ports: portList(op.ports), notPorts: portList(op.notPorts), methods: strList(op.methods), notMethods: strList(op.notMethods),
             paths: strList(op.paths), notPaths: strList(op.notPaths), hosts: strList(op.hosts),
-          });
-        }),
-        when: a(m(r).when).map((w) => compact({ key: s(m(w).key), values: strList(m(w).values), notValues: strList(m(w).notValues) })),
-      }));
+            headers, grpcServices: strList(op.grpcServices), grpcMethods: strList(op.grpcMethods),
+          }));
+        }
+        rules.push({
+          from: a(r.from).map((f) => {
+            const src = m(m(f).source);
+            return compact({ principals: strList(src.principals), notPrincipals: strList(src.notPrincipals), namespaces: strList(src.namespaces), notNamespaces: strList(src.notNamespaces) });
+          }),
+          to,
+          when: a(r.when).map((w) => compact({ key: s(m(w).key), values: strList(m(w).values), notValues: strList(m(w).notValues) })),
+        });
+      }
       return {
         kind: 'MeshPolicy',
         value: {

@@ -19,6 +19,8 @@ export type Schema =
   | { t: 'portOrName' }
   /** string → string, Kubernetes labels and annotations */
   | { t: 'labels' }
+  /** string → value, keys as the caller checks them (MeshPolicy header name → patterns) */
+  | { t: 'map'; of: Schema }
   | { t: 'list'; of: Schema }
   | { t: 'object'; fields: Record<string, Field>; strict?: boolean; atLeastOne?: readonly string[] };
 
@@ -43,6 +45,7 @@ export const cidr: Schema = { t: 'cidr' };
 export const port: Schema = { t: 'port' };
 export const labels: Schema = { t: 'labels' };
 export const list = (of: Schema): Schema => ({ t: 'list', of });
+export const mapOf = (of: Schema): Schema => ({ t: 'map', of });
 export const oneOf = (...values: string[]): Schema => ({ t: 'enum', values });
 export const obj = (fields: Record<string, Schema | Field>, opts: { strict?: boolean; atLeastOne?: string[] } = {}): Schema => ({
   t: 'object',
@@ -101,6 +104,14 @@ export function check(s: Schema, v: unknown, path: string): Issue | undefined {
       if (!isMapping(v)) return bad(`expected a mapping, got ${typeName(v)}`);
       for (const [k, val] of Object.entries(v)) {
         if (typeof val !== 'string') return { path: join(path, k), reason: `expected a string, got ${typeName(val)} (quote it)` };
+      }
+      return undefined;
+    }
+    case 'map': {
+      if (!isMapping(v)) return bad(`expected a mapping, got ${typeName(v)}`);
+      for (const [k, val] of Object.entries(v)) {
+        const issue = check(s.of, val, join(path, k));
+        if (issue) return issue;
       }
       return undefined;
     }

@@ -77,6 +77,11 @@ export interface PolicyOperation {
   paths?: string[];
   notPaths?: string[];
   hosts?: string[];
+  /** lower-case header name → Istio patterns; every listed header must match */
+  headers?: Record<string, string[]>;
+  /** Istio patterns on a gRPC request's service (package.Service) and method */
+  grpcServices?: string[];
+  grpcMethods?: string[];
 }
 
 export interface PolicyRule {

@@ -317,6 +317,20 @@ describe('routes and TrafficPolicies on the wire', () => {
     assert.deepEqual(snapshotFromWire(overWire(snapshotToWire(base))), base);
   });
 
+  it('carries MeshPolicy operation headers and gRPC service/method across the proto', () => {
+    const withPolicy: Snapshot = {
+      ...base,
+      policies: [{
+        id: 7, namespace: 'demo', name: 'grpc', action: 'DENY', selects: [300],
+        rules: [{ index: 0, from: [{ any: true, identities: [] }], when: [], to: [
+          { headers: { 'x-a': ['1', 'b*'], 'x-b': ['*'] }, grpcServices: ['shop.v1.Cart'], grpcMethods: ['Delete*'] },
+          { methods: ['GET'] },
+        ] }],
+      }],
+    };
+    assert.deepEqual(snapshotFromWire(overWire(snapshotToWire(withPolicy))), withPolicy);
+  });
+
   it('sends a route change as the routes section alone, and an emptied section as empty', () => {
     const next: Snapshot = { ...base, version: 2, routes: base.routes!.slice(1) };
     assert.deepEqual(changedSections(base, next), ['routes']);

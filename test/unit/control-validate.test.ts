@@ -86,6 +86,31 @@ describe('directory source validation', () => {
       object: 'Node n2', field: 'status.addresses', reason: /needs an InternalIP/,
     },
     {
+      what: 'an operation header with no pattern',
+      doc: policyDoc('  rules:\n    - to: [{ operation: { headers: { x-tenant: [] } } }]'),
+      object: 'MeshPolicy demo/api-allow', field: 'spec.rules[0].to[0].operation.headers.x-tenant', reason: /at least one pattern/,
+    },
+    {
+      what: 'operation headers naming no header (would match every request)',
+      doc: policyDoc('  rules:\n    - to: [{ operation: { headers: {} } }]'),
+      object: 'MeshPolicy demo/api-allow', field: 'spec.rules[0].to[0].operation.headers', reason: /at least one header/,
+    },
+    {
+      what: 'an operation header name that is no HTTP token',
+      doc: policyDoc('  rules:\n    - to: [{ operation: { headers: { "x tenant": [a] } } }]'),
+      object: 'MeshPolicy demo/api-allow', field: 'spec.rules[0].to[0].operation.headers.x tenant', reason: /not an HTTP header name/,
+    },
+    {
+      what: 'an operation header listed twice in different case',
+      doc: policyDoc('  rules:\n    - to: [{ operation: { headers: { x-tenant: [a], X-Tenant: [b] } } }]'),
+      object: 'MeshPolicy demo/api-allow', field: 'spec.rules[0].to[0].operation.headers.X-Tenant', reason: /listed twice/,
+    },
+    {
+      what: 'gRPC methods that are not a list',
+      doc: policyDoc('  rules:\n    - to: [{ operation: { grpcMethods: GetCart } }]'),
+      object: 'MeshPolicy demo/api-allow', field: 'spec.rules[0].to[0].operation.grpcMethods', reason: /expected a list/,
+    },
+    {
       what: 'a list where a mapping belongs',
       doc: policyDoc('  selector: [app]'),
       object: 'MeshPolicy demo/api-allow', field: 'spec.selector', reason: /expected a mapping, got list/,
