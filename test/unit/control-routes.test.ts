@@ -8,6 +8,10 @@ import { applyDelta, changedSections, deltaToWire, loadAgentControl, snapshotFro
 import { snapshotContent, modelHash } from '../../control/model/snapshot.ts';
 import { PersistentIds } from '../../control/model/ids.ts';
 import { TempDirs, silent, write } from '../fixtures/control/helpers.ts';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseManifests } from '../../cli/dev/manifest.ts';
+import { repoRoot } from '../helpers/paths.ts';
 
 const tmp = new TempDirs();
 after(() => tmp.cleanup());
@@ -235,6 +239,23 @@ describe('route compile', () => {
       { grpc: { type: 'Exact', service: 'shop.v1.Cart', method: 'Add' }, headers: [{ type: 'Exact', name: 'x-tenant', value: 'a' }] },
       { grpc: { type: 'RegularExpression', service: 'shop\\..*' } },
     ]);
+  });
+});
+
+describe('docs/examples/60-routes.yaml', () => {
+  it('is applied by the sandbox and accepted by the control plane on top of the sandbox examples: 90/10 on /api', async () => {
+    const file = join(repoRoot, 'docs/examples/60-routes.yaml');
+    const text = readFileSync(file, 'utf8');
+    assert.deepEqual(parseManifests(text, file).map((m) => m.kind), ['Pod', 'Pod', 'Service', 'Service', 'HTTPRoute', 'TrafficPolicy']);
+    const examples = join(repoRoot, 'deploy/local/examples');
+    const files: Record<string, string> = { '60-routes.yaml': text };
+    for (const f of readdirSync(examples).filter((x) => x.endsWith('.yaml'))) files[f] = readFileSync(join(examples, f), 'utf8');
+    const { src } = await load(files);
+    assert.deepEqual(src.errors(), []);
+    const snap = snapshotOf(src.state());
+    assert.deepEqual(snap.routes?.map((r) => `${r.name} → ${r.parent.namespace}/${r.parent.name}:${r.parent.port}`), ['backend-canary → demo/backend:80']);
+    assert.deepEqual(snap.routes![0]!.rules[1]!.backends.map((b) => `${b.service.name}=${b.weight}`), ['backend-v1=90', 'backend-v2=10']);
+    assert.deepEqual(snap.trafficPolicies?.map((p) => `${p.target.name}:${p.loadBalancer?.algorithm}`), ['backend:LEAST_REQUEST']);
   });
 });
 

@@ -549,12 +549,13 @@ describe('deploy/kubernetes: RBAC is least privilege', () => {
     }));
   });
 
-  it('the control plane may watch its sources, write policy status, manage identities, record events: nothing else', () => {
+  it('the control plane may watch its sources, write policy and route status, manage identities, record events: nothing else', () => {
     assert.deepEqual(grants(named('ClusterRole', 'nodal-control')), expand({
       'core:namespaces,pods,services,nodes': 'list,watch',
       'discovery.k8s.io:endpointslices': 'list,watch',
       'networking.k8s.io:networkpolicies': 'list,watch',
       'gateway.networking.k8s.io:httproutes,grpcroutes': 'list,watch',
+      'gateway.networking.k8s.io:httproutes/status,grpcroutes/status': 'update,patch',
       'nodal.io:meshpolicies,trafficpolicies': 'list,watch',
       'nodal.io:meshpolicies/status,trafficpolicies/status': 'update,patch',
       'nodal.io:nodalidentities': 'get,list,watch,create,update,delete',
