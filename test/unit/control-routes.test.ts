@@ -3,14 +3,14 @@
 // and that every field crosses the wire (control.proto) and travels in its own delta section.
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { DirectorySource, buildModel, type ClusterState, type Snapshot } from '../../control/index.ts';
 import { applyDelta, changedSections, deltaToWire, loadAgentControl, snapshotFromWire, snapshotToWire, type WireSnapshotMessage } from '../../control/grpc/proto.ts';
 import { snapshotContent, modelHash } from '../../control/model/snapshot.ts';
 import { PersistentIds } from '../../control/model/ids.ts';
-import { TempDirs, silent, write } from '../fixtures/control/helpers.ts';
-import { readFileSync, readdirSync } from 'node:fs';
-import { join } from 'node:path';
 import { parseManifests } from '../../cli/dev/manifest.ts';
+import { TempDirs, loadDirectory, write } from '../fixtures/control/helpers.ts';
 import { repoRoot } from '../helpers/paths.ts';
 
 const tmp = new TempDirs();
@@ -53,13 +53,7 @@ spec:
   targetRef: { group: "", kind: Service, name: backend }
 ${spec}`;
 
-async function load(files: Record<string, string>): Promise<{ dir: string; src: DirectorySource }> {
-  const dir = tmp.make();
-  for (const [f, text] of Object.entries(files)) write(dir, f, text);
-  const src = new DirectorySource({ dir, logger: silent });
-  await src.start(() => {});
-  return { dir, src };
-}
+const load = (files: Record<string, string>): Promise<{ dir: string; src: DirectorySource }> => loadDirectory(tmp, files);
 
 const snapshotOf = (state: ClusterState): Snapshot => {
   const model = buildModel({ state, trustDomain: 'cluster.local', ids: new PersistentIds(tmp.make()) });

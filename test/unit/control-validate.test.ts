@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
 import { DirectorySource } from '../../control/index.ts';
-import { TempDirs, silent, write } from '../fixtures/control/helpers.ts';
+import { TempDirs, loadDirectory, silent, write } from '../fixtures/control/helpers.ts';
 
 const tmp = new TempDirs();
 after(() => tmp.cleanup());
@@ -14,13 +14,7 @@ metadata: { name: ${name}, namespace: demo }
 spec:
 ${spec}`;
 
-async function load(files: Record<string, string>): Promise<{ dir: string; src: DirectorySource }> {
-  const dir = tmp.make();
-  for (const [f, text] of Object.entries(files)) write(dir, f, text);
-  const src = new DirectorySource({ dir, logger: silent });
-  await src.start(() => {});
-  return { dir, src };
-}
+const load = (files: Record<string, string>): Promise<{ dir: string; src: DirectorySource }> => loadDirectory(tmp, files);
 
 describe('directory source validation', () => {
   // each bad document → the message names the file, the object and the field
