@@ -31,7 +31,7 @@ const sameRef = (x: Record<string, unknown>, y: Record<string, unknown>): boolea
 
 /** the parentRef as status echoes it: the fields the user wrote that identify the parent */
 function echo(p: Record<string, unknown>): Record<string, unknown> {
-  const out: Record<string, unknown> = { group: '', kind: 'Service', name: p.name };
+  const out: Record<string, unknown> = { group: typeof p.group === 'string' ? p.group : '', kind: 'Service', name: p.name };
   if (typeof p.namespace === 'string' && p.namespace !== '') out.namespace = p.namespace;
   if (p.port != null) out.port = p.port;
   return out;

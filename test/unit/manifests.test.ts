@@ -771,13 +771,13 @@ describe('docs/install.md: every YAML example is valid', () => {
     'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding': ValidatingAdmissionPolicyBinding,
   };
 
-  it('nodal kinds pass their CRD (and MeshPolicy the control plane); built-in kinds their OpenAPI schema', () => {
-    assert.deepEqual(docs.map((d) => d.kind), ['MeshPolicy', 'TrafficPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
+  it('nodal kinds pass their CRD and the control plane, Gateway API routes the control plane; built-in kinds their OpenAPI schema', () => {
+    assert.deepEqual(docs.map((d) => d.kind), ['MeshPolicy', 'HTTPRoute', 'TrafficPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
     for (const d of docs) {
       const label = `docs/install.md ${s(d.kind)} ${s(o(d.metadata).name)}`;
-      if (d.apiVersion === 'nodal.io/v1alpha1') {
-        assert.deepEqual(crProblems(s(d.kind), d), [], label);
-        if (d.kind === 'MeshPolicy') assert.ok(controlAccepts(d), `${label}: rejected by the control plane`);
+      if (d.apiVersion === 'nodal.io/v1alpha1' || d.apiVersion === 'gateway.networking.k8s.io/v1') {
+        if (d.apiVersion === 'nodal.io/v1alpha1') assert.deepEqual(crProblems(s(d.kind), d), [], label);
+        assert.ok(controlAccepts(d), `${label}: rejected by the control plane: ${JSON.stringify(parseDocument(d, 'install.md', 0))}`);
         continue;
       }
       const Model = extra[`${s(d.apiVersion)}/${s(d.kind)}`];
