@@ -170,6 +170,7 @@ function convertRule(kind: 'HTTPRoute' | 'GRPCRoute', r: Doc, at: string, namesp
   }
   if (r.retry !== undefined && r.retry !== null) {
     const rt = m(r.retry);
+    // Gateway API leaves the default number of attempts to the implementation: one retry
     const retry: NonNullable<RouteRule['retry']> = { attempts: typeof rt.attempts === 'number' ? rt.attempts : 1 };
     const codes = a(rt.codes) as number[];
     if (codes.length > 0) retry.codes = [...new Set(codes)].sort((x, y) => x - y);

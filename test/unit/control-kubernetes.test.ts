@@ -428,6 +428,10 @@ describe('kubernetes source: routes and TrafficPolicies', () => {
 
     fake.apply(svc('backend-v2'));
     await fake.until(() => cond(ours(fake.get('HTTPRoute', 'demo', 'split')), 'ResolvedRefs')?.status === 'True', 'ResolvedRefs=True');
+    // an edit of the route rebuilds the model like any other object
+    fake.apply(route({ rules: [{ backendRefs: [{ name: 'backend-v1', port: 80, weight: 50 }, { name: 'backend-v2', port: 80, weight: 50 }] }] }));
+    await until((s) => s.routes?.[0]?.rules[0]?.backends[0]?.weight === 50, 'the edited route in the state');
+    await fake.until(() => cond(ours(fake.get('HTTPRoute', 'demo', 'split')), 'Accepted')?.observedGeneration === 2, 'status for generation 2');
     const writes = fake.count({ verb: 'patch', subresource: 'status' });
     src.resync();
     fake.apply(podObj('demo', 'x', { ip: '10.1.0.9' }));
