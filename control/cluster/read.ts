@@ -1,6 +1,7 @@
 // Reading helpers for documents that already passed their schema (schema.ts), shared by
-// the kind tables (kinds.ts, kinds-traffic.ts): they read without re-checking types, and
-// keep the compiled model's one spelling for "not set" (absent, never undefined or []).
+// the kind tables (kinds.ts, kinds-routes.ts, kinds-trafficpolicy.ts): they read without
+// re-checking types, and keep the compiled model's one spelling for "not set" (absent,
+// never undefined or []).
 import { isMapping } from './schema.ts';
 
 export type Doc = Record<string, unknown>;
