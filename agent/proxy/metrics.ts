@@ -23,7 +23,7 @@ export type RetryOutcome = 'success' | 'failure' | 'limit_exceeded' | 'budget_ex
 export type EjectionEvent = 'ejected' | 'returned' | 'skipped';
 
 /** one L7 request, recorded once when its verdict and status are known */
-export interface RequestRecord {
+export interface RequestSample {
   /** outbound: the source node's proxy (client side); inbound: the destination's (server side) */
   direction: Direction;
   /** source and destination identity numbers (reserved ids 1..4 included) */
@@ -292,7 +292,7 @@ export class ProxyMetrics {
    * One L7 request. Counts it, and observes its latency unless policy dropped it (a denial
    * never reached the upstream: its time says nothing about the service).
    */
-  request(r: RequestRecord): void {
+  request(r: RequestSample): void {
     const s = this.requestSeries(r.direction, r.src, r.dst, r.route);
     const g = r.grpcStatus;
     const grpc = g === undefined ? 0 : g >= 0 && g <= MAX_GRPC_STATUS ? g + 1 : MAX_GRPC_STATUS + 2;
