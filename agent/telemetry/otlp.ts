@@ -276,11 +276,12 @@ export class OtlpExporter {
     clearInterval(this.timer);
     this.timer = undefined;
     let timedOut = false;
+    let deadlineTimer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => {
-      const t = setTimeout(() => { timedOut = true; resolve(); }, this.opts.shutdownTimeoutMs);
-      t.unref();
+      deadlineTimer = setTimeout(() => { timedOut = true; resolve(); }, this.opts.shutdownTimeoutMs);
     });
     await Promise.race([this.forceFlush(), deadline]);
+    clearTimeout(deadlineTimer);
     if (timedOut) {
       // a retry sleeping or a request hanging past the deadline gives up now
       this.abandoned = true;
