@@ -32,6 +32,7 @@ export interface ProxyOptions {
   onFlow(flow: Flow): void;
   registry: Registry;
   logger: Logger;
+  telemetry?: import('../telemetry/index.ts').ProxyTelemetry; // access log (--access-log) and per-hop spans (--otlp-endpoint)
 }
 
 export class NodeProxy {
