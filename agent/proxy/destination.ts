@@ -9,15 +9,16 @@
 
 import type { Readable } from 'node:stream';
 import { describeDecision, evaluate, type Decision, type PolicyRequest } from '../policy/index.ts';
-import type { Flow } from '../flows/flow.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
 import {
   grpcMethodOf, grpcStatusOf, headerValue, isGrpc, localResponse, type Headers, type L7Response, type RequestHead,
 } from './exchange.ts';
 import { applyDecision, newFlow } from './flows.ts';
-import { codeClass } from './metrics.ts';
-import { PodPool } from './pods.ts';
+import { policyLabel, type RequestVerdict } from './metrics.ts';
+import { ReservedIdentity } from '../../control/api/types.ts';
+import type { HopSpan } from '../telemetry/index.ts';
+import { PodPool, UpstreamError } from './pods.ts';
 import { childSpan, parseTraceparent, type TraceParent } from './trace.ts';
 
 /** something live that a policy let in and that must end when a policy no longer does */
@@ -28,6 +29,16 @@ export interface Live {
   /** end it, telling the client as well as the protocol can */
   close(reason: string): void;
 }
+
+/**
+ * On the destination's own 503 when the pod could not be reached: 'connect-failure' (the
+ * pod never saw the request) or 'reset'. The source side reads it to decide a retry, and
+ * removes it before the client sees the answer.
+ */
+export const UPSTREAM_FAILURE_HEADER = 'x-nodal-upstream-failure';
+
+/** the same, for answers that stay in-process (same node) */
+export const upstreamFailure = new WeakMap<L7Response, 'connect-failure' | 'reset'>();
 
 export class Destination {
   private readonly ctx: ProxyContext;
@@ -61,8 +72,9 @@ export class Destination {
         if (m) (input as PolicyRequest & { grpc?: { service: string; method: string } }).grpc = m;
       }
     }
-    const decision = evaluate(policies, input);
-    this.ctx.metrics.verdicts.labels(decision.verdict).inc();
+    // a health probe of a source node's proxy is admitted like a kubelet probe, under any policy
+    const decision = conn.src.identity === ReservedIdentity.HEALTH ? HEALTH_PROBE : evaluate(policies, input);
+    this.ctx.metrics.verdict(decision.verdict, policyLabel(decision.policy));
     return { decision, input };
   }
 
@@ -72,9 +84,10 @@ export class Destination {
     const grpc = isGrpc(head.headers);
     const q = head.path.indexOf('?');
     const path = q < 0 ? head.path : head.path.slice(0, q);
-    const trace = parseTraceparent(headerValue(head.headers.traceparent)) ?? childSpan(conn.trace);
+    const hop = this.ctx.tracer.start(parseTraceparent(headerValue(head.headers.traceparent)) ?? childSpan(conn.trace), 'server');
+    const trace = hop.context;
     const { decision, input } = this.decide(conn, { method: head.method, path, host: head.authority, headers: head.headers, grpc });
-    const rec: RequestRecord = { conn, head, grpc, trace, start, decision };
+    const rec: RequestRecord = { conn, head, grpc, trace, start, startMs: Date.now(), decision, hop };
 
     if (!decision.allowed) {
       body.resume(); // the body is not wanted; drain it so the client's side can finish
@@ -90,7 +103,9 @@ export class Destination {
     try {
       res = await this.pods.send(conn.dst.ip, conn.port, { ...head, headers }, body, signal);
     } catch (err) {
-      const res503 = localResponse(503, 'upstream connect error or disconnect/reset before headers', grpc);
+      const kind = err instanceof UpstreamError ? err.kind : 'reset';
+      const res503 = localResponse(503, 'upstream connect error or disconnect/reset before headers', grpc, { [UPSTREAM_FAILURE_HEADER]: kind });
+      upstreamFailure.set(res503, kind);
       this.finish(rec, 503, grpc ? grpcStatusOf(res503) : undefined, 'ERROR', `upstream ${conn.dst.ip}:${conn.port}: ${errorText(err)}`);
       return res503;
     }
@@ -155,14 +170,33 @@ export class Destination {
     this.pods.close();
   }
 
-  private finish(rec: RequestRecord, code: number, grpcStatus: number | undefined, verdict: Flow['verdict'], summary?: string): void {
+  private finish(rec: RequestRecord, code: number, grpcStatus: number | undefined, verdict: RequestVerdict, summary?: string): void {
     const { conn, head } = rec;
     const elapsed = process.hrtime.bigint() - rec.start;
-    const m = this.ctx.metrics;
-    const src = String(conn.src.identity);
-    const dst = String(conn.dst.identity);
-    m.requests.labels(src, dst, codeClass(code), verdict).inc();
-    if (verdict === 'FORWARDED') m.duration.labels(src, dst).observe(Number(elapsed) / 1e9);
+    this.ctx.metrics.request({
+      direction: 'inbound', src: conn.src.identity, dst: conn.dst.identity, route: '', code, grpcStatus, verdict, seconds: Number(elapsed) / 1e9,
+    });
+    const q = head.path.indexOf('?');
+    const path = q < 0 ? head.path : head.path.slice(0, q);
+    const policy = policyLabel(rec.decision.policy);
+    const protocolName = head.protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1';
+    this.ctx.tracer.end(rec.hop, {
+      method: head.method, path, status: code, grpcStatus, ...(rec.grpc ? { grpcMethod: path.slice(1) } : {}),
+      serverAddress: head.authority, protocol: protocolName,
+      src: { identity: conn.src.identity, namespace: conn.src.endpoint?.namespace, pod: conn.src.endpoint?.name },
+      dst: { identity: conn.dst.identity, namespace: conn.dst.namespace, pod: conn.dst.name },
+      verdict, policy, ...(verdict === 'ERROR' && summary ? { error: summary } : {}),
+    });
+    this.ctx.accessLog?.write({
+      startMs: rec.startMs, direction: 'inbound', traceId: rec.trace.traceId, spanId: rec.trace.spanId,
+      src: { identity: conn.src.identity, ...(conn.src.endpoint ? { workload: `${conn.src.endpoint.namespace}/${conn.src.endpoint.name}` } : {}) },
+      dst: { identity: conn.dst.identity, workload: `${conn.dst.namespace}/${conn.dst.name}` },
+      method: head.method, authority: head.authority, path: head.path, protocol: rec.grpc ? 'gRPC' : protocolName,
+      status: code, grpcStatus, route: '', upstream: `${conn.dst.ip}:${conn.port}`, bytesIn: 0, bytesOut: 0,
+      durationMs: Number(elapsed) / 1e6, retries: 0, verdict, policy,
+    });
+    // health probes are not traffic anyone asked to see
+    if (conn.src.identity === ReservedIdentity.HEALTH) return;
 
     const f = newFlow(this.ctx.node, verdict, 'L7', 'INGRESS',
       { ip: conn.src.ip, port: conn.src.port }, { ip: conn.dst.ip, port: conn.port });
@@ -190,8 +224,12 @@ interface RequestRecord {
   grpc: boolean;
   trace: TraceParent;
   start: bigint;
+  startMs: number;
   decision: Decision;
+  hop: HopSpan;
 }
+
+const HEALTH_PROBE: Decision = Object.freeze({ allowed: true, verdict: 'ALLOW', reason: 'NO_POLICY' }) as Decision;
 
 /** the policy question of a connection, before anything of a request is known */
 export function l4Input(conn: InboundConn): PolicyRequest {

@@ -10,16 +10,24 @@ import {
   constants as h2c, createServer as h2server, type Http2Server, type Http2Session,
   type IncomingHttpHeaders as H2Headers, type ServerHttp2Stream,
 } from 'node:http2';
-import type { Socket } from 'node:net';
-import { Duplex, type Readable } from 'node:stream';
-import type { EndpointInfo } from '../../control/api/types.ts';
-import type { FlowVerdict } from '../flows/flow.ts';
+import { connect as netConnect, type Socket } from 'node:net';
+import { Duplex, Readable } from 'node:stream';
+import type { EndpointInfo, RouteFilter, RouteRule } from '../../control/api/types.ts';
+import { ReservedIdentity } from '../../control/api/types.ts';
+import type { HopSpan, SpanContext } from '../telemetry/index.ts';
+import type { RequestVerdict } from './metrics.ts';
 import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
-  endToEnd, headerValue, isGrpc, localResponse, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  endToEnd, grpcStatusOf, headerValue, isGrpc, localResponse, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
+import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
+import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
+import {
+  applyRequestFilters, decideFault, findFilter, grpcMethodOf, hashKeyFor, pickBackend, redirectLocation, responseHeaders, RetryPolicy, rewrite,
+  type AttemptResult, type HealthEndpoint, type RouteRequest,
+} from './traffic/index.ts';
 import { newFlow, type Addr } from './flows.ts';
 import { CLIENT_IDLE_MS } from './http.ts';
 import { formatAuthority, Header, type TunnelPool } from './tunnel.ts';
@@ -40,7 +48,7 @@ export interface EgressConn {
 }
 
 /** where one request goes */
-interface Target { ip: string; port: number; node: string; identity: number; endpoint: EndpointInfo | undefined }
+interface Target { ip: string; port: number; node: string; identity: number; endpoint: EndpointInfo | undefined; backend: Backend | undefined }
 
 /** how an upgraded HTTP/1.1 connection (WebSocket) is carried on: as a connection, by the outbound side */
 export type CarryConnection = (socket: Socket, conn: EgressConn) => void;
@@ -58,15 +66,16 @@ export class Egress {
   private readonly h2Conns = new WeakMap<Http2Session, EgressConn>();
   /** set only while an h2 connection is being handed to the server (its session is created synchronously) */
   private attaching: EgressConn | undefined;
-  /** round-robin position per service port; survives snapshots so that an update does not reset the spread */
-  private readonly rr = new Map<string, number>();
   private readonly sessions = new Set<Http2Session>();
+  /** routes and per-Service traffic state (balancers, outlier detection, health, budgets, limits) */
+  private readonly traffic: TrafficState;
 
   constructor(ctx: ProxyContext, destination: Destination, pool: TunnelPool, carry: CarryConnection) {
     this.ctx = ctx;
     this.destination = destination;
     this.pool = pool;
     this.carry = carry;
+    this.traffic = new TrafficState(ctx, (ep) => this.probeConnection(ep));
     this.h1 = h1server({ keepAliveTimeout: CLIENT_IDLE_MS, requireHostHeader: false }, (req, res) => this.onH1(req, res));
     this.h1.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
     this.h1.on('connect', (_req: IncomingMessage, socket: Socket) => {
@@ -103,9 +112,36 @@ export class Egress {
     // next bytes to 'data' listeners nobody has (the client's next request, lost)
   }
 
+  /** a new snapshot: routes recompiled, Services' backends and TrafficPolicies updated */
+  update(view: MeshView): void {
+    this.traffic.update(view);
+  }
+
   close(): void {
+    this.traffic.close();
     for (const s of this.sessions) s.destroy();
     this.sessions.clear();
+  }
+
+  /**
+   * A health probe's connection to an endpoint: from the proxy address on this node, as a
+   * CONNECT stream claiming the reserved health identity on another (the destination admits
+   * it like a kubelet probe). 'connect' is emitted once the endpoint accepted.
+   */
+  private probeConnection(ep: HealthEndpoint): Duplex {
+    const view = this.ctx.view();
+    const node = view?.endpointByIp(ep.address)?.node;
+    if (!view || node === this.ctx.node || !node) {
+      return netConnect({ host: ep.address, port: ep.port, localAddress: this.ctx.upstreamBindIp });
+    }
+    const peer = view.node(node);
+    if (!peer?.tunnelIp) return netConnect({ host: ep.address, port: ep.port, localAddress: this.ctx.upstreamBindIp });
+    const stream = this.pool.open(peer, formatAuthority(ep.address, ep.port), { [Header.identity]: String(ReservedIdentity.HEALTH) });
+    stream.once('response', (h: H2Headers) => {
+      if (Number(h[':status']) === 200) stream.emit('connect');
+      else stream.destroy(new Error(`tunnel answered ${String(h[':status'])}`));
+    });
+    return stream;
   }
 
   private onH1(req: IncomingMessage, res: ServerResponse): void {
@@ -176,31 +212,175 @@ export class Egress {
 
   /** route one request and send it on; resolves with what the client must get */
   private async forward(conn: EgressConn, head: RequestHead, body: Readable, empty: boolean, signal: AbortSignal): Promise<L7Response> {
+    const started = process.hrtime.bigint();
+    const startedMs = Date.now();
     const grpc = isGrpc(head.headers);
     const view = this.ctx.view();
-    const trace = parseTraceparent(headerValue(head.headers.traceparent)) ?? childSpan(conn.trace);
-    head.headers.traceparent = trace.header;
-    if (!view) return this.answer(conn, head, trace, 503, 'no snapshot yet', grpc, body);
-    const target = this.pick(conn, view);
-    if (!target) {
-      const svc = conn.service?.service;
-      return this.answer(conn, head, trace, 503, `no healthy upstream for service ${svc?.namespace}/${svc?.name}`, grpc, body);
+    const hop = this.ctx.tracer.start(parseTraceparent(headerValue(head.headers.traceparent)) ?? childSpan(conn.trace), 'client');
+    head.headers.traceparent = hop.context.header;
+    const req: RequestRecord = { conn, head, grpc, hop, started, startedMs, route: '', service: conn.service, retries: 0, upstream: undefined };
+    const res = await this.route(req, view, body, empty, signal);
+    this.record(req, res);
+    return res;
+  }
+
+  private async route(req: RequestRecord, view: MeshView | undefined, body: Readable, empty: boolean, signal: AbortSignal): Promise<L7Response> {
+    const { conn, head, grpc } = req;
+    if (!view) return this.answer(req, 503, 'no snapshot yet', body);
+    if (conn.endpoint) return this.attempts(req, view, undefined, body, empty, signal);
+    let svc = conn.service!;
+    let responseFilters: RouteFilter[] | undefined;
+
+    // HTTPRoute / GRPCRoute attached to the Service (GAMMA): the rule picks the backend Service
+    const routes = this.traffic.routes;
+    if (routes.hasRoutes(svc.service.namespace, svc.service.name)) {
+      const flat = flatHeaders(head.headers);
+      const q = head.path.indexOf('?');
+      const rreq: RouteRequest = {
+        method: head.method, path: head.path, host: head.authority, headers: flat, scheme: 'http', port: svc.port.port,
+        ...(grpc ? { grpc: grpcMethodOf(q < 0 ? head.path : head.path.slice(0, q)) } : {}),
+      };
+      const m = routes.forService(svc.service.namespace, svc.service.name, svc.port.port).match(rreq);
+      if (!m) return this.answer(req, 404, `no route of service ${svc.service.namespace}/${svc.service.name} matches`, body);
+      req.route = `${m.route.namespace}/${m.route.name}#${m.rule.index}`;
+      req.rule = m.rule;
+      const redirect = findFilter(m.rule.filters, 'RequestRedirect');
+      if (redirect) {
+        const r = redirectLocation(rreq, redirect, m.matchedPrefix);
+        return this.answer(req, r.status, `redirected by ${req.route}`, body, 'FORWARDED', { location: r.location });
+      }
+      const rw = findFilter(m.rule.filters, 'URLRewrite');
+      if (rw) {
+        const r = rewrite(rreq, rw, m.matchedPrefix);
+        head.path = r.path;
+        if (r.host !== undefined) head.authority = r.host;
+      }
+      applyRequestFilters(flat, m.rule.filters);
+      const backend = pickBackend(m.rule, Math.random);
+      if (!backend) return this.answer(req, 500, `route ${req.route} has no backend that can take the request`, body);
+      applyRequestFilters(flat, backend.filters);
+      head.headers = flat;
+      responseFilters = m.rule.filters;
+      const target = view.serviceByName(backend.service.namespace, backend.service.name, backend.port);
+      if (!target) return this.answer(req, 500, `backend ${backend.service.namespace}/${backend.service.name}:${backend.port} of ${req.route} does not exist`, body);
+      svc = target;
+      req.service = svc;
     }
+
+    const st = this.traffic.service(svc.service.namespace, svc.service.name);
+    const policy = st?.policy;
+    // fault injection, then the local rate limit, then the concurrency limits
+    if (policy?.faultInjection) {
+      const f = decideFault(policy.faultInjection, Math.random);
+      if (f.delayMs > 0) await delay(f.delayMs, signal);
+      if (f.abort) return this.answer(req, f.abort.httpStatus, `fault injected by TrafficPolicy ${policy.namespace}/${policy.name}`, body, 'DROPPED');
+    }
+    if (st?.bucket && !st.bucket.take()) {
+      this.ctx.metrics.rateLimited(st.name);
+      return this.answer(req, 429, `rate limited by TrafficPolicy ${policy!.namespace}/${policy!.name}`, body, 'DROPPED',
+        { 'retry-after': String(st.bucket.retryAfterSeconds()) });
+    }
+    if (st && !await st.acquire()) {
+      return this.answer(req, 503, `overflow: connection pool of service ${st.name} is full`, body, 'DROPPED', { 'x-nodal-overloaded': 'true' });
+    }
+    try {
+      const res = await this.withTimeout(req, () => this.attempts(req, view, st, body, empty, signal));
+      if (responseFilters) {
+        const h = flatHeaders(res.headers);
+        responseHeaders(h, responseFilters);
+        res.headers = h;
+      }
+      return res;
+    } finally {
+      st?.release();
+    }
+  }
+
+  /** the route's whole-request timeout: 504 (DEADLINE_EXCEEDED for gRPC) when it passes first */
+  private async withTimeout(req: RequestRecord, run: () => Promise<L7Response>): Promise<L7Response> {
+    const ms = req.rule?.timeouts?.requestMs;
+    if (!ms) return run();
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<L7Response>((resolve) => {
+      timer = setTimeout(() => resolve(this.answer(req, 504, `request timeout ${ms} ms of ${req.route}`, undefined)), ms);
+    });
+    try {
+      return await Promise.race([run(), timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
+   * Send the request, retrying as the Service's TrafficPolicy and the route allow: another
+   * endpoint each time, within the retry budget, and only with a body the proxy still holds.
+   */
+  private async attempts(req: RequestRecord, view: MeshView, st: ServiceTraffic | undefined, body: Readable, empty: boolean,
+    signal: AbortSignal): Promise<L7Response> {
+    const { head } = req;
+    const retry = new RetryPolicy(st?.policy?.retry, req.rule?.retry);
+    const perTryMs = req.rule?.timeouts?.backendRequestMs ?? retry.perTryTimeoutMs;
+    // a body can be sent again only if the proxy holds all of it: small and of known length
+    let held: Buffer | undefined;
+    if (retry.attempts > 0 && !empty) held = await holdBody(head, body);
+    const retryable = retry.attempts > 0 && (empty || held !== undefined);
+    const tried = new Set<string>();
+    st?.budget.startRequest();
+    try {
+      for (let n = 0; ; n++) {
+        const target = this.pick(req, view, st, tried);
+        if (!target) {
+          const svc = req.service?.service;
+          return this.answer(req, 503, `no healthy upstream for service ${svc?.namespace}/${svc?.name}`, body);
+        }
+        tried.add(target.ip);
+        req.upstream = formatAuthority(target.ip, target.port);
+        const lb = target.backend && st ? st.balancer.start(target.backend) : undefined;
+        const attemptSignal = perTryMs ? AbortSignal.any([signal, AbortSignal.timeout(perTryMs)]) : signal;
+        const sendBody = held !== undefined ? Readable.from([held]) : body;
+        const res = await this.send(req, view, target, sendBody, empty || (held !== undefined && held.length === 0), attemptSignal);
+        const result = attemptResult(res, attemptSignal, signal);
+        lb?.done({ ok: !result.connectFailure && !result.reset && !result.timeout && (result.status ?? 0) < 500 });
+        if (target.backend) st?.outlier?.report(target.backend.key, { status: result.status, connectFailure: result.connectFailure || result.timeout });
+        if (!retryable || signal.aborted || !retry.shouldRetry(head.method, n, result)) {
+          if (result.timeout && res.status === 503) return this.answer(req, 504, `upstream ${req.upstream} did not answer within ${perTryMs} ms`, undefined);
+          return res;
+        }
+        if (!st?.budget.tryStartRetry()) {
+          if (st) this.ctx.metrics.retry(st.name, 'budget_exhausted');
+          return res;
+        }
+        res.body.destroy();
+        await delay(retry.backoffMs(n + 1, Math.random), signal);
+        st.budget.endRetry();
+        req.retries++;
+        this.ctx.metrics.retry(st.name, 'success');
+      }
+    } finally {
+      st?.budget.endRequest();
+    }
+  }
+
+  /** one attempt to one endpoint: in-process when it is on this node, a tunnel stream otherwise */
+  private send(req: RequestRecord, view: MeshView, target: Target, body: Readable, empty: boolean, signal: AbortSignal): Promise<L7Response> {
+    const { conn, head } = req;
     if (target.node === this.ctx.node) {
       const dst = target.endpoint && target.endpoint.node === this.ctx.node ? target.endpoint : undefined;
-      if (!dst) return this.answer(conn, head, trace, 503, `backend ${target.ip} is not a known local endpoint`, grpc, body);
+      if (!dst) return Promise.resolve(this.answer(req, 503, `backend ${target.ip} is not a known local endpoint`, body));
       const inbound: InboundConn = {
-        src: conn.src, dst, port: target.port, appProtocol: view.appProtocol(dst.ip, target.port), trace, via: 'local', peer: undefined,
+        src: conn.src, dst, port: target.port, appProtocol: view.appProtocol(dst.ip, target.port),
+        trace: traceOf(req.hop.context), via: 'local', peer: undefined,
       };
       return this.destination.exchange(inbound, head, body, signal);
     }
-    return this.remote(conn, view, head, body, empty, signal, target, trace, grpc);
+    return this.remote(req, view, head, body, empty, signal, target);
   }
 
-  private remote(conn: EgressConn, view: MeshView, head: RequestHead, body: Readable, empty: boolean, signal: AbortSignal,
-    target: Target, trace: TraceParent, grpc: boolean): Promise<L7Response> {
+  private remote(req: RequestRecord, view: MeshView, head: RequestHead, body: Readable, empty: boolean, signal: AbortSignal,
+    target: Target): Promise<L7Response> {
+    const { conn } = req;
     const peer = view.node(target.node);
-    if (!peer || !peer.tunnelIp) return Promise.resolve(this.answer(conn, head, trace, 503, `no tunnel address for node ${target.node}`, grpc, body));
+    if (!peer || !peer.tunnelIp) return Promise.resolve(this.answer(req, 503, `no tunnel address for node ${target.node}`, body));
     const headers: Record<string, string | string[]> = {
       ...head.headers,
       ':method': head.method, ':path': head.path, ':scheme': 'http',
@@ -218,7 +398,7 @@ export class Egress {
       try {
         stream = this.pool.request(peer, headers, { signal, endStream: empty });
       } catch (err) {
-        resolve(this.answer(conn, head, trace, 503, `tunnel to ${peer.name}: ${errorText(err)}`, grpc, body));
+        resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, 'connect-failure'));
         return;
       }
       let trailers: Headers | undefined;
@@ -228,45 +408,178 @@ export class Egress {
         answered = true;
         resolve({ status: Number(h[':status']), headers: endToEnd(h, false), body: stream, trailers: () => trailers, empty: (flags & h2c.NGHTTP2_FLAG_END_STREAM) !== 0 });
       });
-      stream.on('error', (err) => {
+      stream.on('error', (err: NodeJS.ErrnoException) => {
         if (answered) return; // after the answer the client's side sees the body fail
         answered = true;
-        resolve(this.answer(conn, head, trace, 503, `tunnel to ${peer.name}: ${errorText(err)}`, grpc, body));
+        const refused = stream.rstCode === h2c.NGHTTP2_REFUSED_STREAM;
+        resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, refused ? 'refused-stream' : 'reset'));
       });
       if (empty) body.resume();
       else body.pipe(stream);
     });
   }
 
-  /** the backend for one request: the pod itself, or one of the Service's backends in turn */
-  private pick(conn: EgressConn, view: MeshView): Target | undefined {
-    const ep = conn.endpoint;
-    if (ep) return { ip: ep.ip, port: conn.orig.port, node: ep.node, identity: ep.identity, endpoint: ep };
-    const svc = conn.service;
-    if (!svc) return undefined;
-    const backends = svc.service.backends;
-    if (backends.length === 0) return undefined;
-    const i = this.rr.get(svc.key) ?? 0;
-    this.rr.set(svc.key, (i + 1) % backends.length);
-    const b = backends[i % backends.length]!;
-    return { ip: b.ip, port: svc.port.targetPort, node: b.node, identity: b.identity, endpoint: view.endpointByIp(b.ip) };
+  /** the backend for one request: the pod itself, or one of the Service's backends by its balancer */
+  private pick(req: RequestRecord, view: MeshView, st: ServiceTraffic | undefined, tried: ReadonlySet<string>): Target | undefined {
+    const ep = req.conn.endpoint;
+    if (ep) return tried.has(ep.ip) ? undefined : { ip: ep.ip, port: req.conn.orig.port, node: ep.node, identity: ep.identity, endpoint: ep, backend: undefined };
+    const svc = req.service;
+    if (!svc || !st) return undefined;
+    const hashOn = st.policy?.loadBalancer?.hashOn;
+    const hashKey = hashOn ? hashKeyFor(hashOn, { headers: flatHeaders(req.head.headers), path: req.head.path, sourceIp: req.conn.src.ip }) : undefined;
+    const b = st.balancer.pick(hashKey !== undefined ? { hashKey } : undefined, tried);
+    if (!b) return undefined;
+    return { ip: b.ip, port: svc.port.targetPort, node: b.node, identity: b.identity, endpoint: view.endpointByIp(b.ip), backend: b };
   }
 
-  /** the proxy answers itself (no backend, no tunnel): an ERROR flow on this node says why */
-  private answer(conn: EgressConn, head: RequestHead, trace: TraceParent, status: number, why: string, grpc: boolean, body: Readable,
-    verdict: FlowVerdict = 'ERROR'): L7Response {
-    body.resume();
+  /** metrics, access log and span of one request, once its answer is known */
+  private record(req: RequestRecord, res: L7Response): void {
+    const done = (): void => {
+      const seconds = Number(process.hrtime.bigint() - req.started) / 1e9;
+      const grpcStatus = req.grpc ? grpcStatusOf(res) : undefined;
+      const verdict = req.verdict ?? (res.status >= 500 && req.local ? 'ERROR' : 'FORWARDED');
+      const dstIdentity = req.service?.service.identity ?? req.conn.endpoint?.identity ?? 0;
+      this.ctx.metrics.request({
+        direction: 'outbound', src: req.conn.src.identity, dst: dstIdentity, route: req.route, code: res.status,
+        grpcStatus, verdict, seconds,
+      });
+      const q = req.head.path.indexOf('?');
+      const path = q < 0 ? req.head.path : req.head.path.slice(0, q);
+      const svc = req.service?.service;
+      this.ctx.tracer.end(req.hop, {
+        method: req.head.method, path, status: res.status, grpcStatus,
+        ...(req.grpc ? { grpcMethod: path.slice(1) } : {}),
+        serverAddress: svc ? `${svc.name}.${svc.namespace}` : req.conn.orig.ip, serverPort: req.conn.orig.port,
+        protocol: req.head.protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1',
+        src: { identity: req.conn.src.identity, namespace: req.conn.src.endpoint?.namespace, pod: req.conn.src.endpoint?.name },
+        dst: { identity: dstIdentity, namespace: svc?.namespace ?? req.conn.endpoint?.namespace, pod: req.conn.endpoint?.name },
+        route: req.route, verdict, ...(req.error ? { error: req.error } : {}),
+      });
+      this.ctx.accessLog?.write({
+        startMs: req.startedMs,
+        direction: 'outbound', traceId: req.hop.context.traceId, spanId: req.hop.context.spanId,
+        src: { identity: req.conn.src.identity, ...(req.conn.src.endpoint ? { workload: `${req.conn.src.endpoint.namespace}/${req.conn.src.endpoint.name}` } : {}) },
+        dst: { identity: dstIdentity, ...(svc ? { workload: `${svc.namespace}/${svc.name}` } : {}) },
+        method: req.head.method, authority: req.head.authority, path: req.head.path,
+        protocol: req.grpc ? 'gRPC' : req.head.protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1',
+        status: res.status, grpcStatus, route: req.route, upstream: req.upstream ?? '', bytesIn: 0, bytesOut: 0,
+        durationMs: seconds * 1000, retries: req.retries, verdict, policy: '',
+      });
+    };
+    // gRPC's outcome is in its trailers: record when the body ends
+    if (req.grpc && !res.empty) res.body.once('close', done);
+    else done();
+  }
+
+  /**
+   * The proxy answers itself (no route, no backend, a fault, a limit): a flow on this node
+   * says why. `failure` marks an answer that stands for a failed attempt (for retries).
+   */
+  private answer(req: RequestRecord, status: number, why: string, body: Readable | undefined, verdict: RequestVerdict = 'ERROR',
+    extra?: Headers, failure?: 'connect-failure' | 'reset' | 'refused-stream'): L7Response {
+    body?.resume();
+    const { conn, head } = req;
     const f = newFlow(this.ctx.node, verdict, 'L7', 'EGRESS', { ip: conn.src.ip, port: conn.src.port }, conn.orig);
     f.source = conn.src.flow;
+    if (req.service) f.destinationService = { name: req.service.service.name, namespace: req.service.service.namespace };
     f.l7 = {
       type: 'REQUEST',
       http: { code: status, method: head.method, url: `http://${head.authority}${head.path}`, protocol: head.protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1' },
     };
-    f.traceContext = { parent: { traceId: trace.traceId, spanId: trace.spanId } };
+    f.traceContext = { parent: { traceId: req.hop.context.traceId, spanId: req.hop.context.spanId } };
     f.summary = why;
     this.ctx.emit(f);
-    return localResponse(status, why, grpc);
+    req.local = true;
+    req.verdict = verdict;
+    if (verdict === 'ERROR') req.error = why;
+    const res = localResponse(status, why, req.grpc, extra);
+    if (failure) failed.set(res, failure);
+    return res;
   }
+}
+
+/** what the source side knows about one request while it routes it */
+interface RequestRecord {
+  conn: EgressConn;
+  head: RequestHead;
+  grpc: boolean;
+  hop: HopSpan;
+  started: bigint;
+  startedMs: number;
+  /** `namespace/name#rule` of the matched route, '' when none */
+  route: string;
+  rule?: RouteRule;
+  /** the Service the request went to (the route's backend Service when a route matched) */
+  service: ServiceTarget | undefined;
+  retries: number;
+  /** ip:port of the last endpoint tried */
+  upstream: string | undefined;
+  /** the proxy answered itself */
+  local?: boolean;
+  verdict?: RequestVerdict;
+  error?: string;
+}
+
+/** local answers that stand for a failed attempt, and how it failed */
+const failed = new WeakMap<L7Response, 'connect-failure' | 'reset' | 'refused-stream'>();
+
+function attemptResult(res: L7Response, attempt: AbortSignal, request: AbortSignal): AttemptResult {
+  const how = failed.get(res) ?? upstreamFailure.get(res) ?? remoteFailure(res);
+  if (how) {
+    const timedOut = attempt.aborted && !request.aborted;
+    return {
+      connectFailure: how === 'connect-failure', refusedStream: how === 'refused-stream', reset: how === 'reset', timeout: timedOut,
+      requestSent: how !== 'connect-failure' && how !== 'refused-stream',
+    };
+  }
+  const grpcStatus = headerValue(res.headers['grpc-status']);
+  return { status: res.status, ...(grpcStatus !== undefined ? { grpcStatus: Number(grpcStatus) } : {}), requestSent: true };
+}
+
+/** the destination node's word that its pod could not be reached (its 503 carries the header) */
+function remoteFailure(res: L7Response): 'connect-failure' | 'reset' | undefined {
+  const v = res.headers[UPSTREAM_FAILURE_HEADER];
+  if (v === undefined) return undefined;
+  delete res.headers[UPSTREAM_FAILURE_HEADER];
+  return v === 'connect-failure' ? 'connect-failure' : 'reset';
+}
+
+/** bodies up to this size are held so that a retry can send them again */
+const MAX_HELD_BODY = 64 * 1024;
+
+/** the whole request body if it is small and of known length; undefined: it streams, no retries */
+async function holdBody(head: RequestHead, body: Readable): Promise<Buffer | undefined> {
+  const cl = Number(headerValue(head.headers['content-length']));
+  if (!Number.isInteger(cl) || cl > MAX_HELD_BODY) return undefined;
+  const chunks: Buffer[] = [];
+  for await (const c of body) chunks.push(c as Buffer);
+  return Buffer.concat(chunks);
+}
+
+function delay(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done(): void {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
+}
+
+function flatHeaders(h: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k in h) {
+    const v = h[k]!;
+    out[k] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  return out;
+}
+
+function traceOf(c: SpanContext): TraceParent {
+  return { traceId: c.traceId, spanId: c.spanId, flags: c.flags, header: c.header };
 }
 
 /**

@@ -8,7 +8,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { InboundConn, ProxyContext } from './context.ts';
-import type { Destination } from './destination.ts';
+import { UPSTREAM_FAILURE_HEADER, type Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import { endToEnd, writeH1, type RequestHead } from './exchange.ts';
 import { applyDecision, newFlow } from './flows.ts';
@@ -57,7 +57,10 @@ export class HttpIngress {
     const ac = new AbortController();
     // a client that goes away mid-request must not leave the upstream request hanging
     res.on('close', () => { if (!res.writableFinished) ac.abort(); });
-    this.dest.exchange(conn, head, req, ac.signal).then((r) => writeH1(res, r), (err) => {
+    this.dest.exchange(conn, head, req, ac.signal).then((r) => {
+      delete r.headers[UPSTREAM_FAILURE_HEADER]; // for a source side that retries; this client is the pod's caller itself
+      writeH1(res, r);
+    }, (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
       res.destroy();
     });

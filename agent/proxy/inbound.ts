@@ -13,6 +13,7 @@ import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
 import { applyDecision, newFlow } from './flows.ts';
 import { Destination, l4Input } from './destination.ts';
+import { ReservedIdentity } from '../../control/api/types.ts';
 import { HttpIngress } from './http.ts';
 import { abort, DETECT_WAIT_MS, sniff, splice } from './stream.ts';
 
@@ -90,6 +91,8 @@ export class Inbound {
   }
 
   private emitL4(conn: InboundConn, verdict: FlowVerdict, d: Decision, summary?: string): void {
+    // health probes are not traffic anyone asked to see
+    if (conn.src.identity === ReservedIdentity.HEALTH) return;
     const view = this.ctx.view();
     const f = newFlow(this.ctx.node, verdict, 'L3_L4', 'INGRESS',
       { ip: conn.src.ip, port: conn.src.port }, { ip: conn.dst.ip, port: conn.port });

@@ -54,6 +54,10 @@ export class Outbound {
     this.egress = new Egress(ctx, inbound.destination, pool, (socket, conn) => this.carry(socket, conn, true));
   }
 
+  update(view: MeshView): void {
+    this.egress.update(view);
+  }
+
   close(): void {
     this.egress.close();
   }

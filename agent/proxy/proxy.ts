@@ -15,6 +15,7 @@ import { ProxyMetrics, type Direction } from './metrics.ts';
 import { Outbound } from './outbound.ts';
 import { DEFAULT_TUNNEL_PORT, TunnelPool, TunnelServer } from './tunnel.ts';
 import { MeshView } from './view.ts';
+import { Tracer } from '../telemetry/index.ts';
 
 export interface ProxyOptions {
   node: string;
@@ -64,6 +65,8 @@ export class NodeProxy {
       log: this.log,
       track: (c, d) => this.track(c, d),
       countBytes: (s, d) => this.countBytes(s, d),
+      tracer: opts.telemetry?.tracer ?? new Tracer(),
+      accessLog: opts.telemetry?.accessLog,
     };
     this.inbound = new Inbound(ctx);
     this.tunnel = new TunnelServer(ctx, this.inbound);
@@ -107,6 +110,7 @@ export class NodeProxy {
     if (!view.self) this.log.warn('snapshot has no record of this node: tunnel connections will leave from the default address');
     const first = this.view === undefined;
     this.view = view;
+    this.outbound.update(view);
     // what the new policy no longer allows must not stay open
     if (!first) {
       const closed = this.inbound.destination.revalidate();

@@ -13,6 +13,7 @@ import {
 } from 'node:http2';
 import { connect, isIPv6, type Socket } from 'node:net';
 import type { EndpointInfo, NodeInfo } from '../../control/api/types.ts';
+import { ReservedIdentity } from '../../control/api/types.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
 import { endToEnd, writeH2, type RequestHead } from './exchange.ts';
@@ -172,7 +173,9 @@ export class TunnelServer {
     const srcPort = srcAddr?.port ?? 0;
     const trace = parseTraceparent(headers[Header.traceparent]) ?? newTrace();
 
-    if (!claimedText || !Number.isInteger(claimed) || !view.identityRunsOn(peer.name, claimed)) {
+    // the reserved health identity: a peer proxy's active health check, a connection only
+    const probe = claimed === ReservedIdentity.HEALTH && isConnect;
+    if (!claimedText || !Number.isInteger(claimed) || (!probe && !view.identityRunsOn(peer.name, claimed))) {
       const summary = `spoofed source identity ${claimedText || '(none)'} from node ${peer.name}`;
       this.ctx.log.warn({ peer: peer.name, peerIp, claimed: claimedText, authority: headers[':authority'] }, summary);
       const f = newFlow(this.ctx.node, 'DROPPED', 'L3_L4', 'INGRESS', { ip: srcIp, port: srcPort }, authority);

@@ -341,10 +341,14 @@ describe('node proxy: two nodes', () => {
     assert.equal(sinkB.flows.some((x) => (x.l7?.http?.url ?? '').endsWith('/api/local')), false);
   });
 
-  it('propagates the caller traceparent to the backend and the flow', async () => {
+  it('continues the caller trace to the backend and the flow, one span per proxy hop', async () => {
     const { agent } = clientAgent(IP.web1, webPort);
     const r = await get(agent, '/api/traced', { headers: { traceparent: TRACEPARENT } });
-    assert.equal(JSON.parse(r.body).traceparent, TRACEPARENT);
+    const seenByPod = String(JSON.parse(r.body).traceparent);
+    const [, traceId, parentSpan, flags] = seenByPod.split('-');
+    assert.equal(traceId, TRACEPARENT.split('-')[1], 'the same trace');
+    assert.equal(flags, '01', 'still sampled');
+    assert.notEqual(parentSpan, TRACEPARENT.split('-')[2], 'the pod\'s parent is the destination proxy\'s span, not the caller\'s');
     const f = await sinkB.waitFor((x) => (x.l7?.http?.url ?? '').endsWith('/api/traced'));
     assert.equal(f.traceContext?.parent.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
   });

@@ -13,6 +13,7 @@ import type { Flow } from '../../agent/flows/flow.ts';
 import type { InboundConn, ProxyContext } from '../../agent/proxy/context.ts';
 import { HttpIngress } from '../../agent/proxy/http.ts';
 import { Destination } from '../../agent/proxy/destination.ts';
+import { Tracer } from '../../agent/telemetry/index.ts';
 import { declaredProtocol } from '../../agent/policy/index.ts';
 import { ProxyMetrics } from '../../agent/proxy/metrics.ts';
 import { classify, normalizeIp, sniff } from '../../agent/proxy/stream.ts';
@@ -140,6 +141,7 @@ describe('regression: HTTP/1.1 response head over an h2 tunnel stream', () => {
     const ctx: ProxyContext = {
       node: 'n1', upstreamBindIp: '127.0.31.2', view: () => view, emit: (f) => flows.push(f),
       metrics: new ProxyMetrics(new Registry()), log: pino({ level: 'silent' }), track: () => {}, countBytes: () => {},
+      tracer: new Tracer(), accessLog: undefined,
     };
     const dest = new Destination(ctx);
     const ingress = new HttpIngress(ctx, dest);
