@@ -175,7 +175,9 @@ export class Egress {
       headers: endToEnd(headers, true), protocol: 'h2',
     };
     const ac = new AbortController();
-    stream.once('close', () => ac.abort());
+    // only a stream that closed before its answer was written cancels upstream (a completed
+    // one would build an AbortError per request for nothing)
+    stream.once('close', () => { if (!stream.writableFinished) ac.abort(); });
     this.forward(conn, head, stream, stream.readableEnded, ac.signal).then((r) => writeH2(stream, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
       if (!stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
