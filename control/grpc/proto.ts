@@ -51,15 +51,15 @@ export interface WireSnapshotMessage {
 }
 
 /** the top-level sections of a Snapshot a delta can carry, in proto order */
-export const SNAPSHOT_SECTIONS = ['nodes', 'identities', 'endpoints', 'services', 'policies', 'l4', 'cidrIdentities', 'networkPolicies'] as const;
+export const SNAPSHOT_SECTIONS = ['nodes', 'identities', 'endpoints', 'services', 'policies', 'l4', 'cidrIdentities', 'networkPolicies', 'guards'] as const;
 export type SnapshotSection = typeof SNAPSHOT_SECTIONS[number];
 const SECTION_ENUM: Record<SnapshotSection, string> = {
   nodes: 'SNAPSHOT_SECTION_NODES', identities: 'SNAPSHOT_SECTION_IDENTITIES', endpoints: 'SNAPSHOT_SECTION_ENDPOINTS',
   services: 'SNAPSHOT_SECTION_SERVICES', policies: 'SNAPSHOT_SECTION_POLICIES', l4: 'SNAPSHOT_SECTION_L4',
-  cidrIdentities: 'SNAPSHOT_SECTION_CIDR_IDENTITIES', networkPolicies: 'SNAPSHOT_SECTION_NETWORK_POLICIES',
+  cidrIdentities: 'SNAPSHOT_SECTION_CIDR_IDENTITIES', networkPolicies: 'SNAPSHOT_SECTION_NETWORK_POLICIES', guards: 'SNAPSHOT_SECTION_GUARDS',
 };
 /** sections whose model field is optional (absent when empty) */
-const OPTIONAL_SECTIONS: ReadonlySet<SnapshotSection> = new Set(['cidrIdentities', 'networkPolicies']);
+const OPTIONAL_SECTIONS: ReadonlySet<SnapshotSection> = new Set(['cidrIdentities', 'networkPolicies', 'guards']);
 
 const PROTOCOL = { PROTOCOL_TCP: 'TCP', PROTOCOL_UDP: 'UDP' } as const;
 const POLICY_ACTION = { POLICY_ACTION_ALLOW: 'ALLOW', POLICY_ACTION_DENY: 'DENY', POLICY_ACTION_AUDIT: 'AUDIT' } as const;
@@ -91,10 +91,11 @@ export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
       })),
       l4: s.l4.map((e) => ({
         ...e, direction: toEnum(DIRECTION, e.direction), action: toEnum(L4_ACTION, e.action),
-        proto: e.proto ? toEnum(PROTOCOL, e.proto) : 'PROTOCOL_UNSPECIFIED', defaultDeny: e.defaultDeny === true,
+        proto: e.proto ? toEnum(PROTOCOL, e.proto) : 'PROTOCOL_UNSPECIFIED', defaultDeny: e.defaultDeny === true, toProxy: e.toProxy === true,
       })),
       cidrIdentities: s.cidrIdentities ?? [],
       networkPolicies: s.networkPolicies ?? [],
+      guards: s.guards ?? [],
     },
   };
 }
@@ -203,8 +204,10 @@ export function snapshotFromWire(msg: WireSnapshotMessage): Snapshot {
       action: fromEnum(L4_ACTION, 'L4Entry.action', e.action), policyId: num(e.policyId),
       ...(e.rule !== undefined ? { rule: num(e.rule) } : {}),
       ...(e.defaultDeny === true ? { defaultDeny: true } : {}),
+      ...(e.toProxy === true ? { toProxy: true } : {}),
     })),
     ...optList('cidrIdentities', arr(s.cidrIdentities).map((c) => ({ cidr: str(c.cidr), identity: num(c.identity) }))),
     ...optList('networkPolicies', arr(s.networkPolicies).map((p) => ({ id: num(p.id), namespace: str(p.namespace), name: str(p.name) }))),
+    ...optList('guards', arr(s.guards).map((g) => ({ identity: num(g.identity), policyId: num(g.policyId) }))),
   };
 }

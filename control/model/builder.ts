@@ -2,12 +2,12 @@
 // One code path for every source. Pure apart from the injected id allocator, and
 // deterministic: inputs are walked in sorted order so ids are allocated the same way
 // whatever order a source delivered its objects in.
-import type { CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, ServicePort } from '../api/types.ts';
+import type { CompiledPolicy, EndpointInfo, Guard, IdentityInfo, NodeInfo, ServiceInfo, ServicePort } from '../api/types.ts';
 import type { ClusterState, EndpointSliceObject, PodObject } from '../cluster/state.ts';
 import type { IdAllocator } from './ids.ts';
 import { identityKey, identityLabels, matchesLabels, spiffeId } from './identity.ts';
 import { compileNetworkPolicies, type NetworkPolicyModel } from './networkpolicy.ts';
-import { compilePolicies, firstAllowSelecting } from './policy.ts';
+import { compilePolicies, firstAllowSelecting, guardsOf } from './policy.ts';
 
 export interface Model {
   trustDomain: string;
@@ -16,6 +16,8 @@ export interface Model {
   endpoints: EndpointInfo[];
   services: ServiceInfo[];
   policies: CompiledPolicy[];
+  /** destination identities ALLOW policies select, and the policy a default deny names (guardsOf) */
+  guards: Guard[];
   /** Kubernetes NetworkPolicy, resolved (control/model/networkpolicy.ts); absent when there is none */
   networkPolicy?: NetworkPolicyModel;
 }
@@ -121,7 +123,7 @@ export function buildModel(input: BuildInput): Model {
   }));
 
   const networkPolicy = compileNetworkPolicies(state.networkPolicies ?? [], identityList, state.namespaces, podIdentity, ids);
-  return { trustDomain, nodes, identities: identityList, endpoints, services, policies, ...(networkPolicy ? { networkPolicy } : {}) };
+  return { trustDomain, nodes, identities: identityList, endpoints, services, policies, guards: guardsOf(policies), ...(networkPolicy ? { networkPolicy } : {}) };
 }
 
 /** the pods behind a service's slices: ready endpoints whose address is a known pod, in pod order */

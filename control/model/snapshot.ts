@@ -10,7 +10,7 @@ import { l4ForNode } from './policy.ts';
 
 /** a node's BPF policy entries: MeshPolicy's, merged with NetworkPolicy's when there is any */
 export const nodeL4 = (model: Model, node: string) =>
-  mergeNetworkPolicyL4(node, model.endpoints, model.identities, l4ForNode(node, model.endpoints, model.policies), model.networkPolicy, model.services);
+  mergeNetworkPolicyL4(node, model.endpoints, model.identities, l4ForNode(node, model.endpoints, model.policies), model.networkPolicy, model.services, model.guards);
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
@@ -27,6 +27,7 @@ export function snapshotContent(model: Model, sharedHash: string, node: string):
     snapshot: {
       version: 0, node, trustDomain: model.trustDomain, nodes: model.nodes, identities: model.identities,
       endpoints: model.endpoints, services: model.services, policies: model.policies, l4,
+      ...(model.guards.length > 0 ? { guards: model.guards } : {}),
       ...(model.networkPolicy && model.networkPolicy.cidrIdentities.length > 0 ? { cidrIdentities: model.networkPolicy.cidrIdentities } : {}),
       ...(model.networkPolicy ? { networkPolicies: model.networkPolicy.policies.map((p) => ({ id: p.id, namespace: p.namespace, name: p.name })) } : {}),
     },

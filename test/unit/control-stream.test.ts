@@ -85,7 +85,9 @@ describe('snapshot protobuf', () => {
       l4: [
         { direction: 'EGRESS', localIdentity: 256, peerIdentity: 257, port: 0, action: 'DENY', policyId: 3, rule: 0 },
         { direction: 'INGRESS', localIdentity: 256, peerIdentity: 0, port: 53, proto: 'UDP', action: 'ALLOW', policyId: 0 },
+        { direction: 'EGRESS', localIdentity: 256, peerIdentity: 258, port: 0, action: 'ALLOW', policyId: 0, rule: 0, toProxy: true },
       ],
+      guards: [{ identity: 257, policyId: 3 }, { identity: 258, policyId: 4 }],
     };
     const method = loadAgentControl().definition.Stream!;
     const bytes = method.responseSerialize(snapshotToWire(full));
