@@ -10,7 +10,7 @@ import type {
   CompiledPolicy, EndpointInfo, IdentityInfo, L4Entry, L7Match, NodeInfo, PeerMatch, ServiceInfo, Snapshot,
 } from '../api/types.ts';
 import { SnapshotDecodeError } from '../errors.ts';
-import { stableStringify } from '../persist.ts';
+import { fingerprint } from '../persist.ts';
 
 const PROTO = 'control/proto/nodal/v1/control.proto';
 
@@ -76,34 +76,50 @@ const toEnum = (table: Record<string, string>, v: string): string => Object.keys
 const l7ToWire = (m: L7Match): Record<string, unknown> => ({ ...m });
 const peerToWire = (m: PeerMatch): Record<string, unknown> => ({ ...m, any: m.any === true });
 
-export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
-  return {
-    snapshot: {
-      version: s.version, node: s.node, trustDomain: s.trustDomain,
-      nodes: s.nodes,
-      identities: s.identities,
-      // EndpointInfo, its workload included, is already the wire shape
-      endpoints: s.endpoints,
-      services: s.services.map((svc) => ({ ...svc, ports: svc.ports.map((p) => ({ ...p, protocol: toEnum(PROTOCOL, p.protocol) })) })),
-      policies: s.policies.map((p) => ({
+/** one section of a Snapshot in its wire shape (absent optional sections go out empty) */
+export function sectionToWire<K extends SnapshotSection>(k: K, v: Snapshot[K]): unknown[] {
+  switch (k) {
+    case 'services':
+      return (v as ServiceInfo[]).map((svc) => ({ ...svc, ports: svc.ports.map((p) => ({ ...p, protocol: toEnum(PROTOCOL, p.protocol) })) }));
+    case 'policies':
+      return (v as CompiledPolicy[]).map((p) => ({
         ...p, action: toEnum(POLICY_ACTION, p.action),
         rules: p.rules.map((r) => ({ ...r, from: r.from.map(peerToWire), to: r.to.map(l7ToWire) })),
-      })),
-      l4: s.l4.map((e) => ({
+      }));
+    case 'l4':
+      return (v as L4Entry[]).map((e) => ({
         ...e, direction: toEnum(DIRECTION, e.direction), action: toEnum(L4_ACTION, e.action),
         proto: e.proto ? toEnum(PROTOCOL, e.proto) : 'PROTOCOL_UNSPECIFIED', defaultDeny: e.defaultDeny === true, toProxy: e.toProxy === true,
-      })),
-      cidrIdentities: s.cidrIdentities ?? [],
-      networkPolicies: s.networkPolicies ?? [],
-      guards: s.guards ?? [],
-    },
-  };
+      }));
+    default:
+      // NodeInfo, IdentityInfo, EndpointInfo (its workload included), and the optional
+      // lists are already the wire shape
+      return (v as unknown[] | undefined) ?? [];
+  }
 }
+
+export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
+  const snapshot: Record<string, unknown> = { version: s.version, node: s.node, trustDomain: s.trustDomain };
+  for (const k of SNAPSHOT_SECTIONS) snapshot[k] = sectionToWire(k, s[k]);
+  return { snapshot };
+}
+
+/**
+ * A digest of one section's content (persist.ts fingerprint), once per section array: the
+ * sections a model version shares (every node's endpoints, services, policies ...) are the
+ * same arrays, so a delta decision for 1,000 agents serialises each of them once, not once
+ * per agent. An absent optional section is an empty one.
+ */
+const EMPTY: readonly unknown[] = Object.freeze([]);
+export const sectionFingerprint = (v: readonly unknown[] | undefined): string => fingerprint(v === undefined || v.length === 0 ? EMPTY : v);
 
 /** the sections of `next` that differ from `base` (an absent optional section equals an empty one) */
 export function changedSections(base: Snapshot, next: Snapshot): SnapshotSection[] {
-  return SNAPSHOT_SECTIONS.filter((k) => base[k] !== next[k] && stableStringify(base[k] ?? []) !== stableStringify(next[k] ?? []));
+  return SNAPSHOT_SECTIONS.filter((k) => base[k] !== next[k] && sectionFingerprint(base[k]) !== sectionFingerprint(next[k]));
 }
+
+/** the enum name of a section on the wire */
+export const sectionEnum = (k: SnapshotSection): string => SECTION_ENUM[k];
 
 /** `next` as a delta from `base`: only `sections` are filled, the others go out empty */
 export function deltaToWire(base: Snapshot, next: Snapshot, sections: readonly SnapshotSection[]): WireSnapshotMessage {

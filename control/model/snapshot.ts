@@ -3,7 +3,7 @@
 // name and L4 entries, so deciding "did this node's snapshot change" stays cheap.
 import { createHash } from 'node:crypto';
 import type { Snapshot } from '../api/types.ts';
-import { stableStringify } from '../persist.ts';
+import { fingerprint, stableStringify } from '../persist.ts';
 import type { Model } from './builder.ts';
 import { mergeNetworkPolicyL4 } from './networkpolicy.ts';
 import { l4ForNode } from './policy.ts';
@@ -14,8 +14,31 @@ export const nodeL4 = (model: Model, node: string) =>
 
 const sha256 = (s: string): string => createHash('sha256').update(s).digest('hex');
 
+/** the model's content, from the fingerprints of its parts (each computed once per part object) */
 export function modelHash(model: Model): string {
-  return sha256(stableStringify(model));
+  const parts = Object.keys(model).sort().map((k) => {
+    const v = (model as unknown as Record<string, unknown>)[k];
+    return `${k}=${v !== null && typeof v === 'object' ? fingerprint(v) : JSON.stringify(v)}`;
+  });
+  return sha256(parts.join('\n'));
+}
+
+/** the parts of the model a rebuild may share with the previous one: per-node snapshots carry them as they are */
+const SHARED_PARTS = ['nodes', 'identities', 'endpoints', 'services', 'policies', 'guards'] as const;
+
+/**
+ * `next` with every part whose content equals `prev`'s replaced by `prev`'s own object:
+ * equal parts are then the same arrays across versions, so what is derived per array
+ * (the policy and endpoint indexes, section digests, encoded snapshot bytes) carries over
+ * instead of being computed again, e.g. everything but the policies after a policy change.
+ */
+export function shareUnchanged(next: Model, prev: Model | undefined): Model {
+  if (!prev) return next;
+  const out = { ...next };
+  for (const k of SHARED_PARTS) {
+    if (fingerprint(next[k]) === fingerprint(prev[k])) (out as Record<string, unknown>)[k] = prev[k];
+  }
+  return out;
 }
 
 /** the node's snapshot without a version, and the hash of its content */
