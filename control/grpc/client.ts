@@ -27,8 +27,16 @@ export interface AgentControlClientOptions {
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5_000;
 
+/**
+ * A whole snapshot carries every endpoint, service and policy of the cluster: about 12 MB
+ * at 50,000 pods and 1,000 policies. gRPC's default limit (4 MiB) would refuse it, and the
+ * agent would reconnect, be resent the same snapshot and refuse it again, forever.
+ */
+const MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
+
 /** pings detect a control plane that vanished without closing the connection */
 const CLIENT_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': MAX_SNAPSHOT_BYTES,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
   'grpc.keepalive_permit_without_calls': 1,

@@ -167,6 +167,20 @@ describe('snapshot deltas on the stream', { timeout: 30_000 }, () => {
     assert.deepEqual(c.current(), s3);
   });
 
+  it('delivers a whole snapshot larger than gRPC\'s default 4 MiB limit (tens of thousands of pods)', async () => {
+    const s = bigSnapshot(1);
+    const huge: Snapshot = {
+      ...s,
+      endpoints: Array.from({ length: 40_000 }, (_, i) => ({ ...s.endpoints[0]!, name: `pod-${i}-${'x'.repeat(40)}`, uid: `uid-${i}`, ip: `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}` })),
+    };
+    const { srv, address, sent } = await server(huge);
+    const { applied } = client(address, tmp.make());
+    await eventually(ackedBy(srv, 1), 'ack of v1', 20_000);
+    assert.ok(sent[0]!.bytes > 4 * 1024 * 1024, `whole snapshot is ${sent[0]!.bytes} bytes`);
+    assert.equal(sent.length, 1, 'received at the first attempt, not resent after a reconnect');
+    assert.equal(applied[0]!.endpoints.length, 40_000);
+  });
+
   it('an agent that does not take deltas gets whole snapshots', async () => {
     const { srv, address, sent, set } = await server(bigSnapshot(1));
     const { c } = client(address, tmp.make(), { deltas: false });
