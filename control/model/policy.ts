@@ -35,6 +35,7 @@
 import type { CompiledPolicy, CompiledRule, EndpointInfo, Guard, IdentityInfo, L4Entry, L7Match, PeerMatch } from '../api/types.ts';
 import { ReservedIdentity } from '../api/types.ts';
 import type { MeshPolicyObject, PolicySource } from '../cluster/state.ts';
+import { fingerprint, stableStringify } from '../persist.ts';
 import type { IdAllocator } from './ids.ts';
 import { matchesLabels } from './identity.ts';
 
@@ -66,6 +67,14 @@ function sourceMatchesPrincipal(src: PolicySource, i: Pick<IdentityInfo, 'namesp
 const byNsName = (a: MeshPolicyObject, b: MeshPolicyObject): number =>
   a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 
+/**
+ * The last compile's policies by input (id and content), for the next compile: a change to
+ * one policy then compiles that one alone, and the others stay the same objects (so what is
+ * derived per object, such as the resolved peer sets, carries over). Valid only for the same
+ * identities and trust domain; compiling is pure given those, so sharing is safe.
+ */
+let lastCompile: { context: string; byInput: Map<string, CompiledPolicy> } | undefined;
+
 /** compiled in namespace/name order, which is also the order "first policy" refers to */
 export function compilePolicies(policies: readonly MeshPolicyObject[], identities: readonly IdentityInfo[], ids: IdAllocator, trustDomain: string): CompiledPolicy[] {
   // per identity once, not per policy × rule: principals, and identities by namespace
@@ -81,8 +90,8 @@ export function compilePolicies(policies: readonly MeshPolicyObject[], identitie
     for (let k = 0; k < identities.length; k++) if (sourceMatchesPrincipal(src, identities[k]!, principals[k]!)) out.push(identities[k]!.id);
     return out;
   };
-  return [...policies].sort(byNsName).map((p) => ({
-    id: ids.id('policies', `${p.namespace}/${p.name}`),
+  const compileOne = (p: MeshPolicyObject, id: number): CompiledPolicy => ({
+    id,
     namespace: p.namespace,
     name: p.name,
     action: p.action,
@@ -101,7 +110,20 @@ export function compilePolicies(policies: readonly MeshPolicyObject[], identitie
       to: r.to.map((op): L7Match => ({ ...op })),
       when: r.when.map((w) => ({ ...w })),
     })),
-  }));
+  });
+  const context = `${trustDomain}\n${fingerprint(identities)}`;
+  const reuse = lastCompile?.context === context ? lastCompile.byInput : undefined;
+  const byInput = new Map<string, CompiledPolicy>();
+  const out = [...policies].sort(byNsName).map((p) => {
+    // every policy's id is asked for, reused or not: the allocator keeps only ids in use
+    const id = ids.id('policies', `${p.namespace}/${p.name}`);
+    const key = `${id}\n${stableStringify(p)}`;
+    const compiled = reuse?.get(key) ?? compileOne(p, id);
+    byInput.set(key, compiled);
+    return compiled;
+  });
+  lastCompile = { context, byInput };
+  return out;
 }
 
 /** the ALLOW policy whose name a default deny of this identity carries */

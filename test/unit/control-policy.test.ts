@@ -186,6 +186,27 @@ describe('MeshPolicy compile', () => {
   });
 });
 
+describe('recompiling after a change', () => {
+  it('compiles only the changed policy again; the others stay the same objects', () => {
+    const ids = new PersistentIds(tmp.make());
+    const state = base();
+    const other = policy('demo', 'db-demo', { matchLabels: { app: 'db' }, rules: [{ from: [{ namespaces: ['demo'] }], to: [], when: [] }] });
+    const a = buildModel({ state: { ...state, policies: [onlyClient, other] }, trustDomain: 'cluster.local', ids });
+    const changed = policy('demo', 'api-allow', { matchLabels: { app: 'api' }, rules: [{ from: [{ principals: ['cluster.local/ns/demo/sa/db'] }], to: [], when: [] }] });
+    const b = buildModel({ state: { ...state, policies: [changed, other] }, trustDomain: 'cluster.local', ids });
+    const find = (m: typeof a, name: string) => m.policies.find((p) => p.name === name)!;
+    assert.equal(find(b, 'db-demo'), find(a, 'db-demo'));
+    assert.notEqual(find(b, 'api-allow'), find(a, 'api-allow'));
+    assert.deepEqual(find(b, 'api-allow').rules[0]!.from[0]!.identities, [b.endpoints.find((e) => e.name === 'db')!.identity]);
+    // new identities: everything is compiled again, against them
+    const grown = base();
+    grown.pods.push(pod('demo', 'db-2', { labels: { app: 'db', extra: 'x' }, serviceAccount: 'db', podIp: '10.0.2.41', nodeName: 'node-b' }));
+    const c = buildModel({ state: { ...grown, policies: [changed, other] }, trustDomain: 'cluster.local', ids });
+    assert.notEqual(find(c, 'db-demo'), find(b, 'db-demo'));
+    assert.equal(find(c, 'db-demo').rules[0]!.from[0]!.identities!.length, find(b, 'db-demo').rules[0]!.from[0]!.identities!.length + 1);
+  });
+});
+
 describe('deny by absence: guards instead of per-pair default-deny entries', () => {
   it('a default-denied pair has no entry of its own, only the guard of its destination, naming the ALLOW policy', () => {
     const c = compile([onlyClient]);
