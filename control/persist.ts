@@ -3,6 +3,7 @@
 // survive restarts exactly, and the agent's last snapshot is what it enforces offline.
 import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { mkdir, open, rename } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { StateError } from './errors.ts';
 
@@ -19,6 +20,27 @@ export function writeJsonAtomic(path: string, value: unknown, opts: { compact?: 
       closeSync(fd);
     }
     renameSync(tmp, path);
+  } catch (err) {
+    throw new StateError(`write ${path}: ${(err as Error).message}`, { cause: err });
+  }
+}
+
+/**
+ * writeJsonAtomic without blocking the event loop on the write and fsync (an agent's proxy
+ * shares its thread): only the serialisation runs on the caller's thread
+ */
+export async function writeJsonAtomicAsync(path: string, value: unknown, opts: { compact?: boolean } = {}): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}`;
+  try {
+    await mkdir(dirname(path), { recursive: true });
+    const fh = await open(tmp, 'w', 0o600);
+    try {
+      await fh.writeFile(`${opts.compact ? JSON.stringify(value) : JSON.stringify(value, null, 1)}\n`);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
   } catch (err) {
     throw new StateError(`write ${path}: ${(err as Error).message}`, { cause: err });
   }

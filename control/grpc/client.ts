@@ -202,7 +202,7 @@ export class AgentControlClient {
     }
     this.#current = snap;
     try {
-      this.#store.save(snap);
+      await this.#store.save(snap);
     } catch (err) {
       // enforcement already follows the new snapshot; only an offline restart would miss it
       this.#log.error({ err }, 'cannot persist the snapshot');

@@ -7,11 +7,11 @@
 // Section files are written (and synced) first and the head last, atomically: a crash
 // leaves the previous head and every file it names. Files no head names go afterwards.
 // A snapshot.json holding a whole snapshot (as agents before this layout wrote it) loads too.
-import { readdirSync, rmSync } from 'node:fs';
+import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Snapshot } from '../api/types.ts';
 import { StateError } from '../errors.ts';
-import { readJson, writeJsonAtomic } from '../persist.ts';
+import { readJson, writeJsonAtomicAsync } from '../persist.ts';
 
 interface Head {
   format: 2;
@@ -54,9 +54,10 @@ export class SnapshotStore {
 
   /**
    * persist `s`; a section that is the very object of the last saved snapshot (a delta
-   * leaves unchanged sections as they were) keeps its file
+   * leaves unchanged sections as they were) keeps its file. One save at a time (the
+   * client awaits each before the next snapshot)
    */
-  save(s: Snapshot): void {
+  async save(s: Snapshot): Promise<void> {
     const files: Record<string, string> = {};
     for (const [k, v] of Object.entries(s)) {
       if (SCALARS.has(k) || v === undefined) continue;
@@ -66,24 +67,24 @@ export class SnapshotStore {
         continue;
       }
       files[k] = `${k}.${s.version}.json`;
-      writeJsonAtomic(join(this.#dir, files[k]), v, { compact: true });
+      await writeJsonAtomicAsync(join(this.#dir, files[k]), v, { compact: true });
     }
     const head: Head = { format: 2, version: s.version, node: s.node, trustDomain: s.trustDomain, files };
-    writeJsonAtomic(this.#head, head);
+    await writeJsonAtomicAsync(this.#head, head);
     this.#saved = s;
     this.#files = files;
-    this.#prune();
+    await this.#prune();
   }
 
   /** remove section files the head no longer names (left by this save, or by a crash before one) */
-  #prune(): void {
+  async #prune(): Promise<void> {
     const keep = new Set(Object.values(this.#files));
     let names: string[];
     try {
-      names = readdirSync(this.#dir);
+      names = await readdir(this.#dir);
     } catch (err) {
       throw new StateError(`read ${this.#dir}: ${(err as Error).message}`, { cause: err });
     }
-    for (const n of names) if (!keep.has(n)) rmSync(join(this.#dir, n), { force: true });
+    for (const n of names) if (!keep.has(n)) await rm(join(this.#dir, n), { force: true });
   }
 }

@@ -273,34 +273,34 @@ describe('snapshot deltas on the stream', { timeout: 30_000 }, () => {
 });
 
 describe('the agent\'s persisted snapshot', () => {
-  it('writes a section file per section, and after a delta only the sections it changed', () => {
+  it('writes a section file per section, and after a delta only the sections it changed', async () => {
     const dir = tmp.make();
     const store = new SnapshotStore(dir);
     const s1 = bigSnapshot(1);
-    store.save(s1);
+    await store.save(s1);
     const files1 = readdirSync(join(dir, 'snapshot')).sort();
     assert.ok(files1.includes('endpoints.1.json') && files1.includes('policies.1.json'));
     // a delta leaves unchanged sections as the very same arrays
     const s2: Snapshot = applyDelta(s1, overWire(deltaToWire(s1, { ...bigSnapshot(2), policies: [policy(1, 'p1', 257)] }, ['policies'])));
     assert.equal(s2.endpoints, s1.endpoints);
-    store.save(s2);
+    await store.save(s2);
     const files2 = readdirSync(join(dir, 'snapshot')).sort();
     assert.deepEqual(files2, files1.map((f) => (f === 'policies.1.json' ? 'policies.2.json' : f)).sort(), 'only policies rewritten, the old file gone');
     assert.deepEqual(new SnapshotStore(dir).load(), s2);
   });
 
-  it('reads the whole-snapshot file agents wrote before, and replaces it on the next save', () => {
+  it('reads the whole-snapshot file agents wrote before, and replaces it on the next save', async () => {
     const dir = tmp.make();
     writeJsonAtomic(join(dir, 'snapshot.json'), bigSnapshot(7));
     const store = new SnapshotStore(dir);
     assert.deepEqual(store.load(), bigSnapshot(7));
-    store.save(bigSnapshot(8));
+    await store.save(bigSnapshot(8));
     assert.deepEqual(new SnapshotStore(dir).load(), bigSnapshot(8));
   });
 
-  it('says which file is missing rather than loading half a snapshot', () => {
+  it('says which file is missing rather than loading half a snapshot', async () => {
     const dir = tmp.make();
-    new SnapshotStore(dir).save(bigSnapshot(3));
+    await new SnapshotStore(dir).save(bigSnapshot(3));
     rmSync(join(dir, 'snapshot', 'l4.3.json'));
     assert.throws(() => new SnapshotStore(dir).load(), { code: 'NODAL_ERR_CONTROL_STATE', message: /names l4\.3\.json, which is missing/ });
   });
