@@ -329,7 +329,7 @@ include waiting for the other agents' decode and persistence, which on real node
 parallel; one agent connected alone (the row above the agent heap) is one agent's own
 latency: rebuild, its delta, decode and apply. The machine is shared (load average
 ${load[0]} at the start of the run, ${load[1]} at the end, on two cores): on this machine
-today, five full runs gave between 7.9 and 18.5 s for the p50 of 100 agents and between
+today, repeated full runs gave between 7.9 and 18.5 s for the p50 of 100 agents and between
 2.0 and 3.7 s for the rebuild after a change, so read these as orders of magnitude. The datapath write is not included: the BPF reconcile of about
 ${percentile(l4, 50).toLocaleString('en')} policy entries and ${guards.toLocaleString('en')} guards per node changes only the entries a change touches.
 
