@@ -34,6 +34,13 @@ export interface ProxyOptions {
   registry: Registry;
   logger: Logger;
   telemetry?: import('../telemetry/index.ts').ProxyTelemetry; // access log (--access-log) and per-hop spans (--otlp-endpoint)
+  /**
+   * bind with SO_REUSEPORT so that several proxies (ProxyWorkers' threads) share the two
+   * listeners and the kernel spreads new connections over them; default false (exclusive)
+   */
+  reusePort?: boolean;
+  /** every accepted connection, before it is served (ProxyWorkers counts them per worker) */
+  onAccept?(side: Direction): void;
 }
 
 export class NodeProxy {
@@ -134,8 +141,8 @@ export class NodeProxy {
 
   private async bind(): Promise<void> {
     const results = await Promise.allSettled([
-      listen(this.outboundServer, 'outbound', this.opts.outbound),
-      listen(this.inboundServer, 'inbound', this.opts.inbound),
+      listen(this.outboundServer, 'outbound', this.opts.outbound, this.opts.reusePort === true),
+      listen(this.inboundServer, 'inbound', this.opts.inbound, this.opts.reusePort === true),
     ]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
@@ -154,6 +161,7 @@ export class NodeProxy {
       socket.destroy();
       return;
     }
+    this.opts.onAccept?.(side);
     if (side === 'outbound') this.outbound.accept(socket);
     else this.tunnel.accept(socket);
   }
@@ -209,16 +217,19 @@ function validate(opts: ProxyOptions): void {
   if (typeof opts.onFlow !== 'function') bad('onFlow is not a function');
 }
 
-function listen(server: Server, side: Direction, at: { host: string; port: number }): Promise<void> {
+/** a listener that could not bind, naming the address and the likely reason */
+export function bindError(side: Direction, at: { host: string; port: number }, err: NodeJS.ErrnoException): ProxyError {
+  const where = isIP(at.host) === 6 ? `[${at.host}]:${at.port}` : `${at.host}:${at.port}`;
+  const hint = err.code === 'EADDRNOTAVAIL' ? ' (is the address configured on this node?)'
+    : err.code === 'EADDRINUSE' ? ' (is another agent running?)' : '';
+  return new ProxyError('NODAL_ERR_PROXY_BIND', `bind ${side} listener ${where}: ${err.code ?? err.message}${hint}`, { cause: err });
+}
+
+function listen(server: Server, side: Direction, at: { host: string; port: number }, reusePort: boolean): Promise<void> {
   return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      const where = isIP(at.host) === 6 ? `[${at.host}]:${at.port}` : `${at.host}:${at.port}`;
-      const hint = err.code === 'EADDRNOTAVAIL' ? ' (is the address configured on this node?)'
-        : err.code === 'EADDRINUSE' ? ' (is another agent running?)' : '';
-      reject(new ProxyError('NODAL_ERR_PROXY_BIND', `bind ${side} listener ${where}: ${err.code ?? err.message}${hint}`, { cause: err }));
-    };
+    const onError = (err: NodeJS.ErrnoException): void => reject(bindError(side, at, err));
     server.once('error', onError);
-    server.listen({ host: at.host, port: at.port, exclusive: true }, () => {
+    server.listen({ host: at.host, port: at.port, exclusive: true, reusePort }, () => {
       server.removeListener('error', onError);
       resolve();
     });
