@@ -24,7 +24,9 @@ const ID = { client: 256, web: 257 } as const;
 const POD = { 'web-1': '127.0.32.1', 'web-2': '127.0.32.2', 'web-3': '127.0.32.3' } as const;
 type PodName = keyof typeof POD;
 const NODE_OF: Record<PodName, string> = { 'web-1': 'node-b', 'web-2': 'node-b', 'web-3': 'node-a' };
-const VIP = { web: '127.0.42.1', stable: '127.0.42.2', canary: '127.0.42.3', flaky: '127.0.42.4', limited: '127.0.42.5', faulty: '127.0.42.6', sticky: '127.0.42.7', probed: '127.0.42.8' } as const;
+const VIP = { web: '127.0.42.1', stable: '127.0.42.2', canary: '127.0.42.3', flaky: '127.0.42.4', limited: '127.0.42.5', faulty: '127.0.42.6', sticky: '127.0.42.7', probed: '127.0.42.8', tcpSticky: '127.0.42.9', tcpFlaky: '127.0.42.10' } as const;
+/** a pod on node-a whose process is gone: connections to it are refused */
+const DEAD_POD = '127.0.32.9';
 type SvcName = keyof typeof VIP;
 
 interface Answer { status: number; headers: Record<string, string>; body: { pod?: string; path?: string; headers?: Record<string, string> } }
@@ -102,6 +104,9 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
     policy('faulty', { faultInjection: { abort: { percent: 100, httpStatus: 418 } } }),
     policy('sticky', { loadBalancer: { algorithm: 'CONSISTENT_HASH', hashOn: { header: 'x-user' } } }),
     policy('probed', { healthCheck: { protocol: 'HTTP', path: '/healthz', intervalMs: 100, timeoutMs: 500, healthyThreshold: 1, unhealthyThreshold: 1 } }),
+    // opaque TCP Services (appProtocol: tcp): the same balancer and outlier detection per connection
+    policy('tcpSticky', { loadBalancer: { algorithm: 'CONSISTENT_HASH', hashOn: { sourceIP: true } } }),
+    policy('tcpFlaky', { outlierDetection: { consecutive5xxErrors: 1, intervalMs: 1000, baseEjectionMs: 60_000, maxEjectionPercent: 50 } }),
   ];
 
   before(async () => {
@@ -121,14 +126,19 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
     ];
     const ep = (name: string, node: string, ip: string, id: number): EndpointInfo =>
       ({ namespace: 'app', name, uid: name, node, ip, identity: id, labels: { app: name }, serviceAccount: name, enrolled: true });
-    const endpoints = [ep('client', 'node-a', '127.0.0.1', ID.client), ...(Object.keys(POD) as PodName[]).map((n) => ep(n, NODE_OF[n], POD[n], ID.web))];
-    const svc = (name: SvcName, id: number, b: ServiceInfo['backends']): ServiceInfo => ({
-      namespace: 'app', name, id, clusterIp: VIP[name], identity: ID.web, ports: [{ name: 'http', port: 80, targetPort: webPort, protocol: 'TCP', appProtocol: 'http' }], backends: b,
+    const endpoints = [
+      ep('client', 'node-a', '127.0.0.1', ID.client), ...(Object.keys(POD) as PodName[]).map((n) => ep(n, NODE_OF[n], POD[n], ID.web)),
+      ep('dead', 'node-a', DEAD_POD, ID.web),
+    ];
+    const svc = (name: SvcName, id: number, b: ServiceInfo['backends'], appProtocol = 'http'): ServiceInfo => ({
+      namespace: 'app', name, id, clusterIp: VIP[name], identity: ID.web, ports: [{ name: 'http', port: 80, targetPort: webPort, protocol: 'TCP', appProtocol }], backends: b,
     });
     const services = [
       svc('web', 1, backends('web-1', 'web-2', 'web-3')), svc('stable', 2, backends('web-1', 'web-2')), svc('canary', 3, backends('web-3')),
       svc('flaky', 4, backends('web-1', 'web-3')), svc('limited', 5, backends('web-3')), svc('faulty', 6, backends('web-3')),
       svc('sticky', 7, backends('web-1', 'web-2', 'web-3')), svc('probed', 8, backends('web-1', 'web-3')),
+      svc('tcpSticky', 9, backends('web-1', 'web-2', 'web-3'), 'tcp'),
+      svc('tcpFlaky', 10, [{ ip: DEAD_POD, node: 'node-a', identity: ID.web, pod: 'dead' }, ...backends('web-3')], 'tcp'),
     ];
     const identities: IdentityInfo[] = [ID.client, ID.web].map((id) => ({ id, namespace: 'app', serviceAccount: String(id), labels: {}, spiffeId: `spiffe://${TRUST}/ns/app/sa/${id}` }));
     const snapshot = (node: string): Snapshot => ({ version, node, trustDomain: TRUST, nodes, identities, endpoints, services, policies: [], l4: [], routes, trafficPolicies });
@@ -277,5 +287,30 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
     } finally {
       broken.delete('web-1');
     }
+  });
+
+  it('opaque TCP: a TrafficPolicy\'s source-IP hash keeps every connection of a client on one endpoint', async () => {
+    const pods = new Set<string>();
+    for (let i = 0; i < 6; i++) {
+      const r = await curl('tcpSticky', '/');
+      assert.equal(r.status, 200);
+      pods.add(r.body.pod ?? '');
+    }
+    assert.equal(pods.size, 1, `one client, one endpoint: went to ${[...pods].join(', ')}`);
+  });
+
+  it('opaque TCP: a refused connection ejects its endpoint, and the next connections go to the others', async () => {
+    const results: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      try {
+        results.push((await curl('tcpFlaky', '/')).body.pod ?? '?');
+      } catch {
+        results.push('refused');
+      }
+    }
+    assert.ok(results.filter((r) => r === 'refused').length <= 1, `at most the first connection to the dead pod fails: ${results.join(', ')}`);
+    assert.deepEqual(results.slice(-6), Array(6).fill('web-3'), results.join(', '));
+    const ejected = flows.filter((f) => f.Type === 'L3_L4' && f.verdict === 'ERROR' && f.IP?.destination === DEAD_POD);
+    assert.ok(ejected.length <= 1, 'the ejected endpoint is not tried again');
   });
 });
