@@ -13,6 +13,7 @@ import { ProxyError } from './errors.ts';
 import { Inbound } from './inbound.ts';
 import { ProxyMetrics, type Direction } from './metrics.ts';
 import { Outbound } from './outbound.ts';
+import { podSettings } from './pods.ts';
 import { DEFAULT_TUNNEL_PORT, TunnelPool, TunnelServer } from './tunnel.ts';
 import { MeshView } from './view.ts';
 import { Tracer } from '../telemetry/index.ts';
@@ -118,6 +119,8 @@ export class NodeProxy {
     const first = this.view === undefined;
     this.view = view;
     this.outbound.update(view);
+    // the destination side opens pod connections: TrafficPolicy connectionPool limits apply there
+    this.inbound.destination.pods.configure(podSettings(snapshot, this.opts.node));
     // what the new policy no longer allows must not stay open
     if (!first) {
       const closed = this.inbound.destination.revalidate();
