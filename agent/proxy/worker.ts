@@ -10,6 +10,7 @@ import type { Snapshot } from '../../control/api/types.ts';
 import type { Flow } from '../flows/flow.ts';
 import { constants, lookupRedirectIn, openAgentMap } from '../datapath/index.ts';
 import { AccessLog, OtlpExporter, Tracer } from '../telemetry/index.ts';
+import type { Redirect } from './context.ts';
 import { NodeProxy } from './proxy.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './workers.ts';
 
@@ -46,7 +47,10 @@ function onFlow(f: Flow): void {
 }
 
 async function start(): Promise<void> {
-  const redirects = openAgentMap(init.pinRoot, constants.MapName.redirectsBySocket);
+  const redirects = init.originalDestinationModule ? undefined : openAgentMap(init.pinRoot, constants.MapName.redirectsBySocket);
+  const lookup: (ip: string, port: number) => Redirect | undefined = redirects
+    ? (ip, p) => lookupRedirectIn(redirects, ip, p, { remove: true })
+    : ((await import(init.originalDestinationModule!)) as { originalDestination: (ip: string, port: number) => Redirect | undefined }).originalDestination;
   const accessLog = init.accessLog ? await AccessLog.open({ ...init.accessLog, registry }) : undefined;
   const tracer = new Tracer({
     sampleRatio: init.tracing.sampleRatio,
@@ -59,7 +63,7 @@ async function start(): Promise<void> {
     node: init.node, outbound: init.outbound, inbound: init.inbound, upstreamBindIp: init.upstreamBindIp,
     ...(init.peerTunnelPort === undefined ? {} : { peerTunnelPort: init.peerTunnelPort }),
     reusePort: true,
-    originalDestination: (ip, p) => lookupRedirectIn(redirects, ip, p, { remove: true }),
+    originalDestination: lookup,
     onFlow,
     onAccept: (side) => accepted.inc({ worker, direction: side }),
     registry,
@@ -84,7 +88,7 @@ async function start(): Promise<void> {
           flushFlows();
           // after the proxy: the last requests' lines and spans are in
           await Promise.all([accessLog?.close(), tracer.shutdown()]);
-          redirects.close();
+          redirects?.close();
           post({ t: 'closed' });
           port.close();
         })();

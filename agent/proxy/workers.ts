@@ -32,6 +32,11 @@ export interface WorkerInit {
   peerTunnelPort?: number | undefined;
   /** the datapath's pin root; the worker reads the redirect map under it */
   pinRoot: string;
+  /**
+   * instead of the pinned map: a module (file URL or path) whose `originalDestination(ip, port)`
+   * export answers the lookup, for benchmarks and tests that run the workers without BPF
+   */
+  originalDestinationModule?: string | undefined;
   accessLog?: Omit<AccessLogOptions, 'registry'> | undefined;
   tracing: { sampleRatio: number; otlp?: Omit<OtlpExporterOptions, 'registry' | 'onError'> | undefined };
 }
@@ -293,7 +298,7 @@ const isProxyCode = (c: string): c is ProxyErrorCode => PROXY_CODES.has(c);
 function pick(o: ProxyWorkersOptions): Omit<WorkerInit, 'id'> {
   return {
     node: o.node, logLevel: o.logLevel, outbound: o.outbound, inbound: o.inbound, upstreamBindIp: o.upstreamBindIp,
-    peerTunnelPort: o.peerTunnelPort, pinRoot: o.pinRoot, accessLog: o.accessLog, tracing: o.tracing,
+    peerTunnelPort: o.peerTunnelPort, pinRoot: o.pinRoot, originalDestinationModule: o.originalDestinationModule, accessLog: o.accessLog, tracing: o.tracing,
   };
 }
 
