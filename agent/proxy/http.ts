@@ -12,16 +12,11 @@ import type { Flow } from '../flows/flow.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
 import { applyDecision, newFlow } from './flows.ts';
+import { hardenHttpServer, http1ServerOptions } from './limits.ts';
 import { codeClass } from './metrics.ts';
 import { isHttp2Stream, splice } from './stream.ts';
 import { childSpan, parseTraceparent, type TraceParent } from './trace.ts';
 
-/**
- * Idle time before the proxy closes a client's keep-alive connection. Long, like Envoy's
- * one-hour idle timeout: the proxy must not be the first to drop an idle connection the
- * application expects to reuse (that races with the next request).
- */
-const CLIENT_IDLE_MS = 60 * 60 * 1000;
 /** idle upstream sockets kept per pod: enough for bursts, few enough to not pin pod memory */
 const UPSTREAM_IDLE_SOCKETS = 64;
 
@@ -41,7 +36,7 @@ export class HttpIngress {
 
   constructor(ctx: ProxyContext) {
     this.ctx = ctx;
-    this.server = createServer({ keepAliveTimeout: CLIENT_IDLE_MS, requireHostHeader: false }, (req, res) => this.onRequest(req, res));
+    this.server = hardenHttpServer(createServer({ ...http1ServerOptions(ctx.limits), requireHostHeader: false }, (req, res) => this.onRequest(req, res)), ctx.limits);
     this.server.on('upgrade', (req: IncomingMessage, down: Duplex, head: Buffer) => this.onUpgrade(req, down, head));
     this.agent = new Agent({ keepAlive: true, maxFreeSockets: UPSTREAM_IDLE_SOCKETS, localAddress: ctx.upstreamBindIp });
   }
@@ -55,6 +50,7 @@ export class HttpIngress {
   }
 
   close(): void {
+    this.server.close();
     this.agent.destroy();
   }
 

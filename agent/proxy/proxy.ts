@@ -11,6 +11,7 @@ import type { Flow } from '../flows/flow.ts';
 import type { ProxyContext, Redirect } from './context.ts';
 import { ProxyError } from './errors.ts';
 import { Inbound } from './inbound.ts';
+import { resolveLimits, type ProxyLimits } from './limits.ts';
 import { ProxyMetrics, type Direction } from './metrics.ts';
 import { Outbound } from './outbound.ts';
 import { DEFAULT_TUNNEL_PORT, TunnelPool, TunnelServer } from './tunnel.ts';
@@ -32,6 +33,8 @@ export interface ProxyOptions {
   onFlow(flow: Flow): void;
   registry: Registry;
   logger: Logger;
+  /** overrides of DEFAULT_LIMITS (limits.ts) */
+  limits?: Partial<ProxyLimits>;
 }
 
 export class NodeProxy {
@@ -61,6 +64,7 @@ export class NodeProxy {
       emit: (f) => this.emit(f),
       metrics: this.metrics,
       log: this.log,
+      limits: resolveLimits(opts.limits),
       track: (c, d) => this.track(c, d),
       countBytes: (s, d) => this.countBytes(s, d),
     };

@@ -14,6 +14,7 @@ import type { EndpointInfo, NodeInfo } from '../../control/api/types.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
 import { newFlow } from './flows.ts';
+import { tunnelClientOptions, tunnelServerOptions } from './limits.ts';
 import type { Inbound } from './inbound.ts';
 import { normalizeIp } from './stream.ts';
 import { newTrace, parseTraceparent } from './trace.ts';
@@ -38,12 +39,6 @@ export const DEFAULT_TUNNEL_PORT = 15008;
 const STREAM_WINDOW = 1 << 20;
 /** whole-session window: many streams share one session, so it is a multiple of the stream's */
 const SESSION_WINDOW = 16 << 20;
-/**
- * Memory nghttp2 may hold per session before refusing new streams, in MB. One session
- * carries every connection between two nodes, so the 10 MB default would throttle a
- * busy pair of nodes long before memory is a real concern.
- */
-const SESSION_MEMORY_MB = 128;
 
 const settings = { initialWindowSize: STREAM_WINDOW, enablePush: false };
 
@@ -80,8 +75,7 @@ export class TunnelPool {
     const localAddress = this.ctx.view()?.self?.tunnelIp || undefined;
     const url = `http://${isIPv6(host) ? `[${host}]` : host}:${port}`;
     const s = h2connect(url, {
-      settings,
-      maxSessionMemory: SESSION_MEMORY_MB,
+      ...tunnelClientOptions(this.ctx.limits, settings),
       createConnection: () => connect({ host, port, localAddress, noDelay: true }),
     });
     const forget = (): void => { if (this.sessions.get(key) === s) this.sessions.delete(key); };
@@ -105,7 +99,7 @@ export class TunnelServer {
   constructor(ctx: ProxyContext, inbound: Inbound) {
     this.ctx = ctx;
     this.inbound = inbound;
-    this.server = h2server({ settings, maxSessionMemory: SESSION_MEMORY_MB });
+    this.server = h2server(tunnelServerOptions(ctx.limits, settings));
     this.server.on('session', (s: Http2Session) => {
       this.sessions.add(s);
       s.on('close', () => this.sessions.delete(s));

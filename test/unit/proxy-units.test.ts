@@ -12,6 +12,7 @@ import type { Snapshot } from '../../control/api/types.ts';
 import type { Flow } from '../../agent/flows/flow.ts';
 import type { InboundConn, ProxyContext } from '../../agent/proxy/context.ts';
 import { HttpIngress } from '../../agent/proxy/http.ts';
+import { DEFAULT_LIMITS } from '../../agent/proxy/limits.ts';
 import { declaredProtocol } from '../../agent/policy/index.ts';
 import { ProxyMetrics } from '../../agent/proxy/metrics.ts';
 import { classify, normalizeIp, sniff } from '../../agent/proxy/stream.ts';
@@ -137,6 +138,7 @@ describe('regression: HTTP/1.1 response head over an h2 tunnel stream', () => {
     const ctx: ProxyContext = {
       node: 'n1', upstreamBindIp: '127.0.31.2', view: () => view, emit: (f) => flows.push(f),
       metrics: new ProxyMetrics(new Registry()), log: pino({ level: 'silent' }), track: () => {}, countBytes: () => {},
+      limits: DEFAULT_LIMITS,
     };
     const ingress = new HttpIngress(ctx);
     closers.push(() => ingress.close());

@@ -1,0 +1,187 @@
+// Every bound the proxy puts on what a client or a peer node may send (issue 4 item 7:
+// hostile input). One place, so that the numbers and their reasons are read together and
+// a test can shorten a timeout instead of waiting a minute. The parsers themselves are
+// Node's (llhttp for HTTP/1.1, nghttp2 for HTTP/2); this file only configures them, and
+// answers what they reject.
+
+import type { IncomingMessage, Server, ServerOptions, ServerResponse } from 'node:http';
+import type { ClientSessionOptions, ServerOptions as Http2ServerOptions, Settings } from 'node:http2';
+import type { Duplex } from 'node:stream';
+import { ProxyError } from './errors.ts';
+
+export interface ProxyLimits {
+  /** HTTP/1.1: time for one request's head to arrive, from its first byte (slowloris); answered 408 */
+  headersTimeoutMs: number;
+  /** how often node:http looks for expired heads: a slow head is closed within headersTimeout + this */
+  timeoutCheckMs: number;
+  /** HTTP/1.1: time for a whole request (head and body); 0 = unbounded, see the default's reason */
+  requestTimeoutMs: number;
+  /** HTTP/1.1: idle time of a keep-alive client connection between requests */
+  keepAliveTimeoutMs: number;
+  /** HTTP/1.1: bytes of request line plus headers; answered 431 */
+  maxHeaderBytes: number;
+  /** HTTP/1.1: header fields kept per request (node:http drops the rest, it does not reject) */
+  maxHeaderCount: number;
+  /** after an error answer (400/408/431), how long the client may take to read it before the connection is dropped */
+  errorLingerMs: number;
+  /** tunnel: CONNECT streams one peer node may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS) */
+  tunnelMaxStreams: number;
+  /** tunnel: bytes of one stream's header block (SETTINGS_MAX_HEADER_LIST_SIZE); a tunnel request carries ~6 short headers */
+  tunnelMaxHeaderBytes: number;
+  /** tunnel: header fields of one stream, pseudo-headers included */
+  tunnelMaxHeaderPairs: number;
+  /** HTTP/2: memory nghttp2 may hold per session, in MB, before it refuses new streams */
+  h2SessionMemoryMb: number;
+  /** HTTP/2: invalid frames tolerated before the session is closed */
+  h2MaxInvalidFrames: number;
+  /** HTTP/2: streams refused (over a limit) before the session is closed */
+  h2MaxRejectedStreams: number;
+  /** HTTP/2 rapid reset (CVE-2023-44487): RST_STREAM frames a peer may send in a burst... */
+  h2ResetBurst: number;
+  /** ...and per second after it; past either the session gets GOAWAY */
+  h2ResetRate: number;
+}
+
+export const DEFAULT_LIMITS: Readonly<ProxyLimits> = Object.freeze({
+  // a pod writes a request head in one segment; 10 s covers a stalled node, and frees a
+  // slowloris connection 6x sooner than node's 60 s default
+  headersTimeoutMs: 10_000,
+  // node's default check is every 30 s, which would make the 10 s above ~40 s
+  timeoutCheckMs: 1_000,
+  // 0: uploads and streamed request bodies may run as long as they move (Envoy's
+  // request_timeout is off by default too); a stalled head is headersTimeout's job
+  requestTimeoutMs: 0,
+  // long, like Envoy's one-hour idle timeout: the proxy must not be the first to drop an
+  // idle connection the application expects to reuse (that races with the next request)
+  keepAliveTimeoutMs: 60 * 60 * 1000,
+  // Envoy's 60 KiB default rounded up: large cookies and JWTs pass as they would without
+  // the mesh, while node's 16 KiB default would refuse requests the pod itself accepts
+  maxHeaderBytes: 64 * 1024,
+  // node's default; a head within maxHeaderBytes cannot hold many more
+  maxHeaderCount: 2_000,
+  errorLingerMs: 2_000,
+  // every connection between two nodes shares one session: a busy pair of nodes needs
+  // thousands, a compromised peer must not get millions
+  tunnelMaxStreams: 16_384,
+  tunnelMaxHeaderBytes: 16 * 1024,
+  tunnelMaxHeaderPairs: 32,
+  // one session carries every connection between two nodes, so the 10 MB default would
+  // throttle a busy pair of nodes long before memory is a real concern
+  h2SessionMemoryMb: 128,
+  // a peer's nghttp2 sends no invalid frames; a few hundred is noise, a thousand an attack
+  h2MaxInvalidFrames: 100,
+  h2MaxRejectedStreams: 100,
+  // nghttp2's burst; the rate is 3x its 33/s because one tunnel carries the resets of
+  // every aborted connection between two nodes, and a legitimate burst of client resets
+  // must not tear down all of them
+  h2ResetBurst: 1_000,
+  h2ResetRate: 100,
+});
+
+/** defaults with overrides, validated once at start-up */
+export function resolveLimits(over: Partial<ProxyLimits> | undefined): ProxyLimits {
+  const l: ProxyLimits = { ...DEFAULT_LIMITS, ...over };
+  for (const k of Object.keys(DEFAULT_LIMITS) as Array<keyof ProxyLimits>) {
+    const v = l[k];
+    // a zero timeout means "none" in node; a zero size or count would refuse everything
+    const min = k === 'requestTimeoutMs' ? 0 : 1;
+    if (!Number.isInteger(v) || v < min) {
+      throw new ProxyError('NODAL_ERR_PROXY_CONFIG', `proxy options: limits.${k} ${String(v)} is not an integer >= ${min}`);
+    }
+  }
+  return l;
+}
+
+// ---------------------------------------------------------------- HTTP/1.1
+
+/** node:http server options; llhttp stays strict (no lenient flags: they are what smuggling needs) */
+export function http1ServerOptions(l: ProxyLimits): ServerOptions {
+  return {
+    insecureHTTPParser: false,
+    maxHeaderSize: l.maxHeaderBytes,
+    headersTimeout: l.headersTimeoutMs,
+    requestTimeout: l.requestTimeoutMs,
+    connectionsCheckingInterval: l.timeoutCheckMs,
+    keepAliveTimeout: l.keepAliveTimeoutMs,
+    // duplicate singletons (Host, Content-Type, Authorization) keep the first value, the
+    // same one the policy saw and the pod gets: the proxy re-frames every request
+    joinDuplicateHeaders: false,
+  };
+}
+
+/**
+ * What createServer() leaves undone for a server that never listens and is fed streams by
+ * emit('connection'), as the proxy's is:
+ * - node:http starts the check for headersTimeout/requestTimeout on 'listening'; without
+ *   it no timeout applies at all and a slowloris client holds its connection forever;
+ * - node's own answer to a parse error writes and destroys in one go: on a tunnel stream
+ *   the reset overtakes the answer, and on a socket the client's unread bytes turn the
+ *   close into a RST that can discard it. The client would see a reset, not a 400.
+ */
+export function hardenHttpServer<S extends Server>(server: S, l: ProxyLimits): S {
+  server.maxHeadersCount = l.maxHeaderCount;
+  server.emit('listening');
+  server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, l.errorLingerMs));
+  return server;
+}
+
+const ANSWERS: Record<string, string> = {
+  HPE_HEADER_OVERFLOW: '431 Request Header Fields Too Large',
+  HPE_CHUNK_EXTENSIONS_OVERFLOW: '413 Content Too Large',
+  ERR_HTTP_REQUEST_TIMEOUT: '408 Request Timeout',
+};
+
+/** sockets already answered: llhttp stays in its error state and reports every later chunk again */
+const answered = new WeakSet<Duplex>();
+
+/**
+ * Answer a request the parser refused, then close the connection: the answer, a FIN, and
+ * the client's remaining bytes read and dropped (never parsed, never forwarded) until it
+ * closes too or errorLinger runs out.
+ */
+export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, lingerMs: number): void {
+  if (answered.has(socket)) return;
+  answered.add(socket);
+  socket.on('error', noop);
+  // a response already under way for an earlier pipelined request: an error answer now
+  // would be read as its answer, so the connection just ends
+  const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse<IncomingMessage> | null })._httpMessage;
+  if (inFlight || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const status = ANSWERS[err.code ?? ''] ?? '400 Bad Request';
+  socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+  const timer = setTimeout(() => socket.destroy(), lingerMs);
+  socket.once('close', () => clearTimeout(timer));
+}
+
+// ---------------------------------------------------------------- HTTP/2 (tunnel)
+
+/** nghttp2 options node supports but @types/node 24 does not list */
+interface SessionGuards { maxSessionInvalidFrames?: number; maxSessionRejectedStreams?: number }
+
+/** the tunnel listener: its own settings (windows) plus the bounds a hostile peer meets */
+export function tunnelServerOptions(l: ProxyLimits, settings: Settings): Http2ServerOptions & SessionGuards {
+  return {
+    settings: { ...settings, maxConcurrentStreams: l.tunnelMaxStreams, maxHeaderListSize: l.tunnelMaxHeaderBytes },
+    maxSessionMemory: l.h2SessionMemoryMb,
+    maxHeaderListPairs: l.tunnelMaxHeaderPairs,
+    maxSessionInvalidFrames: l.h2MaxInvalidFrames,
+    maxSessionRejectedStreams: l.h2MaxRejectedStreams,
+    streamResetBurst: l.h2ResetBurst,
+    streamResetRate: l.h2ResetRate,
+  };
+}
+
+/** the tunnel's client half: the peer's answers are bounded the same way */
+export function tunnelClientOptions(l: ProxyLimits, settings: Settings): ClientSessionOptions & SessionGuards {
+  return {
+    settings: { ...settings, maxHeaderListSize: l.tunnelMaxHeaderBytes },
+    maxSessionMemory: l.h2SessionMemoryMb,
+    maxHeaderListPairs: l.tunnelMaxHeaderPairs,
+    maxSessionInvalidFrames: l.h2MaxInvalidFrames,
+  };
+}
+
+function noop(): void {}
