@@ -12,7 +12,7 @@ import type { Flow } from '../flows/flow.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
 import { applyDecision, newFlow } from './flows.ts';
-import { hardenHttpServer, http1ServerOptions } from './limits.ts';
+import { guardRequest, guardUpgrade, hardenHttpServer, http1ServerOptions } from './limits.ts';
 import { codeClass } from './metrics.ts';
 import { isHttp2Stream, splice } from './stream.ts';
 import { childSpan, parseTraceparent, type TraceParent } from './trace.ts';
@@ -36,8 +36,9 @@ export class HttpIngress {
 
   constructor(ctx: ProxyContext) {
     this.ctx = ctx;
-    this.server = hardenHttpServer(createServer({ ...http1ServerOptions(ctx.limits), requireHostHeader: false }, (req, res) => this.onRequest(req, res)), ctx.limits);
-    this.server.on('upgrade', (req: IncomingMessage, down: Duplex, head: Buffer) => this.onUpgrade(req, down, head));
+    const limits = ctx.limits;
+    this.server = hardenHttpServer(createServer({ ...http1ServerOptions(limits), requireHostHeader: false }, guardRequest(limits, (req, res) => this.onRequest(req, res))), limits);
+    this.server.on('upgrade', guardUpgrade(limits, (req: IncomingMessage, down: Duplex, head: Buffer) => this.onUpgrade(req, down, head)));
     this.agent = new Agent({ keepAlive: true, maxFreeSockets: UPSTREAM_IDLE_SOCKETS, localAddress: ctx.upstreamBindIp });
   }
 

@@ -20,7 +20,7 @@ export interface ProxyLimits {
   keepAliveTimeoutMs: number;
   /** HTTP/1.1: bytes of request line plus headers; answered 431 */
   maxHeaderBytes: number;
-  /** HTTP/1.1: header fields kept per request (node:http drops the rest, it does not reject) */
+  /** HTTP/1.1: header fields per request; answered 431 */
   maxHeaderCount: number;
   /** after an error answer (400/408/431), how long the client may take to read it before the connection is dropped */
   errorLingerMs: number;
@@ -57,7 +57,7 @@ export const DEFAULT_LIMITS: Readonly<ProxyLimits> = Object.freeze({
   // Envoy's 60 KiB default rounded up: large cookies and JWTs pass as they would without
   // the mesh, while node's 16 KiB default would refuse requests the pod itself accepts
   maxHeaderBytes: 64 * 1024,
-  // node's default; a head within maxHeaderBytes cannot hold many more
+  // node's default count; Envoy's 100 would refuse what many pods accept
   maxHeaderCount: 2_000,
   errorLingerMs: 2_000,
   // every connection between two nodes shares one session: a busy pair of nodes needs
@@ -119,7 +119,8 @@ export function http1ServerOptions(l: ProxyLimits): ServerOptions {
  *   close into a RST that can discard it. The client would see a reset, not a 400.
  */
 export function hardenHttpServer<S extends Server>(server: S, l: ProxyLimits): S {
-  server.maxHeadersCount = l.maxHeaderCount;
+  // one more than the limit, so that a request over it can be told from one at it (guard())
+  server.maxHeadersCount = l.maxHeaderCount + 1;
   server.emit('listening');
   server.on('clientError', (err: NodeJS.ErrnoException, socket: Duplex) => answerClientError(err, socket, l.errorLingerMs));
   return server;
@@ -143,10 +144,13 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, li
   if (answered.has(socket)) return;
   answered.add(socket);
   socket.on('error', noop);
-  // a response already under way for an earlier pipelined request: an error answer now
-  // would be read as its answer, so the connection just ends
-  const inFlight = (socket as Duplex & { _httpMessage?: ServerResponse<IncomingMessage> | null })._httpMessage;
-  if (inFlight || !socket.writable) {
+  // a response under way for an earlier pipelined request: an error answer now would be
+  // read as its answer, so the connection just ends. One for the failing request itself
+  // (a bad chunk in its body) that has not begun is replaced by the error answer.
+  const s = socket as Duplex & { _httpMessage?: ServerResponse | null; parser?: { incoming?: IncomingMessage | null } | null };
+  const res = s._httpMessage;
+  const ours = !res || (!res.headersSent && res.req === s.parser?.incoming);
+  if (!ours || !socket.writable) {
     socket.destroy();
     return;
   }
@@ -154,6 +158,46 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, li
   socket.end(`HTTP/1.1 ${status}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
   const timer = setTimeout(() => socket.destroy(), lingerMs);
   socket.once('close', () => clearTimeout(timer));
+}
+
+/**
+ * What llhttp accepts but the proxy refuses, checked before a request is handled: more
+ * header fields than maxHeaderCount (node:http would silently drop the rest, and the pod
+ * would get a request its client did not send) and a repeated Host (RFC 9112 §3.2: 400).
+ * Undefined when the request may go on; otherwise the status line of the answer.
+ */
+export function refusal(req: IncomingMessage, l: ProxyLimits): string | undefined {
+  const raw = req.rawHeaders;
+  if (raw.length > 2 * l.maxHeaderCount) return '431 Request Header Fields Too Large';
+  let hosts = 0;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) return '400 Bad Request';
+  }
+  return undefined;
+}
+
+/** the request handler behind refusal(): a refused request is answered and its connection closed */
+export function guardRequest(l: ProxyLimits, handle: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
+  return (req, res) => {
+    const why = refusal(req, l);
+    if (why === undefined) return handle(req, res);
+    const code = Number(why.slice(0, 3));
+    res.writeHead(code, why.slice(4), { connection: 'close', 'content-length': 0 });
+    res.end();
+  };
+}
+
+/** the upgrade handler behind refusal() */
+export function guardUpgrade(l: ProxyLimits, handle: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
+  return (req, socket, head) => {
+    const why = refusal(req, l);
+    if (why === undefined) return handle(req, socket, head);
+    socket.on('error', noop);
+    socket.end(`HTTP/1.1 ${why}\r\nconnection: close\r\ncontent-length: 0\r\n\r\n`);
+    const timer = setTimeout(() => socket.destroy(), l.errorLingerMs);
+    socket.once('close', () => clearTimeout(timer));
+  };
 }
 
 // ---------------------------------------------------------------- HTTP/2 (tunnel)
