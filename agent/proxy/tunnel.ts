@@ -9,7 +9,7 @@ import {
   type ClientHttp2Session, type ClientHttp2Stream, type Http2Server, type Http2Session,
   type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream,
 } from 'node:http2';
-import { connect, isIPv6, type Socket } from 'node:net';
+import { connect, isIP, isIPv6, type Socket } from 'node:net';
 import type { EndpointInfo, NodeInfo } from '../../control/api/types.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
@@ -238,6 +238,9 @@ export function parseAuthority(value: string | string[] | undefined): { ip: stri
   }
   const port = Number(portText);
   if (!/^\d{1,5}$/.test(portText) || port < 1 || port > 65535) return undefined;
+  // an address, checked before normalizing: '::ffff:' is stripped once, and
+  // '[::ffff:::ffff:10.1.2.3]' must not become a valid address that way
+  if (isIP(ip) === 0) return undefined;
   return { ip: normalizeIp(ip), port };
 }
 

@@ -9,12 +9,11 @@
 //   serves a good request at every checkpoint and at the end.
 // Inputs that the proxy classifies as opaque TCP go to a sink pod: they are bytes, not requests.
 
-import { once } from 'node:events';
 import { Agent, createServer as httpServer, request, type Server as HttpServer } from 'node:http';
 import { connect, createServer as netServer, type Socket } from 'node:net';
 import { DEFAULT_LIMITS, guardRequest, hardenHttpServer, http1ServerOptions, type ProxyLimits } from '../../agent/proxy/limits.ts';
 import { classify } from '../../agent/proxy/stream.ts';
-import { closeServer, listen, startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
+import { closed, closeServer, listen, startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
 import { mutate, Rng, type FuzzBudget } from './random.ts';
 import type { FuzzResult } from './parsers.fuzz.ts';
 
@@ -135,7 +134,7 @@ async function exchange(s: Socket, input: Buffer): Promise<string> {
   s.on('data', (c: string) => { text += c; });
   s.on('error', () => {});
   s.end(input);
-  await once(s, 'close');
+  await closed(s);
   return text;
 }
 

@@ -1,74 +1,27 @@
 // Hostile input (issue 4 item 7): what a misbehaving client pod or peer node sends, and
-// what the proxy answers. Two NodeProxy instances stand in for two nodes, with short
-// limits so that timeouts are waited for in milliseconds, on 127.0.6x.x (apart from the
-// other proxy tests, which may run at the same time):
-//   node-a: tunnel 127.0.60.1, outbound 127.0.61.1, upstream bind 127.0.62.1
-//   node-b: tunnel 127.0.60.2, outbound 127.0.61.2, upstream bind 127.0.62.2
-//   pods 127.0.63.x: a client on node-a, a recording backend on each node, a slow reader on each node.
-// Every HTTP/1.1 attack runs both ways a client reaches a backend: same node (outbound →
-// inbound in-process) and cross node (outbound → tunnel → peer's inbound).
+// what the proxy answers. Two NodeProxy instances stand in for two nodes
+// (test/helpers/two-nodes.ts, block 127.0.60-63.x), with short limits so that timeouts
+// are waited for in milliseconds. Every HTTP/1.1 attack runs both ways a client reaches a
+// pod: same node (outbound → inbound in-process) and cross node (outbound → tunnel → the
+// peer's inbound), against real pod servers that record what they receive.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { Agent, createServer as httpServer, request, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
-import { connect, createServer as netServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import pino from 'pino';
-import { Registry } from 'prom-client';
-import type { EndpointInfo, IdentityInfo, NodeInfo, Snapshot } from '../../control/api/types.ts';
-import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
 import type { ProxyLimits } from '../../agent/proxy/limits.ts';
 import { Flag, FrameReader, FrameType, PREFACE, drained, frame, headerBlock, rstStream, settings } from '../helpers/h2-frames.ts';
+import { CLIENT_IDENTITY, closed, startTwoNodes, type PodSpec, type TwoNodes } from '../helpers/two-nodes.ts';
 
-const TRUST = 'cluster.local';
-const ID = { client: 256, backend: 257 } as const;
-const IP = {
-  client: '127.0.63.1', remote: '127.0.63.2', local: '127.0.63.3', slowRemote: '127.0.63.4', slowLocal: '127.0.63.5',
-  tunnelA: '127.0.60.1', tunnelB: '127.0.60.2',
-} as const;
 /** short enough to wait for, long enough that a loaded machine still writes a head in time */
 const LIMITS: Partial<ProxyLimits> = { headersTimeoutMs: 400, timeoutCheckMs: 50, errorLingerMs: 1_000 };
+const BLOCK = 60;
 const MiB = 1024 * 1024;
 
 /** one request as the backend pod got it */
 interface Seen { pod: string; method: string; url: string; headers: number; bytes: number; complete: boolean }
-
-/** the datapath stand-in: original destinations queued per client pod IP */
-class RedirectStub {
-  private readonly queue = new Map<string, Array<{ ip: string; port: number }>>();
-  push(clientIp: string, ip: string, port: number): void {
-    const q = this.queue.get(clientIp) ?? [];
-    q.push({ ip, port });
-    this.queue.set(clientIp, q);
-  }
-  lookup = (clientIp: string): Redirect | undefined => {
-    const next = this.queue.get(clientIp)?.shift();
-    if (!next) return undefined;
-    return { origIp: next.ip, origPort: next.port, endpointId: 7, srcIdentity: ID.client, dstIdentity: 0 };
-  };
-}
-
-function listen(server: Server | HttpServer, host: string, port = 0): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(port, host, () => resolve((server.address() as AddressInfo).port));
-  });
-}
-
-function close(server: Server | HttpServer): Promise<void> {
-  return new Promise((resolve) => {
-    if ('closeAllConnections' in server) server.closeAllConnections();
-    server.close(() => resolve());
-  });
-}
-
-function identity(id: number, app: string): IdentityInfo {
-  return { id, namespace: 'app', serviceAccount: app, labels: { app }, spiffeId: `spiffe://${TRUST}/ns/app/sa/${app}` };
-}
-function endpoint(name: string, node: string, ip: string, id: number): EndpointInfo {
-  return { namespace: 'app', name, uid: `uid-${name}`, node, ip, identity: id, labels: { app: name }, serviceAccount: name, enrolled: true };
-}
 
 /** what a raw client got before its connection closed */
 interface Answer { text: string; status: number; error: string | undefined }
@@ -79,15 +32,11 @@ function heapAndBuffers(): number {
 }
 
 describe('node proxy: hostile input', { timeout: 120_000 }, () => {
-  const stub = new RedirectStub();
-  const servers: Array<Server | HttpServer> = [];
-  const sockets = new Set<Socket>();
   const sessions = new Set<ClientHttp2Session>();
+  /** raw connections to the tunnel listener, closed in after() whatever a test left */
+  const raw = new Set<Socket>();
   const seen: Seen[] = [];
-  let a: NodeProxy;
-  let b: NodeProxy;
-  let port = 0;
-  let tunnelPort = 0;
+  let mesh: TwoNodes;
   /** the slow readers' release: set by a test, called once the client is blocked */
   let slowRelease: Array<() => void> = [];
   let slowRead = 0;
@@ -107,6 +56,22 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
     });
   }
 
+  /**
+   * A pod that ignores Upgrade, as RFC 9110 §7.8 lets a server do (Go, Python and nginx
+   * handlers that are not WebSocket endpoints): it answers 200 and goes on reading
+   * HTTP/1.1 requests on the same connection.
+   */
+  function declinesUpgrade(pod: string): HttpServer {
+    const srv = recorder(pod);
+    srv.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => {
+      seen.push({ pod, method: req.method ?? '', url: req.url ?? '', headers: 0, bytes: 0, complete: true });
+      socket.write('HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+      if (head.length > 0) socket.unshift(head);
+      srv.emit('connection', socket);
+    });
+    return srv;
+  }
+
   /** a pod that does not read a request body until a test releases it */
   function slowReader(pod: string): HttpServer {
     return httpServer((req: IncomingMessage, res) => {
@@ -120,67 +85,31 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
   }
 
   before(async () => {
-    const remote = recorder('remote');
-    const local = recorder('local');
-    const slowRemote = slowReader('slow-remote');
-    const slowLocal = slowReader('slow-local');
-    servers.push(remote, local, slowRemote, slowLocal);
-    port = await listen(remote, IP.remote);
-    await listen(local, IP.local, port);
-    await listen(slowRemote, IP.slowRemote, port);
-    await listen(slowLocal, IP.slowLocal, port);
-    const probe = netServer();
-    tunnelPort = await listen(probe, IP.tunnelA);
-    await close(probe);
-
-    const nodes: NodeInfo[] = [
-      { name: 'node-a', underlayIp: '127.0.59.1', tunnelIp: IP.tunnelA, podCidrs: [], wgPublicKey: '', proxyIp: '127.0.61.1' },
-      { name: 'node-b', underlayIp: '127.0.59.2', tunnelIp: IP.tunnelB, podCidrs: [], wgPublicKey: '', proxyIp: '127.0.61.2' },
+    const pods: PodSpec[] = [
+      { name: 'remote', node: 'node-b', server: recorder('remote') },
+      { name: 'local', node: 'node-a', server: recorder('local') },
+      { name: 'slow-remote', node: 'node-b', server: slowReader('slow-remote') },
+      { name: 'slow-local', node: 'node-a', server: slowReader('slow-local') },
+      { name: 'declines-remote', node: 'node-b', server: declinesUpgrade('declines-remote') },
+      { name: 'declines-local', node: 'node-a', server: declinesUpgrade('declines-local') },
     ];
-    const endpoints = [
-      endpoint('client', 'node-a', IP.client, ID.client),
-      endpoint('remote', 'node-b', IP.remote, ID.backend),
-      endpoint('local', 'node-a', IP.local, ID.backend),
-      endpoint('slow-remote', 'node-b', IP.slowRemote, ID.backend),
-      endpoint('slow-local', 'node-a', IP.slowLocal, ID.backend),
-    ];
-    const identities = [identity(ID.client, 'client'), identity(ID.backend, 'backend')];
-    const snapshot = (node: string): Snapshot => ({ version: 1, node, trustDomain: TRUST, nodes, identities, endpoints, services: [], policies: [], l4: [] });
-    const logger = pino({ level: 'silent' });
-    a = await NodeProxy.start({
-      node: 'node-a', outbound: { host: '127.0.61.1', port: 0 }, inbound: { host: IP.tunnelA, port: tunnelPort },
-      upstreamBindIp: '127.0.62.1', peerTunnelPort: tunnelPort, limits: LIMITS,
-      originalDestination: stub.lookup, onFlow: () => {}, registry: new Registry(), logger,
-    });
-    b = await NodeProxy.start({
-      node: 'node-b', outbound: { host: '127.0.61.2', port: 0 }, inbound: { host: IP.tunnelB, port: tunnelPort },
-      upstreamBindIp: '127.0.62.2', peerTunnelPort: tunnelPort, limits: LIMITS,
-      originalDestination: stub.lookup, onFlow: () => {}, registry: new Registry(), logger,
-    });
-    a.update(snapshot('node-a'));
-    b.update(snapshot('node-b'));
+    mesh = await startTwoNodes(BLOCK, pods, LIMITS);
   });
 
   after(async () => {
     for (const r of slowRelease) r();
-    for (const s of sockets) s.destroy();
     for (const s of sessions) s.destroy();
-    await Promise.all([a?.close(), b?.close()]);
-    await Promise.all(servers.map(close));
+    for (const s of raw) s.destroy();
+    await mesh?.close();
   });
 
-  /** a TCP connection from the client pod to node-a's proxy, as if redirected to pod ip:port */
-  function dial(podIp: string): Socket {
-    stub.push(IP.client, podIp, port);
-    const s = connect({ host: a.addresses.outbound.address, port: a.addresses.outbound.port, localAddress: IP.client });
-    sockets.add(s);
-    s.once('close', () => sockets.delete(s));
-    return s;
+  function dial(pod: string): Socket {
+    return mesh.dial(mesh.ip[pod]!);
   }
 
   /** write what a client sends (no FIN) and read what comes back until the proxy closes */
-  async function attack(podIp: string, payload: string | Buffer, drip?: { bytes: Buffer; everyMs: number }): Promise<Answer> {
-    const s = dial(podIp);
+  async function attack(pod: string, payload: string | Buffer, drip?: { bytes: Buffer; everyMs: number }): Promise<Answer> {
+    const s = dial(pod);
     let text = '';
     let error: string | undefined;
     s.setEncoding('latin1');
@@ -195,16 +124,16 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
         if (i < drip.bytes.length && s.writable) s.write(drip.bytes.subarray(i, ++i));
       }, drip.everyMs);
     }
-    await once(s, 'close');
+    await closed(s);
     clearInterval(timer);
     const m = /^HTTP\/1\.1 (\d{3}) /.exec(text);
     return { text, status: m ? Number(m[1]) : 0, error };
   }
 
-  function get(podIp: string, path: string): Promise<{ status: number; body: string }> {
+  function get(pod: string, path: string): Promise<{ status: number; body: string }> {
     return new Promise((resolve, reject) => {
       const agent = new Agent({ keepAlive: false });
-      (agent as unknown as { createConnection: () => Socket }).createConnection = () => dial(podIp);
+      (agent as unknown as { createConnection: () => Socket }).createConnection = () => dial(pod);
       const req = request({ agent, host: 'backend', path }, (res) => {
         let body = '';
         res.setEncoding('utf8');
@@ -217,15 +146,15 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
   }
 
   /** the proxy still serves a well-behaved client after an attack */
-  async function stillServes(podIp: string, tag: string): Promise<void> {
-    const r = await get(podIp, `/ok/${tag}`);
+  async function stillServes(pod: string, tag: string): Promise<void> {
+    const r = await get(pod, `/ok/${tag}`);
     assert.equal(r.status, 200, `a good request after ${tag}`);
     assert.ok(seen.some((x) => x.url === `/ok/${tag}`));
   }
 
   const PATHS = [
-    { via: 'same node', pod: IP.local },
-    { via: 'cross node', pod: IP.remote },
+    { via: 'same node', pod: 'local', slow: 'slow-local', declines: 'declines-local' },
+    { via: 'cross node', pod: 'remote', slow: 'slow-remote', declines: 'declines-remote' },
   ] as const;
 
   const GET_SMUGGLED = 'GET /smuggled HTTP/1.1\r\nHost: backend\r\n\r\n';
@@ -317,6 +246,24 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
         });
       }
 
+      // todo until HttpIngress.onUpgrade holds the client's bytes back until the pod answers 101
+      it('never lets a request ride behind an Upgrade the pod declines', { todo: 'onUpgrade splices before the pod switches protocols' }, async () => {
+        const before = seen.length;
+        const s = dial(path.declines);
+        s.on('error', () => {});
+        let text = '';
+        s.setEncoding('latin1');
+        s.on('data', (c: string) => { text += c; });
+        s.write('GET /upgrade HTTP/1.1\r\nHost: backend\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n'
+          + 'GET /smuggled HTTP/1.1\r\nHost: backend\r\n\r\n');
+        // the pod answers the upgrade request with 200; wait for that answer, then a little traffic
+        while (!text.includes('ok') && !s.destroyed) await once(s, 'data').catch(() => undefined);
+        await stillServes(path.pod, `after-declined-upgrade-${path.pod}`);
+        s.destroy();
+        const got = seen.slice(before).filter((x) => x.pod === path.declines).map((x) => x.url);
+        assert.deepEqual(got, ['/upgrade'], 'the pod got only the request the proxy judged');
+      });
+
       it('answers 431 and closes for a header larger than the limit', async () => {
         const before = seen.length;
         const r = await attack(path.pod, `GET /big HTTP/1.1\r\nHost: backend\r\nX-Big: ${'a'.repeat(70 * 1024)}\r\n\r\n`);
@@ -361,7 +308,7 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
       });
 
       it('streams a 200 MB body to a pod that does not read, with backpressure and bounded memory', async (t) => {
-        const pod = path.pod === IP.local ? IP.slowLocal : IP.slowRemote;
+        const pod = path.slow;
         const total = 200 * MiB;
         const chunk = 64 * 1024;
         let produced = 0;
@@ -419,9 +366,9 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
   describe('HTTP/2 tunnel listener, from the peer node address', () => {
     /** a raw connection to node-b's tunnel listener from node-a's tunnel address */
     async function rawPeer(): Promise<{ s: Socket; reader: FrameReader }> {
-      const s = connect({ host: IP.tunnelB, port: tunnelPort, localAddress: IP.tunnelA });
-      sockets.add(s);
-      s.once('close', () => sockets.delete(s));
+      const s = connect({ host: mesh.tunnelB, port: mesh.tunnelPort, localAddress: mesh.tunnelA });
+      raw.add(s);
+      s.once('close', () => raw.delete(s));
       const reader = new FrameReader(s);
       await once(s, 'connect');
       return { s, reader };
@@ -429,14 +376,14 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
 
     function tunnelHeaders(): Buffer {
       return headerBlock([
-        [':method', 'CONNECT'], [':authority', `${IP.remote}:${port}`], ['x-nodal-source-identity', String(ID.client)],
+        [':method', 'CONNECT'], [':authority', `${mesh.ip.remote}:${mesh.port}`], ['x-nodal-source-identity', String(CLIENT_IDENTITY)],
       ]);
     }
 
     /** a session of a well-behaved peer (node-a's address), opened before an attack */
     async function goodPeer(): Promise<ClientHttp2Session> {
-      const session = h2connect(`http://${IP.tunnelB}:${tunnelPort}`, {
-        createConnection: () => connect({ host: IP.tunnelB, port: tunnelPort, localAddress: IP.tunnelA }),
+      const session = h2connect(`http://${mesh.tunnelB}:${mesh.tunnelPort}`, {
+        createConnection: () => connect({ host: mesh.tunnelB, port: mesh.tunnelPort, localAddress: mesh.tunnelA }),
       });
       session.on('error', () => {});
       sessions.add(session);
@@ -447,7 +394,7 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
     /** the well-behaved session still carries a request to the pod */
     async function peerStillServes(session: ClientHttp2Session, tag: string): Promise<void> {
       const stream = session.request({
-        ':method': 'CONNECT', ':authority': `${IP.remote}:${port}`, 'x-nodal-source-identity': String(ID.client),
+        ':method': 'CONNECT', ':authority': `${mesh.ip.remote}:${mesh.port}`, 'x-nodal-source-identity': String(CLIENT_IDENTITY),
       });
       stream.on('error', () => {});
       const [headers] = await once(stream, 'response');
@@ -462,7 +409,7 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
       session.close();
       sessions.delete(session);
       // and so does node-a's own pooled session, carrying a client pod's request
-      await stillServes(IP.remote, `${tag}-via-node-a`);
+      await stillServes('remote', `${tag}-via-node-a`);
     }
 
     it('closes a rapid-reset session (CVE-2023-44487) with GOAWAY, and a well-behaved peer keeps working', async (t) => {
@@ -508,7 +455,7 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
         s.write(c.bytes());
         await reader.done;
         if (c.want.length > 0) assert.ok(reader.describe().startsWith('GOAWAY ') && c.want.some((w) => reader.describe() === `GOAWAY ${w}`), `got ${reader.describe()}, want GOAWAY ${c.want.join(' or ')}`);
-        await stillServes(IP.remote, `after-h2-${c.name.replace(/\W+/g, '-')}`);
+        await stillServes('remote', `after-h2-${c.name.replace(/\W+/g, '-')}`);
       });
     }
 
@@ -562,7 +509,7 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
       it(`refuses ${c.name}, and other sessions keep working`, async () => {
         const good = await goodPeer();
         const block = headerBlock([
-          [':method', 'CONNECT'], [':authority', `${IP.remote}:${port}`], ['x-nodal-source-identity', String(ID.client)], ...c.extra,
+          [':method', 'CONNECT'], [':authority', `${mesh.ip.remote}:${mesh.port}`], ['x-nodal-source-identity', String(CLIENT_IDENTITY)], ...c.extra,
         ]);
         const { s, reader } = await openWith(block, c.ack);
         // the stream is reset or the session closed; either way it is never answered
