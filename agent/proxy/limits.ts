@@ -36,6 +36,8 @@ export interface ProxyLimits {
   h2MaxInvalidFrames: number;
   /** HTTP/2: streams refused (over a limit) before the session is closed */
   h2MaxRejectedStreams: number;
+  /** h2c from client pods: streams one client connection may have open at once */
+  h2cMaxStreams: number;
   /** HTTP/2 rapid reset (CVE-2023-44487): RST_STREAM frames a peer may send in a burst... */
   h2ResetBurst: number;
   /** ...and per second after it; past either the session gets GOAWAY */
@@ -71,6 +73,8 @@ export const DEFAULT_LIMITS: Readonly<ProxyLimits> = Object.freeze({
   // a peer's nghttp2 sends no invalid frames; a few hundred is noise, a thousand an attack
   h2MaxInvalidFrames: 100,
   h2MaxRejectedStreams: 100,
+  // Go's http2 server default: one client connection is one pod's, not a node's traffic
+  h2cMaxStreams: 250,
   // nghttp2's burst; the rate is 3x its 33/s because one tunnel carries the resets of
   // every aborted connection between two nodes, and a legitimate burst of client resets
   // must not tear down all of them
@@ -88,6 +92,10 @@ export function resolveLimits(over: Partial<ProxyLimits> | undefined): ProxyLimi
     if (!Number.isInteger(v) || v < min) {
       throw new ProxyError('NODAL_ERR_PROXY_CONFIG', `proxy options: limits.${k} ${String(v)} is not an integer >= ${min}`);
     }
+  }
+  // node:http refuses a header timeout longer than a non-zero request timeout
+  if (l.requestTimeoutMs > 0 && l.headersTimeoutMs > l.requestTimeoutMs) {
+    throw new ProxyError('NODAL_ERR_PROXY_CONFIG', `proxy options: limits.headersTimeoutMs ${l.headersTimeoutMs} is longer than limits.requestTimeoutMs ${l.requestTimeoutMs}`);
   }
   return l;
 }
@@ -211,6 +219,23 @@ export function tunnelServerOptions(l: ProxyLimits, settings: Settings): Http2Se
     settings: { ...settings, maxConcurrentStreams: l.tunnelMaxStreams, maxHeaderListSize: l.tunnelMaxHeaderBytes },
     maxSessionMemory: l.h2SessionMemoryMb,
     maxHeaderListPairs: l.tunnelMaxHeaderPairs,
+    maxSessionInvalidFrames: l.h2MaxInvalidFrames,
+    maxSessionRejectedStreams: l.h2MaxRejectedStreams,
+    streamResetBurst: l.h2ResetBurst,
+    streamResetRate: l.h2ResetRate,
+  };
+}
+
+/**
+ * A listener for h2c (prior knowledge) from client pods, for when the proxy parses HTTP/2
+ * itself: header bounds as for HTTP/1.1 (the same requests, in another framing), the
+ * session guards as for the tunnel.
+ */
+export function h2cServerOptions(l: ProxyLimits, settings: Settings = {}): Http2ServerOptions & SessionGuards {
+  return {
+    settings: { ...settings, maxConcurrentStreams: l.h2cMaxStreams, maxHeaderListSize: l.maxHeaderBytes },
+    maxSessionMemory: l.h2SessionMemoryMb,
+    maxHeaderListPairs: l.maxHeaderCount,
     maxSessionInvalidFrames: l.h2MaxInvalidFrames,
     maxSessionRejectedStreams: l.h2MaxRejectedStreams,
     streamResetBurst: l.h2ResetBurst,

@@ -8,12 +8,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { Agent, createServer as httpServer, request, type IncomingMessage, type Server as HttpServer } from 'node:http';
-import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
+import { connect as h2connect, createServer as h2server, type ClientHttp2Session } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import type { ProxyLimits } from '../../agent/proxy/limits.ts';
+import { DEFAULT_LIMITS, h2cServerOptions, resolveLimits, type ProxyLimits } from '../../agent/proxy/limits.ts';
 import { Flag, FrameReader, FrameType, PREFACE, drained, frame, headerBlock, rstStream, settings } from '../helpers/h2-frames.ts';
-import { CLIENT_IDENTITY, closed, startTwoNodes, type PodSpec, type TwoNodes } from '../helpers/two-nodes.ts';
+import { CLIENT_IDENTITY, closed, closeServer, listen, startTwoNodes, type PodSpec, type TwoNodes } from '../helpers/two-nodes.ts';
 
 /** short enough to wait for, long enough that a loaded machine still writes a head in time */
 const LIMITS: Partial<ProxyLimits> = { headersTimeoutMs: 400, timeoutCheckMs: 50, errorLingerMs: 1_000 };
@@ -30,6 +30,57 @@ function heapAndBuffers(): number {
   const m = process.memoryUsage();
   return m.heapUsed + m.arrayBuffers;
 }
+
+describe('proxy limits', () => {
+  it('takes the defaults, with overrides', () => {
+    assert.deepEqual(resolveLimits(undefined), DEFAULT_LIMITS);
+    assert.equal(resolveLimits({ headersTimeoutMs: 300 }).headersTimeoutMs, 300);
+    assert.equal(resolveLimits({ headersTimeoutMs: 300 }).maxHeaderBytes, DEFAULT_LIMITS.maxHeaderBytes);
+  });
+
+  it('refuses limits that cannot work, naming them', () => {
+    const bad: Array<Partial<ProxyLimits>> = [
+      { maxHeaderBytes: 0 }, { headersTimeoutMs: -1 }, { h2ResetRate: 1.5 }, { requestTimeoutMs: 1_000, headersTimeoutMs: 2_000 },
+    ];
+    for (const over of bad) {
+      assert.throws(() => resolveLimits(over), (err: Error & { code?: string }) => {
+        assert.equal(err.code, 'NODAL_ERR_PROXY_CONFIG');
+        assert.match(err.message, new RegExp(`limits\\.${Object.keys(over)[0]}`));
+        return true;
+      });
+    }
+  });
+});
+
+describe('h2c listener options for client pods', () => {
+  it('advertise the stream and header bounds, and close a rapid-reset session', async () => {
+    const server = h2server(h2cServerOptions(resolveLimits(undefined)));
+    server.on('stream', (stream) => {
+      stream.on('error', () => {});
+      stream.respond({ ':status': 200 }, { endStream: true });
+    });
+    const port = await listen(server, '127.0.64.1');
+    const s = connect({ host: '127.0.64.1', port });
+    try {
+      const reader = new FrameReader(s);
+      s.write(Buffer.concat([PREFACE, settings()]));
+      const first = await reader.waitFor((f) => f.type === FrameType.SETTINGS && (f.flags & Flag.ACK) === 0);
+      const advertised = new Map<number, number>();
+      for (let off = 0; off + 6 <= (first?.payload.length ?? 0); off += 6) advertised.set(first!.payload.readUInt16BE(off), first!.payload.readUInt32BE(off + 2));
+      assert.equal(advertised.get(0x3), DEFAULT_LIMITS.h2cMaxStreams, 'SETTINGS_MAX_CONCURRENT_STREAMS');
+      assert.equal(advertised.get(0x6), DEFAULT_LIMITS.maxHeaderBytes, 'SETTINGS_MAX_HEADER_LIST_SIZE');
+      const block = headerBlock([[':method', 'GET'], [':scheme', 'http'], [':path', '/'], [':authority', 'pod']]);
+      const frames: Buffer[] = [];
+      for (let i = 0; i < 3_000; i++) frames.push(frame(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, 1 + 2 * i, block), rstStream(1 + 2 * i, 8));
+      s.write(Buffer.concat(frames));
+      await reader.done;
+      assert.ok(reader.goaway !== undefined && reader.goaway !== 0, `got ${reader.describe()}`);
+    } finally {
+      s.destroy();
+      await closeServer(server);
+    }
+  });
+});
 
 describe('node proxy: hostile input', { timeout: 120_000 }, () => {
   const sessions = new Set<ClientHttp2Session>();
