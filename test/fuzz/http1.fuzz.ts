@@ -19,6 +19,11 @@ import type { FuzzResult } from './parsers.fuzz.ts';
 
 /** the proxy's limits in the fuzz run: short header timeout, so that no input waits long */
 const LIMITS: Partial<ProxyLimits> = { headersTimeoutMs: 500, timeoutCheckMs: 100, errorLingerMs: 500 };
+/**
+ * A hang detector, not a speed check: after the client's FIN every input is over within
+ * the limits above (or at once); one still open after this long is reported with its input.
+ */
+const HANG_MS = 30_000;
 /** good requests at this interval prove the proxy still serves */
 const CHECKPOINT = 100;
 
@@ -98,7 +103,8 @@ async function run(b: FuzzBudget, mesh: TwoNodes, pods: Pods): Promise<FuzzResul
     const fail = (what: string): Error => new Error(`fuzz http1: seed ${b.seed} iteration ${i} input ${JSON.stringify(input.toString('latin1'))}: ${what}`);
     const http = classify(input) === 'http1';
     const pod = !http ? mesh.ip['sink-local']! : i % 2 === 0 ? mesh.ip.local! : mesh.ip.remote!;
-    const [answer, reference] = await Promise.all([exchange(mesh.dial(pod), input), referenceParse(pods, input)]);
+    const [answer, reference] = await within(Promise.all([exchange(mesh.dial(pod), input), referenceParse(pods, input)]),
+      () => fail(`neither answered nor closed ${HANG_MS} ms after the client's FIN (${http ? 'http1' : 'opaque'}, pod ${pod})`));
     if (http) {
       for (const r of reference) {
         expected.set(r, (expected.get(r) ?? 0) + 1);
@@ -109,9 +115,10 @@ async function run(b: FuzzBudget, mesh: TwoNodes, pods: Pods): Promise<FuzzResul
     } else {
       outcomes.opaque++;
     }
-    if (i % CHECKPOINT === CHECKPOINT - 1) await checkpoint(mesh, i, fail);
+    if (i % CHECKPOINT === CHECKPOINT - 1) await within(checkpoint(mesh, i, fail), () => fail('a good request hung'));
   }
-  await checkpoint(mesh, i, (what) => new Error(`fuzz http1: seed ${b.seed} at the end: ${what}`));
+  const atEnd = (what: string): Error => new Error(`fuzz http1: seed ${b.seed} at the end: ${what}`);
+  await within(checkpoint(mesh, i, atEnd), () => atEnd('a good request hung'));
   // every request a pod got was read as such by the reference, no more often than that
   const got = new Map<string, number>();
   for (const r of pods.seen) {
@@ -125,6 +132,12 @@ async function run(b: FuzzBudget, mesh: TwoNodes, pods: Pods): Promise<FuzzResul
     }
   }
   return { iterations: i, outcomes };
+}
+
+function within<T>(p: Promise<T>, hung: () => Error): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const watchdog = new Promise<never>((_, reject) => { timer = setTimeout(() => reject(hung()), HANG_MS); });
+  return Promise.race([p, watchdog]).finally(() => clearTimeout(timer));
 }
 
 /** write the input and a FIN; what came back before the proxy closed */
