@@ -22,6 +22,8 @@ export interface ProxyLimits {
   maxHeaderBytes: number;
   /** HTTP/1.1: header fields per request; answered 431 */
   maxHeaderCount: number;
+  /** HTTP/1.1 Upgrade: time for the pod to answer the upgrade request; answered 504 (used by the onUpgrade fix, see the report) */
+  upgradeTimeoutMs: number;
   /** after an error answer (400/408/431), how long the client may take to read it before the connection is dropped */
   errorLingerMs: number;
   /** tunnel: CONNECT streams one peer node may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS) */
@@ -61,6 +63,8 @@ export const DEFAULT_LIMITS: Readonly<ProxyLimits> = Object.freeze({
   maxHeaderBytes: 64 * 1024,
   // node's default count; Envoy's 100 would refuse what many pods accept
   maxHeaderCount: 2_000,
+  // Envoy's default route timeout: a WebSocket handshake is answered at once or not at all
+  upgradeTimeoutMs: 15_000,
   errorLingerMs: 2_000,
   // every connection between two nodes shares one session: a busy pair of nodes needs
   // thousands, a compromised peer must not get millions

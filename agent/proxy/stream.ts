@@ -86,6 +86,14 @@ const SPLICE_CLOSE_LISTENERS = 8;
  * are over, with the first error if there was one.
  */
 export function splice(a: Duplex, b: Duplex, done?: (err: Error | undefined) => void): void {
+  // a side may be gone already: a client that left while the pod was answering its Upgrade.
+  // pipeline() would throw, from an event callback, and take the whole proxy down with it
+  if (a.destroyed || a.closed || b.destroyed || b.closed) {
+    abort(a);
+    abort(b);
+    if (done) process.nextTick(done, new Error('one side closed before the splice'));
+    return;
+  }
   // the two pipelines add SPLICE_CLOSE_LISTENERS 'close' listeners to each side, a fixed
   // count per connection; with the proxy's own they pass Node's default of 10, and a
   // MaxListenersExceededWarning per connection would flood the agent's log

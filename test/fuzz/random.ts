@@ -56,14 +56,15 @@ const INTERESTING_BYTES = [0x00, 0x09, 0x0a, 0x0d, 0x20, 0x22, 0x2c, 0x2f, 0x3a,
 const INTERESTING_TEXT = [
   '\r\n', '\n', '\r', '\r\n ', '\r\n\t', ' ', ':', '::', ',', '\r\n\r\n', '0\r\n\r\n',
   '\r\nTransfer-Encoding: chunked', '\r\nContent-Length: 0', '\r\nContent-Length: 18446744073709551616',
-  '\r\nHost: other', '\r\nConnection: close', '\r\nUpgrade: websocket\r\nConnection: Upgrade',
+  '\r\nHost: other', '\r\nConnection: close',
   'GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n', ';ext=1', 'ffffffffffffffff', '-1', '+1', '0x10', '1e3',
   '%00', '%2e%2e/', '\u00ff', '\t', 'HTTP/1.1', 'HTTP/1.0', 'HTTP/2.0',
 ];
+const UPGRADE_TEXT = '\r\nUpgrade: websocket\r\nConnection: Upgrade';
 const HUGE_NUMBERS = ['18446744073709551616', '99999999999999999999999', '-1', '4294967296', '0', '00000000000000000000001', '1.5', ' 5', '5 '];
 
-/** one random change to `input`; the result may be empty */
-export function mutate(rng: Rng, input: Buffer, donor?: Buffer): Buffer {
+/** one random change to `input`; the result may be empty. `upgrade`: may insert an Upgrade request's headers */
+export function mutate(rng: Rng, input: Buffer, donor?: Buffer, upgrade = false): Buffer {
   const at = (n: number): number => rng.int(Math.max(1, n));
   const len = input.length;
   switch (rng.int(10)) {
@@ -81,7 +82,8 @@ export function mutate(rng: Rng, input: Buffer, donor?: Buffer): Buffer {
     }
     case 2: { // insert an interesting fragment
       const i = at(len + 1);
-      return Buffer.concat([input.subarray(0, i), Buffer.from(rng.pick(INTERESTING_TEXT), 'latin1'), input.subarray(i)]);
+      const text = upgrade && rng.chance(0.05) ? UPGRADE_TEXT : rng.pick(INTERESTING_TEXT);
+      return Buffer.concat([input.subarray(0, i), Buffer.from(text, 'latin1'), input.subarray(i)]);
     }
     case 3: { // delete a range
       const i = at(len);
