@@ -219,15 +219,7 @@ interface SessionGuards { maxSessionInvalidFrames?: number; maxSessionRejectedSt
 
 /** the tunnel listener: its own settings (windows) plus the bounds a hostile peer meets */
 export function tunnelServerOptions(l: ProxyLimits, settings: Settings): Http2ServerOptions & SessionGuards {
-  return {
-    settings: { ...settings, maxConcurrentStreams: l.tunnelMaxStreams, maxHeaderListSize: l.tunnelMaxHeaderBytes },
-    maxSessionMemory: l.h2SessionMemoryMb,
-    maxHeaderListPairs: l.tunnelMaxHeaderPairs,
-    maxSessionInvalidFrames: l.h2MaxInvalidFrames,
-    maxSessionRejectedStreams: l.h2MaxRejectedStreams,
-    streamResetBurst: l.h2ResetBurst,
-    streamResetRate: l.h2ResetRate,
-  };
+  return h2ServerOptions(l, settings, l.tunnelMaxStreams, l.tunnelMaxHeaderBytes, l.tunnelMaxHeaderPairs);
 }
 
 /**
@@ -236,10 +228,14 @@ export function tunnelServerOptions(l: ProxyLimits, settings: Settings): Http2Se
  * session guards as for the tunnel.
  */
 export function h2cServerOptions(l: ProxyLimits, settings: Settings = {}): Http2ServerOptions & SessionGuards {
+  return h2ServerOptions(l, settings, l.h2cMaxStreams, l.maxHeaderBytes, l.maxHeaderCount);
+}
+
+function h2ServerOptions(l: ProxyLimits, settings: Settings, streams: number, headerBytes: number, headerPairs: number): Http2ServerOptions & SessionGuards {
   return {
-    settings: { ...settings, maxConcurrentStreams: l.h2cMaxStreams, maxHeaderListSize: l.maxHeaderBytes },
+    settings: { ...settings, maxConcurrentStreams: streams, maxHeaderListSize: headerBytes },
     maxSessionMemory: l.h2SessionMemoryMb,
-    maxHeaderListPairs: l.maxHeaderCount,
+    maxHeaderListPairs: headerPairs,
     maxSessionInvalidFrames: l.h2MaxInvalidFrames,
     maxSessionRejectedStreams: l.h2MaxRejectedStreams,
     streamResetBurst: l.h2ResetBurst,

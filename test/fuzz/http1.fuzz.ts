@@ -9,11 +9,11 @@
 //   serves a good request at every checkpoint and at the end.
 // Inputs that the proxy classifies as opaque TCP go to a sink pod: they are bytes, not requests.
 
-import { Agent, createServer as httpServer, request, type Server as HttpServer } from 'node:http';
+import { createServer as httpServer, type Server as HttpServer } from 'node:http';
 import { connect, createServer as netServer, type Socket } from 'node:net';
 import { DEFAULT_LIMITS, guardRequest, hardenHttpServer, http1ServerOptions, type ProxyLimits } from '../../agent/proxy/limits.ts';
 import { classify } from '../../agent/proxy/stream.ts';
-import { closed, closeServer, listen, startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
+import { closed, closeServer, httpGet, listen, startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
 import { mutate, Rng, type FuzzBudget } from './random.ts';
 import type { FuzzResult } from './parsers.fuzz.ts';
 
@@ -170,16 +170,8 @@ async function referenceParse(pods: Pods, input: Buffer): Promise<string[]> {
 
 async function checkpoint(mesh: TwoNodes, i: number, fail: (what: string) => Error): Promise<void> {
   for (const pod of [mesh.ip.local!, mesh.ip.remote!]) {
-    const status = await new Promise<number>((resolve, reject) => {
-      const agent = new Agent({ keepAlive: false });
-      (agent as unknown as { createConnection: () => Socket }).createConnection = () => mesh.dial(pod);
-      const req = request({ agent, host: 'backend', path: `/checkpoint/${i}` }, (res) => {
-        res.resume();
-        res.on('end', () => resolve(res.statusCode ?? 0));
-      });
-      req.on('error', reject);
-      req.end();
-    }).catch((err: Error) => { throw fail(`a good request to ${pod} failed: ${err.message}`); });
+    const { status } = await httpGet(() => mesh.dial(pod), `/checkpoint/${i}`)
+      .catch((err: Error) => { throw fail(`a good request to ${pod} failed: ${err.message}`); });
     if (status !== 200) throw fail(`a good request to ${pod} got ${status}`);
   }
 }

@@ -7,7 +7,7 @@
 // out the original destination queued for its connection.
 
 import { connect, createServer as netServer, type AddressInfo, type Server, type Socket } from 'node:net';
-import type { Server as HttpServer } from 'node:http';
+import { Agent, request, type Server as HttpServer } from 'node:http';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { EndpointInfo, NodeInfo, Snapshot } from '../../control/api/types.ts';
@@ -131,4 +131,20 @@ export async function startTwoNodes(block: number, pods: PodSpec[], limits: Part
     await close();
     throw err;
   }
+}
+
+/** one GET on a connection of its own (`dial`), as a client library sends it */
+export function httpGet(dial: () => Socket, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const agent = new Agent({ keepAlive: false });
+    (agent as unknown as { createConnection: () => Socket }).createConnection = dial;
+    const req = request({ agent, host: 'backend', path }, (res) => {
+      let body = '';
+      res.setEncoding('utf8');
+      res.on('data', (c: string) => { body += c; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    req.end();
+  });
 }

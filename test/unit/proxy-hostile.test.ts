@@ -13,7 +13,7 @@ import { connect, createServer as netServer, type Server, type Socket } from 'no
 import { Readable } from 'node:stream';
 import { DEFAULT_LIMITS, h2cServerOptions, resolveLimits, type ProxyLimits } from '../../agent/proxy/limits.ts';
 import { Flag, FrameReader, FrameType, PREFACE, drained, frame, headerBlock, rstStream, settings } from '../helpers/h2-frames.ts';
-import { CLIENT_IDENTITY, closed, closeServer, listen, startTwoNodes, type PodSpec, type TwoNodes } from '../helpers/two-nodes.ts';
+import { CLIENT_IDENTITY, closed, closeServer, httpGet, listen, startTwoNodes, type PodSpec, type TwoNodes } from '../helpers/two-nodes.ts';
 
 /** short enough to wait for, long enough that a loaded machine still writes a head in time */
 const LIMITS: Partial<ProxyLimits> = { headersTimeoutMs: 400, timeoutCheckMs: 50, errorLingerMs: 1_000, upgradeTimeoutMs: 500 };
@@ -220,18 +220,7 @@ describe('node proxy: hostile input', { timeout: 120_000 }, () => {
   }
 
   function get(pod: string, path: string): Promise<{ status: number; body: string }> {
-    return new Promise((resolve, reject) => {
-      const agent = new Agent({ keepAlive: false });
-      (agent as unknown as { createConnection: () => Socket }).createConnection = () => dial(pod);
-      const req = request({ agent, host: 'backend', path }, (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (c: string) => { body += c; });
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
-      });
-      req.on('error', reject);
-      req.end();
-    });
+    return httpGet(() => dial(pod), path);
   }
 
   /** the proxy still serves a well-behaved client after an attack */
