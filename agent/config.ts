@@ -3,6 +3,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { isIP } from 'node:net';
 import { CGROUP_LAYOUTS, type CgroupLayout } from './cgroups.ts';
+import { ALL_ACCESS_LOG_FIELDS, type AccessLogField } from './telemetry/index.ts';
 
 export interface AgentConfig {
   node: string;
@@ -23,6 +24,10 @@ export interface AgentConfig {
   /** write to the Kubernetes API (agent/kube.ts): the Node's nodal.io/wg-pub-key, enrolled pods' nodal.io/redirected */
   kubernetes: boolean;
   ports: { outbound: number; inbound: number; health: number; metrics: number; observer: number };
+  /** one JSON line per request; absent = off (the default) */
+  accessLog?: { destination: string; fields: AccessLogField[] };
+  /** spans per proxy hop: exported only when otlpEndpoint is set */
+  tracing: { otlpEndpoint?: string; sampleRatio: number };
 }
 
 const ip = (v: string): string => {
@@ -58,6 +63,10 @@ export function parseAgentArgs(argv: readonly string[]): AgentConfig {
     .option('--health-port <port>', '/healthz and /readyz', port, 15021)
     .option('--metrics-port <port>', 'Prometheus metrics', port, 9964)
     .option('--observer-port <port>', 'Observer gRPC', port, 4244)
+    .option('--access-log <path|stdout>', 'write one JSON line per proxied request to this file, or to stdout (default: off)')
+    .option('--access-log-fields <list>', `comma-separated access log fields (default: all): ${ALL_ACCESS_LOG_FIELDS.join(',')}`)
+    .option('--otlp-endpoint <url>', 'export a span per proxy hop over OTLP/HTTP protobuf to this collector, e.g. http://otel-collector:4318 (default: off)')
+    .option('--trace-sample-ratio <ratio>', 'share of the traces the proxy starts that are sampled, 0..1; a caller\'s traceparent decides for its own', '1')
     .exitOverride();
   cmd.parse(argv, { from: 'user' });
   const o = cmd.opts<Record<string, unknown>>();
@@ -66,6 +75,13 @@ export function parseAgentArgs(argv: readonly string[]): AgentConfig {
   const cgroupLayout = String(o.cgroupLayout) as CgroupLayout;
   if (!CGROUP_LAYOUTS.includes(cgroupLayout)) throw new InvalidArgumentError(`--cgroup-layout must be auto, sandbox or kubelet, not "${cgroupLayout}"`);
   const flowCapacity = Number(o.flowCapacity);
+  const accessLog = parseAccessLog(o.accessLog, o.accessLogFields);
+  const sampleRatio = Number(o.traceSampleRatio);
+  if (!(sampleRatio >= 0 && sampleRatio <= 1)) throw new InvalidArgumentError(`--trace-sample-ratio must be a number within 0..1, not "${String(o.traceSampleRatio)}"`);
+  const otlpEndpoint = o.otlpEndpoint === undefined ? undefined : String(o.otlpEndpoint);
+  if (otlpEndpoint !== undefined && !/^https?:\/\/[^/]/.test(otlpEndpoint)) {
+    throw new InvalidArgumentError(`--otlp-endpoint must be an http:// or https:// URL (the OTLP/HTTP receiver, port 4318), not "${otlpEndpoint}"`);
+  }
   if (!Number.isInteger(flowCapacity) || flowCapacity < 16) throw new InvalidArgumentError('--flow-capacity must be an integer >= 16');
   return {
     node: String(o.node), control: String(o.control), stateDir: String(o.stateDir), cgroup: String(o.cgroup), cgroupLayout,
@@ -77,5 +93,22 @@ export function parseAgentArgs(argv: readonly string[]): AgentConfig {
       outbound: o.outboundPort as number, inbound: o.inboundPort as number, health: o.healthPort as number,
       metrics: o.metricsPort as number, observer: o.observerPort as number,
     },
+    ...(accessLog ? { accessLog } : {}),
+    tracing: { ...(otlpEndpoint ? { otlpEndpoint } : {}), sampleRatio },
   };
+}
+
+function parseAccessLog(destination: unknown, fieldList: unknown): AgentConfig['accessLog'] {
+  if (destination === undefined) {
+    if (fieldList !== undefined) throw new InvalidArgumentError('--access-log-fields needs --access-log');
+    return undefined;
+  }
+  const dest = String(destination);
+  if (dest === '') throw new InvalidArgumentError('--access-log needs a file path or "stdout"');
+  if (fieldList === undefined) return { destination: dest, fields: [...ALL_ACCESS_LOG_FIELDS] };
+  const fields = String(fieldList).split(',').map((f) => f.trim()).filter((f) => f !== '');
+  const unknown = fields.filter((f) => !(ALL_ACCESS_LOG_FIELDS as string[]).includes(f));
+  if (unknown.length > 0) throw new InvalidArgumentError(`--access-log-fields: unknown field(s) ${unknown.join(', ')}; known: ${ALL_ACCESS_LOG_FIELDS.join(', ')}`);
+  if (fields.length === 0) throw new InvalidArgumentError('--access-log-fields is empty');
+  return { destination: dest, fields: fields as AccessLogField[] };
 }

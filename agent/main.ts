@@ -20,6 +20,7 @@ import { WireGuard } from './wireguard/index.ts';
 import { startAdmin } from './admin.ts';
 import { agentStatus, FlowRate } from './status.ts';
 import { KubeAnnotator } from './kube.ts';
+import { AccessLog, OtlpExporter, Tracer } from './telemetry/index.ts';
 
 /** how often enrollment is re-derived even without a snapshot change (pod restarts) */
 const RECONCILE_INTERVAL_MS = 1000;
@@ -73,6 +74,20 @@ if (cfg.kubernetes) {
   annotator.setPublicKey(wg.publicKey);
 }
 
+// telemetry the proxy writes: both off unless asked for; a bad access log path stops start-up here
+const accessLog = cfg.accessLog ? await AccessLog.open({ ...cfg.accessLog, registry }) : undefined;
+const tracer = new Tracer({
+  sampleRatio: cfg.tracing.sampleRatio,
+  exporter: cfg.tracing.otlpEndpoint === undefined ? undefined : new OtlpExporter({
+    endpoint: cfg.tracing.otlpEndpoint,
+    resource: { 'service.name': 'nodal-proxy', 'service.version': nodalVersion(), 'k8s.node.name': cfg.node },
+    scope: { name: 'nodal-proxy', version: nodalVersion() },
+    registry,
+    onError: (err) => logger.warn({ err: err.message }, 'span export failed'),
+  }),
+});
+if (accessLog || tracer.exporting) logger.info({ accessLog: cfg.accessLog?.destination, otlp: cfg.tracing.otlpEndpoint, sampleRatio: cfg.tracing.sampleRatio }, 'proxy telemetry');
+
 const store = new FlowStore({ capacity: cfg.flowCapacity });
 const flowRate = new FlowRate(() => store.seen).start();
 const proxy = await NodeProxy.start({
@@ -84,6 +99,7 @@ const proxy = await NodeProxy.start({
   onFlow: (f) => store.add(f),
   registry,
   logger,
+  telemetry: { accessLog, tracer },
 });
 
 // one context for every kernel verdict, updated when a snapshot applies: ingest makes no
@@ -179,6 +195,8 @@ async function stop(signal: string): Promise<void> {
   await admin.close();
   await observer.close();
   await proxy.close();
+  // after the proxy: the last requests' lines and spans are in
+  await Promise.all([accessLog?.close(), tracer.shutdown()]);
   await wg.close({ removeInterface: false });
   await datapath.close();
   process.exit(0);

@@ -10,6 +10,12 @@
 // nothing, and are ignored in a DENY rule so that the DENY applies more widely. This is
 // Istio's conservative treatment of HTTP fields on TCP traffic: a policy can never let
 // more through because the proxy saw less.
+//
+// gRPC fields (grpcServices, grpcMethods) match only a gRPC request: `grpc` when the
+// caller passes it, else derived from content-type application/grpc* and a path of the
+// form /package.Service/Method. On an HTTP request that is not gRPC such a field makes the
+// operation match nothing, in ALLOW and DENY alike (a DENY on a gRPC method says nothing
+// about REST calls); on L4-only evaluation it is an HTTP field like the others.
 
 import type { CompiledPolicy, CompiledRule, L7Match, PeerMatch } from '../../control/api/types.ts';
 import { matchAny, matchHost, matchValue } from './match.ts';
@@ -34,6 +40,11 @@ export interface PolicyRequest {
   host?: string;
   /** lower-case header names */
   headers?: Record<string, string>;
+  /**
+   * the gRPC service (package.Service) and method of the request; optional: without it a
+   * request whose content-type starts with application/grpc is gRPC, named by its path
+   */
+  grpc?: { service: string; method: string };
   /** for `when: destination.ip`; optional */
   dstIp?: string;
 }
@@ -150,7 +161,20 @@ function matchPeer(f: PeerMatch, src: PolicySource): boolean {
 }
 
 function hasHttpFields(t: L7Match): boolean {
-  return nonEmpty(t.methods) || nonEmpty(t.paths) || nonEmpty(t.hosts) || nonEmpty(t.notMethods) || nonEmpty(t.notPaths);
+  return nonEmpty(t.methods) || nonEmpty(t.paths) || nonEmpty(t.hosts) || nonEmpty(t.notMethods) || nonEmpty(t.notPaths)
+    || t.headers !== undefined || nonEmpty(t.grpcServices) || nonEmpty(t.grpcMethods);
+}
+
+/** /package.Service/Method: two non-empty segments */
+const GRPC_PATH = /^\/([^/]+)\/([^/]+)$/;
+
+/** the request's gRPC service and method, or undefined when it is not a gRPC request */
+export function grpcOf(req: PolicyRequest): { service: string; method: string } | undefined {
+  if (req.grpc) return req.grpc;
+  const ct = req.headers?.['content-type'];
+  if (ct === undefined || !ct.toLowerCase().startsWith('application/grpc')) return undefined;
+  const m = GRPC_PATH.exec(req.path ?? '');
+  return m ? { service: m[1]!, method: m[2]! } : undefined;
 }
 
 function matchOperation(t: L7Match, req: PolicyRequest, http: boolean, deny: boolean): boolean {
@@ -165,6 +189,15 @@ function matchOperation(t: L7Match, req: PolicyRequest, http: boolean, deny: boo
   if (nonEmpty(t.paths) && !matchAny(t.paths, req.path)) return false;
   if (nonEmpty(t.notPaths) && matchAny(t.notPaths, req.path)) return false;
   if (nonEmpty(t.hosts) && !matchHost(t.hosts, req.host)) return false;
+  if (t.headers !== undefined) {
+    for (const name in t.headers) if (!matchAny(t.headers[name]!, req.headers?.[name])) return false;
+  }
+  if (nonEmpty(t.grpcServices) || nonEmpty(t.grpcMethods)) {
+    const g = grpcOf(req);
+    if (g === undefined) return false;
+    if (nonEmpty(t.grpcServices) && !matchAny(t.grpcServices, g.service)) return false;
+    if (nonEmpty(t.grpcMethods) && !matchAny(t.grpcMethods, g.method)) return false;
+  }
   return true;
 }
 

@@ -1,14 +1,17 @@
-// How the destination proxy treats a port, from the Service's appProtocol. One rule for
-// the proxy (agent/proxy/inbound.ts) and for `nodal policy check` (control/admin).
+// How the proxy treats a port, from the Service's appProtocol. One rule for the proxy
+// (agent/proxy: the source side chooses its parser by it, the destination its L4/L7 path)
+// and for `nodal policy check` (control/admin).
 
-export type DeclaredProtocol = 'http1' | 'opaque' | 'detect';
+export type DeclaredProtocol = 'http1' | 'h2' | 'opaque' | 'detect';
 
-/** Service appProtocol → how the destination treats the port */
+/** Service appProtocol → how the proxy treats the port */
 export function declaredProtocol(appProtocol: string | undefined): DeclaredProtocol {
   if (appProtocol === undefined || appProtocol === '') return 'detect';
   const p = appProtocol.toLowerCase();
   if (p === 'http' || p === 'http1' || p === 'http/1.1') return 'http1';
-  // tcp, tls, https, grpc, http2, kubernetes.io/h2c ...: no HTTP/1.1 parser can read them;
-  // HTTP/2 at L7 is not implemented yet, so they are opaque with an L4 decision
+  // HTTP/2 without TLS (prior knowledge): gRPC, h2c and the Kubernetes standard name
+  if (p === 'grpc' || p === 'h2c' || p === 'http2' || p === 'kubernetes.io/h2c') return 'h2';
+  // tcp, tls, https, kubernetes.io/ws(s), mysql ...: no HTTP parser can read them (TLS is
+  // end to end; the proxy never terminates the application's TLS), so one L4 decision
   return 'opaque';
 }

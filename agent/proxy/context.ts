@@ -6,6 +6,7 @@ import type { EndpointInfo } from '../../control/api/types.ts';
 import type { Flow, FlowEndpoint } from '../flows/flow.ts';
 import type { ProxyLimits } from './limits.ts';
 import type { Direction, ProxyMetrics } from './metrics.ts';
+import type { AccessLog, Tracer } from '../telemetry/index.ts';
 import type { TraceParent } from './trace.ts';
 import type { MeshView } from './view.ts';
 
@@ -26,6 +27,10 @@ export interface ProxyContext {
   track(conn: Duplex, direction: Direction): void;
   /** add a socket's bytes (both ways) to the side's counter when it closes */
   countBytes(socket: import('node:net').Socket, direction: Direction): void;
+  /** per-hop spans (exported only with --otlp-endpoint); always present for propagation */
+  readonly tracer: Tracer;
+  /** the access log, absent when off */
+  readonly accessLog: AccessLog | undefined;
 }
 
 /** the workload that opened the connection, as the destination side knows it */

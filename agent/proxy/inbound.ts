@@ -1,15 +1,19 @@
-// The destination side: a connection for a local pod, arriving through the tunnel from a
-// peer node or in-process from this node's outbound side. Same policy path either way.
-// HTTP/1.1 goes to the L7 handler (per-request policy); anything else is opaque TCP with one
-// L4 decision, then bytes are piped to the pod from the proxy address.
+// The destination side of a connection (not a request) for a local pod: a CONNECT stream
+// from a peer node, or a socket handed over in-process by this node's outbound side. HTTP/1.1
+// found in it goes to the L7 handler (per-request policy, through Destination); anything
+// else is opaque TCP with one L4 decision, then bytes are piped to the pod from the proxy
+// address. Requests that arrive as requests (tunnel streams, the source side's L7 path) go
+// to Destination directly.
 
 import { connect } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { evaluate, describeDecision, type Decision } from '../policy/index.ts';
+import { describeDecision, type Decision } from '../policy/index.ts';
 import type { FlowVerdict } from '../flows/flow.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
 import { applyDecision, newFlow } from './flows.ts';
+import { Destination, l4Input } from './destination.ts';
+import { ReservedIdentity } from '../../control/api/types.ts';
 import { HttpIngress } from './http.ts';
 import { abort, DETECT_WAIT_MS, sniff, splice } from './stream.ts';
 
@@ -17,11 +21,13 @@ import { declaredProtocol } from '../policy/index.ts';
 
 export class Inbound {
   private readonly ctx: ProxyContext;
+  readonly destination: Destination;
   private readonly http: HttpIngress;
 
   constructor(ctx: ProxyContext) {
     this.ctx = ctx;
-    this.http = new HttpIngress(ctx);
+    this.destination = new Destination(ctx);
+    this.http = new HttpIngress(ctx, this.destination);
   }
 
   /**
@@ -55,19 +61,11 @@ export class Inbound {
 
   close(): void {
     this.http.close();
+    this.destination.close();
   }
 
   private decideL4(conn: InboundConn): Decision {
-    const view = this.ctx.view();
-    const policies = view ? view.policiesFor(conn.dst.identity) : [];
-    const d = evaluate(policies, {
-      dstIdentity: conn.dst.identity,
-      src: { identity: conn.src.identity, namespace: conn.src.namespace, principal: conn.src.principal, ip: conn.src.ip },
-      port: conn.port,
-      dstIp: conn.dst.ip,
-    });
-    this.ctx.metrics.verdicts.labels(d.verdict).inc();
-    return d;
+    return this.destination.decide(conn).decision;
   }
 
   private opaque(down: Duplex, conn: InboundConn, early: Decision | undefined): void {
@@ -83,6 +81,8 @@ export class Inbound {
     up.once('connect', () => {
       connected = true;
       this.emitL4(conn, 'FORWARDED', d);
+      // still subject to policy: a snapshot that no longer allows it closes it
+      this.destination.track({ conn, request: l4Input(conn), close: () => { abort(down); up.destroy(); } }, up);
     });
     splice(down, up, (err) => {
       if (err && !connected) {
@@ -92,6 +92,8 @@ export class Inbound {
   }
 
   private emitL4(conn: InboundConn, verdict: FlowVerdict, d: Decision, summary?: string): void {
+    // health probes are not traffic anyone asked to see
+    if (conn.src.identity === ReservedIdentity.HEALTH) return;
     const view = this.ctx.view();
     const f = newFlow(this.ctx.node, verdict, 'L3_L4', 'INGRESS',
       { ip: conn.src.ip, port: conn.src.port }, { ip: conn.dst.ip, port: conn.port });

@@ -1,21 +1,27 @@
 // The source side: a connection a local enrolled pod opened, redirected here by the
-// datapath (cgroup/connect4 → :15001). Find where it was going, choose the backend, and
-// carry it: in-process to the inbound side when the backend is on this node, through the
-// tunnel to the peer node otherwise, straight out when the destination is outside the mesh.
+// datapath (cgroup/connect4 → :15001). Find where it was going, then by its protocol
+// (the Service's appProtocol, else the first bytes): HTTP/1.1 and HTTP/2 go to the L7
+// path (egress.ts), which routes every request on its own; anything else is carried as a
+// connection to one backend: in-process to the inbound side when the backend is on this
+// node, as a CONNECT stream through the tunnel otherwise. Destinations outside the mesh
+// are passed straight through.
 
 import { connect, type Socket } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http2';
 import type { EndpointInfo } from '../../control/api/types.ts';
 import type { FlowEndpoint, FlowVerdict } from '../flows/flow.ts';
+import { declaredProtocol } from '../policy/index.ts';
 import type { InboundConn, ProxyContext, Redirect, SourceInfo } from './context.ts';
 import { sourceFlowEndpoint } from './context.ts';
+import type { EgressConn } from './egress.ts';
+import { Egress } from './egress.ts';
 import { newFlow, type Addr } from './flows.ts';
 import { errorText } from './errors.ts';
 import type { Inbound } from './inbound.ts';
-import { abort, normalizeIp, splice } from './stream.ts';
+import { abort, DETECT_WAIT_MS, normalizeIp, sniff, splice } from './stream.ts';
 import { formatAuthority, Header, type TunnelPool } from './tunnel.ts';
 import { newTrace, type TraceParent } from './trace.ts';
-import { WORLD_ENDPOINT, type MeshView } from './view.ts';
+import { WORLD_ENDPOINT, type MeshView, type ServiceTarget } from './view.ts';
 
 export type OriginalDestination = (clientIp: string, clientPort: number) => Redirect | undefined;
 
@@ -23,7 +29,11 @@ export type OriginalDestination = (clientIp: string, clientPort: number) => Redi
 interface Target { ip: string; port: number; node: string; identity: number; endpoint: EndpointInfo | undefined }
 
 /** what the outbound side reports about one connection */
-interface OutboundRecord { src: SourceInfo; dst: Addr; dstFlow: FlowEndpoint; trace: TraceParent }
+interface OutboundRecord {
+  src: SourceInfo; dst: Addr; dstFlow: FlowEndpoint; trace: TraceParent;
+  /** the connection's FORWARDED flow is already out (an upgraded HTTP/1.1 connection) */
+  recorded?: boolean;
+}
 
 export class Outbound {
   private readonly ctx: ProxyContext;
@@ -31,6 +41,7 @@ export class Outbound {
   private readonly pool: TunnelPool;
   private readonly originalDestination: OriginalDestination;
   private readonly listen: () => Addr;
+  private readonly egress: Egress;
   /** round-robin position per service port; survives snapshots so that an update does not reset the spread */
   private readonly rr = new Map<string, number>();
 
@@ -40,6 +51,15 @@ export class Outbound {
     this.pool = pool;
     this.originalDestination = originalDestination;
     this.listen = listen;
+    this.egress = new Egress(ctx, inbound.destination, pool, (socket, conn) => this.carry(socket, conn, true));
+  }
+
+  update(view: MeshView): void {
+    this.egress.update(view);
+  }
+
+  close(): void {
+    this.egress.close();
   }
 
   accept(socket: Socket): void {
@@ -74,26 +94,57 @@ export class Outbound {
       return this.fail(socket, view, client, 'redirect loop: original destination is the proxy itself', src);
     }
 
-    let target: Target;
     const svc = view.service(orig.ip, orig.port);
+    const ep = svc ? undefined : view.endpointByIp(orig.ip);
+    if (!svc && !ep) return this.passthrough(socket, src, orig);
+    const conn: EgressConn = { src, orig, service: svc, endpoint: ep, trace: newTrace() };
+    const declared = declaredProtocol(svc ? svc.port.appProtocol : view.appProtocol(orig.ip, orig.port));
+    if (declared === 'opaque') return this.carry(socket, conn, false);
+    if (declared !== 'detect') return this.l7(socket, view, conn, declared);
+    sniff(socket, DETECT_WAIT_MS, (proto) => {
+      if (socket.destroyed) return;
+      const v = this.ctx.view() ?? view;
+      if (proto === 'opaque') this.carry(socket, conn, false);
+      else this.l7(socket, v, conn, proto);
+    });
+  }
+
+  /** HTTP: the connection's record now (one per connection, as for opaque TCP), then per-request routing */
+  private l7(socket: Socket, view: MeshView, conn: EgressConn, protocol: 'http1' | 'h2'): void {
+    const f = newFlow(this.ctx.node, 'FORWARDED', 'L3_L4', 'EGRESS', conn.src, conn.orig);
+    f.source = conn.src.flow;
+    f.destination = conn.endpoint ? view.flowEndpoint(conn.endpoint) : serviceFlowEndpoint(conn.service!);
+    if (conn.service) f.destinationService = { name: conn.service.service.name, namespace: conn.service.service.namespace };
+    f.traceContext = { parent: { traceId: conn.trace.traceId, spanId: conn.trace.spanId } };
+    this.ctx.emit(f);
+    this.egress.attach(socket, conn, protocol);
+  }
+
+  /**
+   * Opaque TCP (and an upgraded HTTP/1.1 connection): one backend for the whole connection.
+   * `recorded`: the connection's flow was already emitted by the L7 path.
+   */
+  private carry(socket: Socket, conn: EgressConn, recorded: boolean): void {
+    const view = this.ctx.view();
+    if (!view) return this.fail(socket, undefined, conn.src, 'no snapshot yet', conn.src);
+    const { src, orig } = conn;
+    let target: Target;
+    const svc = conn.service;
     if (svc) {
       const backends = svc.service.backends;
       if (backends.length === 0) {
-        return this.fail(socket, view, client, `no backends for service ${svc.service.namespace}/${svc.service.name}`, src, orig);
+        return this.fail(socket, view, src, `no backends for service ${svc.service.namespace}/${svc.service.name}`, src, orig);
       }
       const i = this.rr.get(svc.key) ?? 0;
       this.rr.set(svc.key, (i + 1) % backends.length);
       const b = backends[i % backends.length]!;
       target = { ip: b.ip, port: svc.port.targetPort, node: b.node, identity: b.identity, endpoint: view.endpointByIp(b.ip) };
     } else {
-      const ep = view.endpointByIp(orig.ip);
-      if (!ep) return this.passthrough(socket, src, orig);
+      const ep = conn.endpoint!;
       target = { ip: ep.ip, port: orig.port, node: ep.node, identity: ep.identity, endpoint: ep };
     }
-
-    const trace = newTrace();
     const rec: OutboundRecord = {
-      src, dst: { ip: target.ip, port: target.port }, dstFlow: view.flowEndpoint(target.endpoint, target.identity), trace,
+      src, dst: { ip: target.ip, port: target.port }, dstFlow: view.flowEndpoint(target.endpoint, target.identity), trace: conn.trace, recorded,
     };
     if (target.node === this.ctx.node) this.local(socket, view, rec, target);
     else this.remote(socket, view, rec, target);
@@ -178,6 +229,7 @@ export class Outbound {
   }
 
   private emit(rec: OutboundRecord, verdict: FlowVerdict, summary?: string): void {
+    if (rec.recorded && verdict === 'FORWARDED') return;
     const f = newFlow(this.ctx.node, verdict, 'L3_L4', 'EGRESS', rec.src, rec.dst);
     f.source = rec.src.flow;
     f.destination = rec.dstFlow;
@@ -199,6 +251,14 @@ export class Outbound {
     this.ctx.emit(f);
     abort(socket);
   }
+}
+
+/**
+ * A Service as the connection's flow names it: no pod (each request may go to another),
+ * the backends' identity when they share one
+ */
+function serviceFlowEndpoint(svc: ServiceTarget): FlowEndpoint {
+  return { identity: svc.service.identity, namespace: svc.service.namespace };
 }
 
 function noop(): void {}

@@ -16,6 +16,7 @@ import { ProxyMetrics, type Direction } from './metrics.ts';
 import { Outbound } from './outbound.ts';
 import { DEFAULT_TUNNEL_PORT, TunnelPool, TunnelServer } from './tunnel.ts';
 import { MeshView } from './view.ts';
+import { Tracer } from '../telemetry/index.ts';
 
 export interface ProxyOptions {
   node: string;
@@ -33,6 +34,7 @@ export interface ProxyOptions {
   onFlow(flow: Flow): void;
   registry: Registry;
   logger: Logger;
+  telemetry?: import('../telemetry/index.ts').ProxyTelemetry; // access log (--access-log) and per-hop spans (--otlp-endpoint)
   /** overrides of DEFAULT_LIMITS (limits.ts) */
   limits?: Partial<ProxyLimits>;
 }
@@ -67,6 +69,8 @@ export class NodeProxy {
       limits: resolveLimits(opts.limits),
       track: (c, d) => this.track(c, d),
       countBytes: (s, d) => this.countBytes(s, d),
+      tracer: opts.telemetry?.tracer ?? new Tracer(),
+      accessLog: opts.telemetry?.accessLog,
     };
     this.inbound = new Inbound(ctx);
     this.tunnel = new TunnelServer(ctx, this.inbound);
@@ -108,7 +112,14 @@ export class NodeProxy {
     }
     const view = new MeshView(snapshot);
     if (!view.self) this.log.warn('snapshot has no record of this node: tunnel connections will leave from the default address');
+    const first = this.view === undefined;
     this.view = view;
+    this.outbound.update(view);
+    // what the new policy no longer allows must not stay open
+    if (!first) {
+      const closed = this.inbound.destination.revalidate();
+      if (closed > 0) this.log.info({ closed, version: snapshot.version }, 'closed connections and streams the new policy denies');
+    }
   }
 
   async close(): Promise<void> {
@@ -118,6 +129,7 @@ export class NodeProxy {
     const stopped = Promise.all([closeServer(this.outboundServer), closeServer(this.inboundServer)]);
     this.pool.close();
     this.tunnel.close();
+    this.outbound.close();
     this.inbound.close();
     for (const c of this.open) c.destroy();
     this.open.clear();

@@ -65,8 +65,17 @@ export function abort(stream: Duplex): void {
   if (stream instanceof Socket) {
     if (!stream.destroyed) stream.resetAndDestroy();
   } else if (isHttp2Stream(stream)) {
-    // RST_STREAM with CONNECT_ERROR: RFC 9113 §8.5's signal for a reset tunnelled connection
-    if (!stream.closed && !stream.destroyed) stream.close(h2.NGHTTP2_CONNECT_ERROR);
+    if (stream.closed || stream.destroyed) return;
+    if (stream.listenerCount('aborted') === 0) {
+      // RST_STREAM with CONNECT_ERROR: RFC 9113 §8.5's signal for a reset tunnelled connection
+      stream.close(h2.NGHTTP2_CONNECT_ERROR);
+    } else {
+      // a stream in a pipeline(): close() emits 'aborted', which pipeline's end-of-stream
+      // check answers with a synchronous destroy() that drops the RST_STREAM close() was
+      // about to send, and the peer would never learn. destroy(err) sends it itself
+      // (INTERNAL_ERROR), which the peer takes as a reset all the same.
+      stream.destroy(new Error('connection reset by the proxy'));
+    }
   } else {
     stream.destroy();
   }

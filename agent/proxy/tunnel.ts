@@ -1,18 +1,22 @@
-// The node-to-node tunnel (DESIGN §5): HTTP/2 (h2c, inside WireGuard) CONNECT streams, one
-// per proxied connection, multiplexed over one session per peer node. The client half
-// (TunnelPool) serves the outbound side; the server half (TunnelServer) authenticates the
-// peer by its tunnel address, checks the claimed source identity against the pods that run
-// on that peer, and hands accepted streams to the inbound side.
+// The node-to-node tunnel (DESIGN §5): one HTTP/2 session (h2c, inside WireGuard) per peer
+// node, multiplexing two kinds of stream: a CONNECT stream per proxied connection (opaque
+// TCP, an HTTP Upgrade), and an ordinary request stream per HTTP request the source side
+// routed (the request as the client sent it, plus x-nodal-destination naming the pod). The
+// client half (TunnelPool) serves the outbound side; the server half (TunnelServer)
+// authenticates the peer by its tunnel address, checks the claimed source identity against
+// the pods that run on that peer, and hands accepted streams to the inbound side.
 
 import {
-  connect as h2connect, createServer as h2server,
+  connect as h2connect, constants as h2constants, createServer as h2server,
   type ClientHttp2Session, type ClientHttp2Stream, type Http2Server, type Http2Session,
   type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream,
 } from 'node:http2';
 import { connect, isIP, isIPv6, type Socket } from 'node:net';
 import type { EndpointInfo, NodeInfo } from '../../control/api/types.ts';
+import { ReservedIdentity } from '../../control/api/types.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
+import { endToEnd, writeH2, type RequestHead } from './exchange.ts';
 import { newFlow } from './flows.ts';
 import { tunnelClientOptions, tunnelServerOptions } from './limits.ts';
 import type { Inbound } from './inbound.ts';
@@ -27,6 +31,10 @@ export const Header = {
   endpoint: 'x-nodal-source-endpoint',
   /** source ip:port, informational (flows), never used for a decision */
   addr: 'x-nodal-source-addr',
+  /** request streams: the pod (ip:port) the source side chose; CONNECT names it in :authority */
+  destination: 'x-nodal-destination',
+  /** request streams: the protocol the client spoke, which the destination speaks to the pod */
+  protocol: 'x-nodal-protocol',
   traceparent: 'traceparent',
 } as const;
 
@@ -57,10 +65,15 @@ export class TunnelPool {
 
   /** a CONNECT stream to `authority` (ip:port of a pod on `peer`); throws if the session is unusable */
   open(peer: NodeInfo, authority: string, headers: OutgoingHttpHeaders): ClientHttp2Stream {
+    return this.request(peer, { ':method': 'CONNECT', ':authority': authority, ...headers });
+  }
+
+  /** any stream on the session to `peer` (pseudo-headers included); throws if the session is unusable */
+  request(peer: NodeInfo, headers: OutgoingHttpHeaders, options?: { signal?: AbortSignal; endStream?: boolean }): ClientHttp2Stream {
     const key = `${peer.name}@${peer.tunnelIp}`;
     let s = this.sessions.get(key);
     if (!s || s.closed || s.destroyed) s = this.connect(key, peer);
-    return s.request({ ':method': 'CONNECT', ':authority': authority, ...headers });
+    return s.request(headers, options);
   }
 
   close(): void {
@@ -139,11 +152,9 @@ export class TunnelServer {
       stream.session?.destroy();
       return;
     }
-    if (headers[':method'] !== 'CONNECT') {
-      stream.respond({ ':status': 405 }, { endStream: true });
-      return;
-    }
-    const authority = parseAuthority(headers[':authority']);
+    const method = headers[':method'];
+    const isConnect = method === 'CONNECT';
+    const authority = parseAuthority(isConnect ? headers[':authority'] : headers[Header.destination]);
     if (!authority) {
       stream.respond({ ':status': 400 }, { endStream: true });
       return;
@@ -156,7 +167,9 @@ export class TunnelServer {
     const srcPort = srcAddr?.port ?? 0;
     const trace = parseTraceparent(headers[Header.traceparent]) ?? newTrace();
 
-    if (!claimedText || !Number.isInteger(claimed) || !view.identityRunsOn(peer.name, claimed)) {
+    // the reserved health identity: a peer proxy's active health check, a connection only
+    const probe = claimed === ReservedIdentity.HEALTH && isConnect;
+    if (!claimedText || !Number.isInteger(claimed) || (!probe && !view.identityRunsOn(peer.name, claimed))) {
       const summary = `spoofed source identity ${claimedText || '(none)'} from node ${peer.name}`;
       this.ctx.log.warn({ peer: peer.name, peerIp, claimed: claimedText, authority: headers[':authority'] }, summary);
       const f = newFlow(this.ctx.node, 'DROPPED', 'L3_L4', 'INGRESS', { ip: srcIp, port: srcPort }, authority);
@@ -189,6 +202,10 @@ export class TunnelServer {
       dst, port: authority.port, appProtocol: view.appProtocol(dst.ip, authority.port),
       trace, via: 'tunnel', peer: peer.name,
     };
+    if (!isConnect) {
+      this.onRequest(stream, headers, conn);
+      return;
+    }
     const early = this.inbound.preflight(conn);
     if (early && !early.allowed) {
       stream.respond({ ':status': 403 }, { endStream: true });
@@ -196,6 +213,25 @@ export class TunnelServer {
     }
     stream.respond({ ':status': 200 });
     this.inbound.serve(stream, conn, early);
+  }
+
+  /** a request stream: one HTTP request for a local pod, answered on the same stream */
+  private onRequest(stream: ServerHttp2Stream, headers: IncomingHttpHeaders, conn: InboundConn): void {
+    const head: RequestHead = {
+      method: String(headers[':method']),
+      path: String(headers[':path'] ?? '/'),
+      authority: String(headers[':authority'] ?? ''),
+      headers: endToEnd(headers, true),
+      protocol: headers[Header.protocol] === 'h2' ? 'h2' : 'http1',
+    };
+    const ac = new AbortController();
+    // only a stream that closed before its answer was written cancels upstream (a completed
+    // one would build an AbortError per request for nothing)
+    stream.once('close', () => { if (!stream.writableFinished) ac.abort(); });
+    this.inbound.destination.exchange(conn, head, stream, ac.signal).then((r) => writeH2(stream, r), (err) => {
+      this.ctx.log.error({ err: errorText(err) }, 'tunnel request failed unexpectedly');
+      if (!stream.closed) stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
+    });
   }
 
   private refusePeer(ip: string, port: number, localIp: string, localPort: number): void {

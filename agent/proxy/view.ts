@@ -26,6 +26,7 @@ export class MeshView {
   /** `${node}\0${identity}`: which identities run on which node (spoofing check) */
   private readonly onNode = new Set<string>();
   private readonly services = new Map<string, ServiceTarget>();
+  private readonly servicesByName = new Map<string, ServiceTarget>();
   /** `${podIp}:${targetPort}` → appProtocol, so the destination knows a declared protocol */
   private readonly appProtocols = new Map<string, string>();
   private readonly policies = new Map<number, CompiledPolicy[]>();
@@ -49,7 +50,9 @@ export class MeshView {
       for (const port of svc.ports) {
         if (port.protocol !== 'TCP') continue;
         const key = `${svc.namespace}/${svc.name}:${port.port}`;
-        if (svc.clusterIp) this.services.set(`${svc.clusterIp}:${port.port}`, { service: svc, port, key });
+        const target = { service: svc, port, key };
+        if (svc.clusterIp) this.services.set(`${svc.clusterIp}:${port.port}`, target);
+        this.servicesByName.set(key, target);
         if (port.appProtocol) {
           for (const b of svc.backends) this.appProtocols.set(`${b.ip}:${port.targetPort}`, port.appProtocol);
         }
@@ -93,6 +96,9 @@ export class MeshView {
   identityRunsOn(node: string, identity: number): boolean { return this.onNode.has(`${node}\0${identity}`); }
 
   service(ip: string, port: number): ServiceTarget | undefined { return this.services.get(`${ip}:${port}`); }
+
+  /** a Service port by name (a route's backendRef) */
+  serviceByName(namespace: string, name: string, port: number): ServiceTarget | undefined { return this.servicesByName.get(`${namespace}/${name}:${port}`); }
 
   appProtocol(ip: string, port: number): string | undefined { return this.appProtocols.get(`${ip}:${port}`); }
 

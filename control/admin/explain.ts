@@ -36,13 +36,13 @@ const RESERVED_NAMES: Record<number, string> = {
 };
 
 /**
- * How the destination proxy treats a port (the proxy's own rule, agent/policy): an
- * HTTP/1.1 appProtocol is parsed per request, any other declared protocol is opaque TCP
+ * How the proxy treats a port (the proxy's own rule, agent/policy): an HTTP/1.1 or HTTP/2
+ * (gRPC, h2c) appProtocol is parsed per request, any other declared protocol is opaque TCP
  * with one L4 decision, no appProtocol is sniffed.
  */
 export function declaredProtocol(appProtocol: string | undefined): 'http' | 'opaque' | 'detect' {
   const p = proxyProtocol(appProtocol);
-  return p === 'http1' ? 'http' : p;
+  return p === 'http1' || p === 'h2' ? 'http' : p;
 }
 
 interface Ctx {

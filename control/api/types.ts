@@ -227,6 +227,15 @@ export interface L7Match {
   notMethods?: string[];
   notPaths?: string[];
   notPorts?: number[];
+  /** lower-case header name → Istio patterns (exact, prefix*, *suffix, *); every listed header must match one of its patterns */
+  headers?: Record<string, string[]>;
+  /**
+   * Istio patterns on the service (`package.Service`) and method of a gRPC request (path
+   * `/package.Service/Method`, content-type application/grpc*); a match with either never
+   * matches a request that is not gRPC
+   */
+  grpcServices?: string[];
+  grpcMethods?: string[];
 }
 
 export interface CompiledRule {

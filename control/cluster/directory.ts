@@ -178,6 +178,8 @@ export class DirectorySource implements ClusterSource {
         case 'Node': state.nodes.push(o.value); break;
         case 'MeshPolicy': state.policies.push(o.value); break;
         case 'NetworkPolicy': (state.networkPolicies ??= []).push(o.value); break;
+        case 'HTTPRoute': case 'GRPCRoute': (state.routes ??= []).push(o.value); break;
+        case 'TrafficPolicy': (state.trafficPolicies ??= []).push(o.value); break;
       }
     }
     const key = stableStringify(state);

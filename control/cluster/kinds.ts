@@ -5,11 +5,14 @@
 import { ConfigError } from '../errors.ts';
 import type {
   LabelSelector, MeshPolicyObject, NamespaceObject, NetworkPolicyObject, NetworkPolicyPeerObject, NetworkPolicyPortObject,
-  NetworkPolicyRuleObject, NodeObject, PodObject, PolicyRule, ServiceObject, WorkloadRef,
+  NetworkPolicyRuleObject, NodeObject, PodObject, PolicyRule, RouteObject, ServiceObject, TrafficPolicyObject, WorkloadRef,
 } from './state.ts';
+import { GRPCROUTE_SPEC, HTTPROUTE_SPEC, convertRoute, serviceParents } from './kinds-routes.ts';
+import { TRAFFIC_POLICY_SPEC, convertTrafficPolicy } from './kinds-trafficpolicy.ts';
 import {
-  bool, check, cidr, ip, isMapping, labels, list, name, obj, oneOf, parsePort, port, req, str, type Schema,
+  bool, check, cidr, ip, isMapping, labels, list, mapOf, name, obj, oneOf, parsePort, port, req, str, type Schema,
 } from './schema.ts';
+import { a, compact, isProblem, m, s, strList, type Doc } from './read.ts';
 
 export type Typed =
   | { kind: 'Namespace'; value: NamespaceObject }
@@ -17,7 +20,9 @@ export type Typed =
   | { kind: 'Service'; value: ServiceObject }
   | { kind: 'Node'; value: NodeObject }
   | { kind: 'MeshPolicy'; value: MeshPolicyObject }
-  | { kind: 'NetworkPolicy'; value: NetworkPolicyObject };
+  | { kind: 'NetworkPolicy'; value: NetworkPolicyObject }
+  | { kind: 'HTTPRoute' | 'GRPCRoute'; value: RouteObject }
+  | { kind: 'TrafficPolicy'; value: TrafficPolicyObject };
 
 export type Parsed =
   | { result: 'skip'; reason: string }
@@ -25,14 +30,12 @@ export type Parsed =
   /** key is set when the document names its object, so the last good version can stay */
   | { result: 'error'; key?: string; error: ConfigError };
 
-type Doc = Record<string, unknown>;
-
 interface KindSpec {
   apiVersion: string;
   namespaced: boolean;
   schema: Schema;
-  /** runs on a document that passed the schema, so it may read fields without re-checking */
-  convert: (doc: Doc, namespace: string) => Typed | { path: string; reason: string };
+  /** runs on a document that passed the schema, so it may read fields without re-checking; `skip`: not nodal's to read */
+  convert: (doc: Doc, namespace: string) => Typed | { path: string; reason: string } | { skip: string };
 }
 
 const metadata = (annotations: Schema = labels, extra: Record<string, Schema> = {}): Schema =>
@@ -44,8 +47,12 @@ const ownerReferences = list(obj({ apiVersion: str, kind: req(name), name: req(n
 const strs = list(str);
 const source = obj({ principals: strs, notPrincipals: strs, namespaces: strs, notNamespaces: strs },
   { strict: true, atLeastOne: ['principals', 'notPrincipals', 'namespaces', 'notNamespaces'] });
-const operation = obj({ ports: list(port), notPorts: list(port), methods: strs, notMethods: strs, paths: strs, notPaths: strs, hosts: strs },
-  { strict: true, atLeastOne: ['ports', 'notPorts', 'methods', 'notMethods', 'paths', 'notPaths', 'hosts'] });
+const operation = obj({
+  ports: list(port), notPorts: list(port), methods: strs, notMethods: strs, paths: strs, notPaths: strs, hosts: strs,
+  headers: mapOf(list(name)), grpcServices: strs, grpcMethods: strs,
+}, { strict: true, atLeastOne: ['ports', 'notPorts', 'methods', 'notMethods', 'paths', 'notPaths', 'hosts', 'headers', 'grpcServices', 'grpcMethods'] });
+/** an HTTP header name (RFC 7230 token) */
+const HEADER_NAME = /^[A-Za-z0-9!#$%&'*+\-.^_`|~]+$/;
 const condition = obj({ key: req(name), values: strs, notValues: strs }, { strict: true, atLeastOne: ['values', 'notValues'] });
 const rule = obj({
   from: list(obj({ source: req(source) }, { strict: true })),
@@ -68,16 +75,8 @@ const npRule = (peers: 'from' | 'to'): Schema => obj({ [peers]: list(npPeer), po
 /** the longest range endPort may expand to: each port is one BPF policy entry per local identity and peer */
 export const MAX_PORT_RANGE = 1024;
 
-// reading helpers for validated documents
-const m = (v: unknown): Doc => (isMapping(v) ? v : {});
-const s = (v: unknown, dflt = ''): string => (typeof v === 'string' ? v : dflt);
-const a = (v: unknown): unknown[] => (Array.isArray(v) ? v : []);
 const lbl = (v: unknown): Record<string, string> => ({ ...(m(v) as Record<string, string>) });
-/** empty lists become absent: the compiled model has one spelling for "not set" */
-const strList = (v: unknown): string[] | undefined => (Array.isArray(v) && v.length > 0 ? [...(v as string[])] : undefined);
 const portList = (v: unknown): number[] | undefined => (Array.isArray(v) && v.length > 0 ? v.map((p) => parsePort(p)!) : undefined);
-/** drops undefined members so optional fields stay absent, not present-and-undefined */
-const compact = <T extends object>(o: T): T => Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as T;
 
 const selectorOf = (v: unknown): LabelSelector => ({
   matchLabels: lbl(m(v).matchLabels),
@@ -86,6 +85,25 @@ const selectorOf = (v: unknown): LabelSelector => ({
     values: a(m(e).values).map((x) => s(x)),
   })),
 });
+
+/**
+ * MeshPolicy `operation.headers`: names lower-cased (HTTP header names are case-insensitive),
+ * each with at least one pattern; undefined when absent or empty
+ */
+function headerPatterns(v: unknown, at: string): Record<string, string[]> | { path: string; reason: string } | undefined {
+  const out: Record<string, string[]> = {};
+  // `headers: {}` must not count as a condition: the operation would match every request
+  if (isMapping(v) && Object.keys(v).length === 0) return { path: at, reason: 'must name at least one header' };
+  for (const [raw, patterns] of Object.entries(m(v))) {
+    const nm = raw.toLowerCase();
+    if (!HEADER_NAME.test(raw)) return { path: `${at}.${raw}`, reason: `${JSON.stringify(raw)} is not an HTTP header name` };
+    if (Object.hasOwn(out, nm)) return { path: `${at}.${raw}`, reason: `${JSON.stringify(raw)} is listed twice (header names are case-insensitive)` };
+    // an empty list would read as "this header, any value" to some and "never" to others: say which
+    if (a(patterns).length === 0) return { path: `${at}.${raw}`, reason: 'must list at least one pattern ("*" for any non-empty value)' };
+    out[nm] = a(patterns).map((x) => s(x));
+  }
+  return Object.keys(out).length > 0 ? Object.fromEntries(Object.keys(out).sort().map((k) => [k, out[k]!])) : undefined;
+}
 
 /** the semantic checks the schema cannot express, as the API server's validation does them */
 function convertNetworkPolicy(d: Doc, namespace: string): Typed | { path: string; reason: string } {
@@ -319,20 +337,31 @@ export const KINDS: Record<string, KindSpec> = {
     }),
     convert: (d, namespace) => {
       const spec = m(d.spec);
-      const rules: PolicyRule[] = a(spec.rules).map((r) => ({
-        from: a(m(r).from).map((f) => {
-          const src = m(m(f).source);
-          return compact({ principals: strList(src.principals), notPrincipals: strList(src.notPrincipals), namespaces: strList(src.namespaces), notNamespaces: strList(src.notNamespaces) });
-        }),
-        to: a(m(r).to).map((t) => {
-          const op = m(m(t).operation);
-          return compact({
+      const rules: PolicyRule[] = [];
+      const rawRules = a(spec.rules);
+      for (let i = 0; i < rawRules.length; i++) {
+        const r = m(rawRules[i]);
+        const to: PolicyRule['to'] = [];
+        const rawTo = a(r.to);
+        for (let j = 0; j < rawTo.length; j++) {
+          const op = m(m(rawTo[j]).operation);
+          const headers = headerPatterns(op.headers, `spec.rules[${i}].to[${j}].operation.headers`);
+          if (isProblem(headers)) return headers;
+          to.push(compact({
             ports: portList(op.ports), notPorts: portList(op.notPorts), methods: strList(op.methods), notMethods: strList(op.notMethods),
             paths: strList(op.paths), notPaths: strList(op.notPaths), hosts: strList(op.hosts),
-          });
-        }),
-        when: a(m(r).when).map((w) => compact({ key: s(m(w).key), values: strList(m(w).values), notValues: strList(m(w).notValues) })),
-      }));
+            headers, grpcServices: strList(op.grpcServices), grpcMethods: strList(op.grpcMethods),
+          }));
+        }
+        rules.push({
+          from: a(r.from).map((f) => {
+            const src = m(m(f).source);
+            return compact({ principals: strList(src.principals), notPrincipals: strList(src.notPrincipals), namespaces: strList(src.namespaces), notNamespaces: strList(src.notNamespaces) });
+          }),
+          to,
+          when: a(r.when).map((w) => compact({ key: s(m(w).key), values: strList(m(w).values), notValues: strList(m(w).notValues) })),
+        });
+      }
       return {
         kind: 'MeshPolicy',
         value: {
@@ -355,7 +384,34 @@ export const KINDS: Record<string, KindSpec> = {
     }),
     convert: convertNetworkPolicy,
   },
+  HTTPRoute: {
+    apiVersion: 'gateway.networking.k8s.io/v1', namespaced: true,
+    schema: obj({ metadata: req(metadata()), spec: req(HTTPROUTE_SPEC) }),
+    convert: (d, namespace) => route('HTTPRoute', d, namespace),
+  },
+  GRPCRoute: {
+    apiVersion: 'gateway.networking.k8s.io/v1', namespaced: true,
+    schema: obj({ metadata: req(metadata()), spec: req(GRPCROUTE_SPEC) }),
+    convert: (d, namespace) => route('GRPCRoute', d, namespace),
+  },
+  TrafficPolicy: {
+    apiVersion: 'nodal.io/v1alpha1', namespaced: true,
+    schema: obj({ metadata: req(metadata()), spec: req(TRAFFIC_POLICY_SPEC) }),
+    convert: (d, namespace) => {
+      const tp = convertTrafficPolicy(d, namespace);
+      return 'reason' in tp ? tp : { kind: 'TrafficPolicy', value: tp };
+    },
+  },
 };
+
+/** a route whose parents are all Gateways belongs to the gateway's controller: skipped, not rejected */
+function route(kind: 'HTTPRoute' | 'GRPCRoute', d: Doc, namespace: string): Typed | { path: string; reason: string } | { skip: string } {
+  const parents = serviceParents(m(d.spec), namespace);
+  if ('reason' in parents) return parents;
+  if (parents.length === 0) return { skip: `${kind} without a Service parent (GAMMA): another controller's` };
+  const r = convertRoute(kind, d, namespace, parents);
+  return 'reason' in r ? r : { kind, value: r };
+}
 
 /** validate and convert one YAML document; `index` is its position in the file, from 0 */
 export function parseDocument(doc: unknown, file: string, index: number): Parsed {
@@ -379,6 +435,7 @@ export function parseDocument(doc: unknown, file: string, index: number): Parsed
   const issue = check(spec.schema, doc, '');
   if (issue) return fail(issue.path, issue.reason);
   const converted = spec.convert(doc, namespace);
+  if ('skip' in converted) return { result: 'skip', reason: converted.skip };
   if ('path' in converted) return fail(converted.path, converted.reason);
   return { result: 'ok', key: key!, display, object: converted };
 }

@@ -1,8 +1,11 @@
 // Reports validation on the object itself (DESIGN §4): status.conditions[type=Accepted],
 // True when the object is in force as written, False with reason Invalid and the field at
-// fault when it was rejected. Written through the status subresource, and only when the
-// condition the object carries differs from the verdict: our own write comes back as a
-// watch event carrying the condition we wrote, which then matches, so nothing loops.
+// fault when it was rejected. Gateway API routes report the same way their API asks:
+// status.parents[] entries with controllerName nodal.io/mesh and Accepted / ResolvedRefs
+// conditions per Service parent (route-status.ts computes them), leaving other
+// controllers' entries alone. Written through the status subresource, and only when what
+// the object carries differs from the verdict: our own write comes back as a watch event
+// carrying what we wrote, which then matches, so nothing loops.
 import type { Logger } from 'pino';
 import { KubeApiError, backoffDelay, jittered, type BackoffOptions, type KubeClient, type KubeObject } from './kube-http.ts';
 import { objectKey, objectPath, type KubeResource } from './kube-resources.ts';
@@ -37,11 +40,24 @@ export interface ConditionWriterOptions {
   backoff: BackoffOptions;
 }
 
+/**
+ * the status an object should carry: whether it already does, and the status to write
+ * (given the object as cached, so it can keep what others wrote and transition times)
+ */
+export interface StatusWant {
+  /** identifies the desired content: a write for the same version and fingerprint is not repeated */
+  fingerprint: string;
+  satisfiedBy(obj: KubeObject): boolean;
+  status(obj: KubeObject): Record<string, unknown>;
+  /** for the log line after a write */
+  summary: { ok: boolean; text: string };
+}
+
 interface Entry {
   r: KubeResource;
   namespace: string;
   name: string;
-  want: Verdict;
+  want: StatusWant;
   inFlight: boolean;
   /** a newer version arrived while a write was in flight: look again when it ends */
   again: boolean;
@@ -80,16 +96,18 @@ export class ConditionWriter {
     return [...this.#entries.values()].filter((e) => e.inFlight || e.timer !== undefined).length;
   }
 
-  /** make the object's Accepted condition say `want` (for its current generation) */
+  /** make the object's Accepted condition say `verdict` (for its current generation) */
   reconcile(r: KubeResource, obj: KubeObject, verdict: Verdict): void {
+    this.reconcileStatus(r, obj, acceptedWant({ ...verdict, message: clip(verdict.message) }));
+  }
+
+  /** make the object's status say what `want` describes */
+  reconcileStatus(r: KubeResource, obj: KubeObject, want: StatusWant): void {
     if (this.#closed) return;
-    const want = { ...verdict, message: clip(verdict.message) };
     const md = obj.metadata ?? {};
     const namespace = md.namespace ?? '', name = md.name ?? '';
     const key = objectKey(r.kind, namespace, name);
-    const current = conditionsOf(obj).find((c) => c.type === ACCEPTED);
-    if (current && current.status === want.status && current.reason === want.reason && current.message === want.message &&
-      current.observedGeneration === md.generation) {
+    if (want.satisfiedBy(obj)) {
       const done = this.#entries.get(key);
       if (done && !done.inFlight) {
         clearTimeout(done.timer);
@@ -109,9 +127,9 @@ export class ConditionWriter {
       return;
     }
     if (e.timer !== undefined) return; // a retry is due; it reads the newest version then
-    const stamp = `${md.resourceVersion ?? ''}|${want.status}|${want.reason}|${want.message}|${md.generation ?? ''}`;
+    const stamp = `${md.resourceVersion ?? ''}|${want.fingerprint}|${md.generation ?? ''}`;
     if (e.written === stamp) return; // written for this version already; the watch brings it back
-    void this.#write(e, obj, current, stamp);
+    void this.#write(e, obj, stamp);
   }
 
   /** the object is gone: nothing more to write */
@@ -129,31 +147,23 @@ export class ConditionWriter {
     this.#entries.clear();
   }
 
-  async #write(e: Entry, obj: KubeObject, current: Condition | undefined, stamp: string): Promise<void> {
+  async #write(e: Entry, obj: KubeObject, stamp: string): Promise<void> {
     const md = obj.metadata ?? {};
-    const cond: Condition = {
-      type: ACCEPTED, status: e.want.status,
-      ...(typeof md.generation === 'number' ? { observedGeneration: md.generation } : {}),
-      // the time the status flipped, not the time we last wrote
-      lastTransitionTime: current?.status === e.want.status ? current.lastTransitionTime : now(),
-      reason: e.want.reason, message: e.want.message,
-    };
-    const others = conditionsOf(obj);
-    const conditions = others.some((c) => c.type === ACCEPTED) ? others.map((c) => (c.type === ACCEPTED ? cond : c)) : [...others, cond];
+    const status = e.want.status(obj);
     const path = objectPath(e.r, e.namespace, e.name, 'status');
     e.inFlight = true;
     try {
       // merge patch with the resourceVersion we judged: it replaces the list, so it must not
       // land on a version whose conditions we have not seen (409 instead; the watch brings that one)
       await this.#o.client.request('PATCH', path, {
-        body: { metadata: { resourceVersion: md.resourceVersion }, status: { conditions } },
+        body: { metadata: { resourceVersion: md.resourceVersion }, status },
         contentType: 'application/merge-patch+json', signal: this.#abort.signal,
       });
       e.written = stamp;
       e.failures = 0;
-      const log = { kind: e.r.kind, namespace: e.namespace || undefined, name: e.name, status: cond.status, reason: cond.reason };
-      if (cond.status === 'True') this.#log.info(log, 'status condition Accepted written');
-      else this.#log.warn({ ...log, message: cond.message }, 'status condition Accepted written');
+      const log = { kind: e.r.kind, namespace: e.namespace || undefined, name: e.name };
+      if (e.want.summary.ok) this.#log.info(log, `status written: ${e.want.summary.text}`);
+      else this.#log.warn(log, `status written: ${e.want.summary.text}`);
     } catch (err) {
       if (this.#closed) return;
       const code = err instanceof KubeApiError ? err.statusCode : 0;
@@ -166,7 +176,7 @@ export class ConditionWriter {
         e.timer = setTimeout(() => {
           e.timer = undefined;
           const latest = this.#o.latest(e.r, e.namespace, e.name);
-          if (latest) this.reconcile(e.r, latest, e.want);
+          if (latest) this.reconcileStatus(e.r, latest, e.want);
         }, jittered(delay));
         e.timer.unref();
       }
@@ -176,8 +186,37 @@ export class ConditionWriter {
       if (e.again && !this.#closed) {
         e.again = false;
         const latest = this.#o.latest(e.r, e.namespace, e.name);
-        if (latest) this.reconcile(e.r, latest, e.want);
+        if (latest) this.reconcileStatus(e.r, latest, e.want);
       }
     }
   }
+}
+
+/** a metav1.Condition for `verdict`, keeping the transition time when the status did not flip */
+export function conditionFor(type: string, verdict: Verdict, generation: number | undefined, current: Condition | undefined): Condition {
+  return {
+    type, status: verdict.status,
+    ...(typeof generation === 'number' ? { observedGeneration: generation } : {}),
+    // the time the status flipped, not the time we last wrote
+    lastTransitionTime: current?.status === verdict.status ? current.lastTransitionTime : now(),
+    reason: verdict.reason, message: clip(verdict.message),
+  };
+}
+
+/** the condition already says `verdict` for this generation */
+export const conditionSays = (c: Condition | undefined, verdict: Verdict, generation: number | undefined): boolean =>
+  c !== undefined && c.status === verdict.status && c.reason === verdict.reason && c.message === clip(verdict.message) && c.observedGeneration === generation;
+
+/** status.conditions[type=Accepted] says `want`; other conditions are kept */
+function acceptedWant(want: Verdict): StatusWant {
+  return {
+    fingerprint: `${want.status}|${want.reason}|${want.message}`,
+    summary: { ok: want.status === 'True', text: `Accepted=${want.status} ${want.reason}${want.status === 'True' ? '' : `: ${want.message}`}` },
+    satisfiedBy: (obj) => conditionSays(conditionsOf(obj).find((c) => c.type === ACCEPTED), want, obj.metadata?.generation),
+    status: (obj) => {
+      const others = conditionsOf(obj);
+      const cond = conditionFor(ACCEPTED, want, obj.metadata?.generation, others.find((c) => c.type === ACCEPTED));
+      return { conditions: others.some((c) => c.type === ACCEPTED) ? others.map((c) => (c.type === ACCEPTED ? cond : c)) : [...others, cond] };
+    },
+  };
 }

@@ -12,12 +12,16 @@
 //     (start() does wait until every kind has listed once, as WaitForCacheSync does).
 //   - Lists are paged and read as plain JSON, like the watch events.
 // An object that fails validation keeps the last good version of it in force, is listed
-// in errors(), and (MeshPolicy) gets status condition Accepted=False naming the field.
+// in errors(), and (MeshPolicy, TrafficPolicy) gets status condition Accepted=False naming
+// the field; an HTTPRoute or GRPCRoute gets Gateway API status.parents[] entries
+// (route-status.ts). Whether a TrafficPolicy or route is in force also depends on other
+// objects (its Service, its backends, an older TrafficPolicy for the same Service), so
+// their status is written at each commit, from the state just built.
 // EndpointSlices go into ClusterState.endpointSlices (read from the informer's cache at
-// each commit; they are no kinds.ts kind, the directory source has none). Kinds the model
-// does not read yet (HTTPRoute, GRPCRoute, TrafficPolicy) are watched and cached (objects()) but do not trigger a rebuild; adding
-// one to kinds.ts and state.ts makes it flow (the switch in #commit will not compile
-// until it has a place in ClusterState).
+// each commit; they are no kinds.ts kind, the directory source has none). A kind that is
+// watched but not in kinds.ts is cached (objects()) and triggers no rebuild; adding it to
+// kinds.ts and state.ts makes it flow (the switch in #commit will not compile until it
+// has a place in ClusterState).
 import { KubeConfig, ListWatch, Watch, type KubernetesListObject } from '@kubernetes/client-node';
 import type { Logger } from 'pino';
 import { ConfigError } from '../errors.ts';
@@ -26,6 +30,8 @@ import type { ClusterSource } from './directory.ts';
 import { DEFAULT_BACKOFF, KubeApiError, KubeClient, backoffDelay, jittered, type BackoffOptions, type KubeObject } from './kube-http.ts';
 import { KUBE_RESOURCES, collectionPath, objectKey, type KubeResource } from './kube-resources.ts';
 import { ConditionWriter, type Verdict } from './kube-status.ts';
+import { routeStatusWant, type RouteJudgement } from './route-status.ts';
+import { routeRefs, serviceKeys, trafficPolicyVerdicts } from './traffic-refs.ts';
 import { KINDS, parseDocument, type Typed } from './kinds.ts';
 import { emptyClusterState, type ClusterState, type EndpointSliceObject } from './state.ts';
 
@@ -184,6 +190,9 @@ export function toEndpointSlice(obj: KubeObject): EndpointSliceObject | undefine
   };
 }
 
+/** kinds whose status depends on other objects too: judged at each commit, not per event */
+const CROSS_REF_KINDS: ReadonlySet<string> = new Set(['HTTPRoute', 'GRPCRoute', 'TrafficPolicy']);
+
 const errorText = (err: unknown): string => (err instanceof Error ? err.message : String(err));
 const statusOf = (err: unknown): number => {
   const e = err as { statusCode?: unknown; code?: unknown } | undefined;
@@ -205,6 +214,8 @@ export class KubernetesSource implements ClusterSource {
   /** the objects in force, keyed kind/namespace/name as the directory source keys them */
   readonly #held = new Map<string, Held>();
   readonly #rejected = new Map<string, ConfigError>();
+  /** the Accepted=False verdict of each rejected object, for kinds whose status is written at commit */
+  readonly #invalid = new Map<string, Verdict>();
   #state: ClusterState = emptyClusterState();
   #stateKey = stableStringify(this.#state);
   #errorsKey = '[]';
@@ -415,6 +426,7 @@ export class KubernetesSource implements ClusterSource {
     const doc = toDocument(k.r, obj);
     const parsed = doc === undefined ? undefined : parseDocument(doc, SOURCE, 0);
     let verdict: Verdict | undefined;
+    this.#invalid.delete(key);
     if (parsed === undefined || parsed.result === 'skip') {
       this.#held.delete(key);
       this.#rejected.delete(key);
@@ -431,7 +443,11 @@ export class KubernetesSource implements ClusterSource {
         message: `${where}; ${kept ? `the last accepted version${kept.generation !== undefined ? ` (generation ${kept.generation})` : ''} stays in force` : 'not in force'}`,
       };
     }
-    if (k.r.conditions && verdict) this.#status.reconcile(k.r, obj, verdict);
+    if (CROSS_REF_KINDS.has(k.r.kind)) {
+      if (verdict?.status === 'False') this.#invalid.set(key, verdict);
+    } else if (k.r.conditions && verdict) {
+      this.#status.reconcile(k.r, obj, verdict);
+    }
     this.#schedule();
   }
 
@@ -441,6 +457,7 @@ export class KubernetesSource implements ClusterSource {
     const namespace = k.r.namespaced ? md.namespace ?? '' : '';
     this.#held.delete(objectKey(k.r.kind, namespace, md.name ?? ''));
     this.#rejected.delete(objectKey(k.r.kind, namespace, md.name ?? ''));
+    this.#invalid.delete(objectKey(k.r.kind, namespace, md.name ?? ''));
     this.#status.forget(k.r, namespace, md.name ?? '');
     this.#schedule();
   }
@@ -463,6 +480,8 @@ export class KubernetesSource implements ClusterSource {
         case 'Node': state.nodes.push(o.value); break;
         case 'MeshPolicy': state.policies.push(o.value); break;
         case 'NetworkPolicy': (state.networkPolicies ??= []).push(o.value); break;
+        case 'HTTPRoute': case 'GRPCRoute': (state.routes ??= []).push(o.value); break;
+        case 'TrafficPolicy': (state.trafficPolicies ??= []).push(o.value); break;
         default: {
           const unplaced: never = o;
           throw new Error(`KubernetesSource: no ClusterState field for ${(unplaced as Typed).kind}`);
@@ -485,6 +504,34 @@ export class KubernetesSource implements ClusterSource {
     this.#state = state;
     this.#stateKey = key;
     this.#errorsKey = errorsKey;
+    this.#reportCrossRefs(state);
     if (changed) this.#onChange?.();
+  }
+
+  /** status of routes and TrafficPolicies, judged against the state just built */
+  #reportCrossRefs(state: ClusterState): void {
+    const services = serviceKeys(state.services);
+    const tp = trafficPolicyVerdicts(state.trafficPolicies ?? [], services);
+    for (const k of this.#kinds) {
+      if (!CROSS_REF_KINDS.has(k.r.kind)) continue;
+      for (const obj of k.informer.list()) {
+        const md = obj.metadata ?? {};
+        const key = objectKey(k.r.kind, md.namespace ?? '', md.name ?? '');
+        const invalid = this.#invalid.get(key), held = this.#held.get(key)?.object;
+        if (k.r.kind === 'TrafficPolicy') {
+          if (invalid) this.#status.reconcile(k.r, obj, invalid);
+          else if (held?.kind === 'TrafficPolicy') {
+            const v = tp.get(`${held.value.namespace}/${held.value.name}`);
+            this.#status.reconcile(k.r, obj, v?.inForce === false
+              ? { status: 'False', reason: v.reason, message: v.message }
+              : { status: 'True', reason: 'Accepted', message: 'in force' });
+          }
+        } else {
+          const judged: RouteJudgement | undefined = invalid ? { valid: false, message: invalid.message }
+            : held?.kind === 'HTTPRoute' || held?.kind === 'GRPCRoute' ? { valid: true, refs: routeRefs(held.value, services) } : undefined;
+          this.#status.reconcileStatus(k.r, obj, routeStatusWant(obj, judged));
+        }
+      }
+    }
   }
 }

@@ -7,6 +7,8 @@ import { isIP } from 'node:net';
 export type Schema =
   | { t: 'string'; nonEmpty?: boolean }
   | { t: 'bool' }
+  /** a number within min..max (inclusive); an integer unless fractions are allowed */
+  | { t: 'number'; min: number; max: number; fractions?: boolean }
   | { t: 'enum'; values: readonly string[] }
   /** an IP address, or one of the listed words (a Service's clusterIP may be None) */
   | { t: 'ip'; also?: readonly string[] }
@@ -17,6 +19,8 @@ export type Schema =
   | { t: 'portOrName' }
   /** string → string, Kubernetes labels and annotations */
   | { t: 'labels' }
+  /** string → value, keys as the caller checks them (MeshPolicy header name → patterns) */
+  | { t: 'map'; of: Schema }
   | { t: 'list'; of: Schema }
   | { t: 'object'; fields: Record<string, Field>; strict?: boolean; atLeastOne?: readonly string[] };
 
@@ -34,11 +38,14 @@ export interface Issue {
 export const str: Schema = { t: 'string' };
 export const name: Schema = { t: 'string', nonEmpty: true };
 export const bool: Schema = { t: 'bool' };
+export const int = (min: number, max: number): Schema => ({ t: 'number', min, max });
+export const fraction = (min: number, max: number): Schema => ({ t: 'number', min, max, fractions: true });
 export const ip: Schema = { t: 'ip' };
 export const cidr: Schema = { t: 'cidr' };
 export const port: Schema = { t: 'port' };
 export const labels: Schema = { t: 'labels' };
 export const list = (of: Schema): Schema => ({ t: 'list', of });
+export const mapOf = (of: Schema): Schema => ({ t: 'map', of });
 export const oneOf = (...values: string[]): Schema => ({ t: 'enum', values });
 export const obj = (fields: Record<string, Schema | Field>, opts: { strict?: boolean; atLeastOne?: string[] } = {}): Schema => ({
   t: 'object',
@@ -78,6 +85,10 @@ export function check(s: Schema, v: unknown, path: string): Issue | undefined {
       return s.nonEmpty && v === '' ? bad('must not be empty') : undefined;
     case 'bool':
       return typeof v === 'boolean' ? undefined : bad(`expected true or false, got ${typeName(v)}`);
+    case 'number':
+      if (typeof v !== 'number' || !Number.isFinite(v)) return bad(`expected a number, got ${typeName(v)}`);
+      if (!s.fractions && !Number.isInteger(v)) return bad(`expected an integer, got ${show(v)}`);
+      return v >= s.min && v <= s.max ? undefined : bad(`${v} is outside ${s.min}..${s.max}`);
     case 'enum':
       return typeof v === 'string' && s.values.includes(v) ? undefined : bad(`${show(v)} is not one of ${s.values.join(', ')}`);
     case 'ip':
@@ -93,6 +104,14 @@ export function check(s: Schema, v: unknown, path: string): Issue | undefined {
       if (!isMapping(v)) return bad(`expected a mapping, got ${typeName(v)}`);
       for (const [k, val] of Object.entries(v)) {
         if (typeof val !== 'string') return { path: join(path, k), reason: `expected a string, got ${typeName(val)} (quote it)` };
+      }
+      return undefined;
+    }
+    case 'map': {
+      if (!isMapping(v)) return bad(`expected a mapping, got ${typeName(v)}`);
+      for (const [k, val] of Object.entries(v)) {
+        const issue = check(s.of, val, join(path, k));
+        if (issue) return issue;
       }
       return undefined;
     }

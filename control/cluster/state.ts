@@ -1,7 +1,7 @@
 // The cluster as the model builder sees it, whatever the source: the directory of YAML
 // today, Kubernetes informers later. Sources convert their objects into these typed,
 // validated shapes; everything after this point is one code path (DESIGN §7).
-import type { PolicyAction } from '../api/types.ts';
+import type { CompiledTrafficPolicy, PolicyAction, RouteRule, ServiceRef } from '../api/types.ts';
 
 export interface NamespaceObject {
   name: string;
@@ -77,6 +77,11 @@ export interface PolicyOperation {
   paths?: string[];
   notPaths?: string[];
   hosts?: string[];
+  /** lower-case header name → Istio patterns; every listed header must match */
+  headers?: Record<string, string[]>;
+  /** Istio patterns on a gRPC request's service (package.Service) and method */
+  grpcServices?: string[];
+  grpcMethods?: string[];
 }
 
 export interface PolicyRule {
@@ -153,6 +158,31 @@ export interface EndpointSliceObject {
   endpoints: EndpointSliceEndpoint[];
 }
 
+/**
+ * a Gateway API HTTPRoute or GRPCRoute (gateway.networking.k8s.io/v1), validated, with its
+ * Service parents only (GAMMA): parents of other kinds belong to other controllers. The
+ * model makes one CompiledRoute per parent and zeroes the weight of backends that do not
+ * resolve to a Service.
+ */
+export interface RouteObject {
+  kind: 'HTTPRoute' | 'GRPCRoute';
+  namespace: string;
+  name: string;
+  /** at least one */
+  parents: Array<ServiceRef & { port?: number }>;
+  hostnames: string[];
+  /** backend weights as written */
+  rules: RouteRule[];
+  /** metadata.creationTimestamp, '' when the document has none (directory source) */
+  createdAt: string;
+}
+
+/** a TrafficPolicy (nodal.io/v1alpha1), defaults applied and durations in ms */
+export interface TrafficPolicyObject extends CompiledTrafficPolicy {
+  /** metadata.creationTimestamp, '' when the document has none: the older of two policies for one Service wins */
+  createdAt: string;
+}
+
 export interface ClusterState {
   namespaces: NamespaceObject[];
   pods: PodObject[];
@@ -166,6 +196,10 @@ export interface ClusterState {
    * backends from them, any other from pods + selector; absent when there are none
    */
   endpointSlices?: EndpointSliceObject[];
+  /** HTTPRoutes and GRPCRoutes with a Service parent; absent when there are none */
+  routes?: RouteObject[];
+  /** absent when there are none */
+  trafficPolicies?: TrafficPolicyObject[];
 }
 
 export const emptyClusterState = (): ClusterState => ({ namespaces: [], pods: [], services: [], nodes: [], policies: [] });

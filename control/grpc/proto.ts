@@ -11,6 +11,7 @@ import type {
 } from '../api/types.ts';
 import { SnapshotDecodeError } from '../errors.ts';
 import { stableStringify } from '../persist.ts';
+import { routeFromWire, routeToWire, trafficPolicyFromWire, trafficPolicyToWire } from './proto-traffic.ts';
 
 const PROTO = 'control/proto/nodal/v1/control.proto';
 
@@ -51,15 +52,16 @@ export interface WireSnapshotMessage {
 }
 
 /** the top-level sections of a Snapshot a delta can carry, in proto order */
-export const SNAPSHOT_SECTIONS = ['nodes', 'identities', 'endpoints', 'services', 'policies', 'l4', 'cidrIdentities', 'networkPolicies'] as const;
+export const SNAPSHOT_SECTIONS = ['nodes', 'identities', 'endpoints', 'services', 'policies', 'l4', 'cidrIdentities', 'networkPolicies', 'routes', 'trafficPolicies'] as const;
 export type SnapshotSection = typeof SNAPSHOT_SECTIONS[number];
 const SECTION_ENUM: Record<SnapshotSection, string> = {
   nodes: 'SNAPSHOT_SECTION_NODES', identities: 'SNAPSHOT_SECTION_IDENTITIES', endpoints: 'SNAPSHOT_SECTION_ENDPOINTS',
   services: 'SNAPSHOT_SECTION_SERVICES', policies: 'SNAPSHOT_SECTION_POLICIES', l4: 'SNAPSHOT_SECTION_L4',
   cidrIdentities: 'SNAPSHOT_SECTION_CIDR_IDENTITIES', networkPolicies: 'SNAPSHOT_SECTION_NETWORK_POLICIES',
+  routes: 'SNAPSHOT_SECTION_ROUTES', trafficPolicies: 'SNAPSHOT_SECTION_TRAFFIC_POLICIES',
 };
 /** sections whose model field is optional (absent when empty) */
-const OPTIONAL_SECTIONS: ReadonlySet<SnapshotSection> = new Set(['cidrIdentities', 'networkPolicies']);
+const OPTIONAL_SECTIONS: ReadonlySet<SnapshotSection> = new Set(['cidrIdentities', 'networkPolicies', 'routes', 'trafficPolicies']);
 
 const PROTOCOL = { PROTOCOL_TCP: 'TCP', PROTOCOL_UDP: 'UDP' } as const;
 const POLICY_ACTION = { POLICY_ACTION_ALLOW: 'ALLOW', POLICY_ACTION_DENY: 'DENY', POLICY_ACTION_AUDIT: 'AUDIT' } as const;
@@ -73,7 +75,9 @@ function fromEnum<T extends Record<string, string>>(table: T, what: string, v: u
 const toEnum = (table: Record<string, string>, v: string): string => Object.keys(table).find((k) => table[k] === v)!;
 
 // ---- model → wire ----
-const l7ToWire = (m: L7Match): Record<string, unknown> => ({ ...m });
+const l7ToWire = (m: L7Match): Record<string, unknown> => ({
+  ...m, headers: Object.fromEntries(Object.entries(m.headers ?? {}).map(([k, values]) => [k, { values }])),
+});
 const peerToWire = (m: PeerMatch): Record<string, unknown> => ({ ...m, any: m.any === true });
 
 export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
@@ -95,6 +99,8 @@ export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
       })),
       cidrIdentities: s.cidrIdentities ?? [],
       networkPolicies: s.networkPolicies ?? [],
+      routes: (s.routes ?? []).map(routeToWire),
+      trafficPolicies: (s.trafficPolicies ?? []).map(trafficPolicyToWire),
     },
   };
 }
@@ -146,6 +152,12 @@ const labels = (v: unknown): Record<string, string> => {
   const o = (v ?? {}) as Record<string, string>;
   return Object.fromEntries(Object.keys(o).sort().map((k) => [k, String(o[k])]));
 };
+/** L7Match.headers (map<string, StringList>), names sorted; absent when empty */
+const headerPatterns = (v: unknown): { headers?: Record<string, string[]> } => {
+  const o = isW(v) ? v : {};
+  const names = Object.keys(o).sort();
+  return names.length > 0 ? { headers: Object.fromEntries(names.map((k) => [k, strs((o[k] as W | null)?.values)])) } : {};
+};
 /** a repeated field that the model keeps optional: absent when empty */
 const optList = <K extends string, T>(key: K, list: T[]): Partial<Record<K, T[]>> => (list.length > 0 ? { [key]: list } as Record<K, T[]> : {});
 
@@ -193,6 +205,8 @@ export function snapshotFromWire(msg: WireSnapshotMessage): Snapshot {
           ...optList('ports', nums(m.ports)), ...optList('notPorts', nums(m.notPorts)),
           ...optList('methods', strs(m.methods)), ...optList('notMethods', strs(m.notMethods)),
           ...optList('paths', strs(m.paths)), ...optList('notPaths', strs(m.notPaths)), ...optList('hosts', strs(m.hosts)),
+          ...headerPatterns(m.headers),
+          ...optList('grpcServices', strs(m.grpcServices)), ...optList('grpcMethods', strs(m.grpcMethods)),
         })),
         when: arr(r.when).map((w) => ({ key: str(w.key), ...optList('values', strs(w.values)), ...optList('notValues', strs(w.notValues)) })),
       })),
@@ -206,5 +220,7 @@ export function snapshotFromWire(msg: WireSnapshotMessage): Snapshot {
     })),
     ...optList('cidrIdentities', arr(s.cidrIdentities).map((c) => ({ cidr: str(c.cidr), identity: num(c.identity) }))),
     ...optList('networkPolicies', arr(s.networkPolicies).map((p) => ({ id: num(p.id), namespace: str(p.namespace), name: str(p.name) }))),
+    ...optList('routes', arr(s.routes).map(routeFromWire)),
+    ...optList('trafficPolicies', arr(s.trafficPolicies).map(trafficPolicyFromWire)),
   };
 }

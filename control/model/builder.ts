@@ -2,12 +2,13 @@
 // One code path for every source. Pure apart from the injected id allocator, and
 // deterministic: inputs are walked in sorted order so ids are allocated the same way
 // whatever order a source delivered its objects in.
-import type { CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, ServicePort } from '../api/types.ts';
+import type { CompiledPolicy, CompiledRoute, CompiledTrafficPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, ServicePort } from '../api/types.ts';
 import type { ClusterState, EndpointSliceObject, PodObject } from '../cluster/state.ts';
 import type { IdAllocator } from './ids.ts';
 import { identityKey, identityLabels, matchesLabels, spiffeId } from './identity.ts';
 import { compileNetworkPolicies, type NetworkPolicyModel } from './networkpolicy.ts';
 import { compilePolicies, firstAllowSelecting } from './policy.ts';
+import { compileRoutes, compileTrafficPolicies } from './traffic.ts';
 
 export interface Model {
   trustDomain: string;
@@ -18,6 +19,10 @@ export interface Model {
   policies: CompiledPolicy[];
   /** Kubernetes NetworkPolicy, resolved (control/model/networkpolicy.ts); absent when there is none */
   networkPolicy?: NetworkPolicyModel;
+  /** accepted routes with an existing Service parent (control/model/traffic.ts); absent when there is none */
+  routes?: CompiledRoute[];
+  /** TrafficPolicies in force, one per Service; absent when there is none */
+  trafficPolicies?: CompiledTrafficPolicy[];
 }
 
 export interface BuildInput {
@@ -121,7 +126,12 @@ export function buildModel(input: BuildInput): Model {
   }));
 
   const networkPolicy = compileNetworkPolicies(state.networkPolicies ?? [], identityList, state.namespaces, podIdentity, ids);
-  return { trustDomain, nodes, identities: identityList, endpoints, services, policies, ...(networkPolicy ? { networkPolicy } : {}) };
+  const routes = compileRoutes(state.routes ?? [], state.services);
+  const trafficPolicies = compileTrafficPolicies(state.trafficPolicies ?? [], state.services);
+  return {
+    trustDomain, nodes, identities: identityList, endpoints, services, policies, ...(networkPolicy ? { networkPolicy } : {}),
+    ...(routes.length > 0 ? { routes } : {}), ...(trafficPolicies.length > 0 ? { trafficPolicies } : {}),
+  };
 }
 
 /** the pods behind a service's slices: ready endpoints whose address is a known pod, in pod order */

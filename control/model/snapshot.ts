@@ -1,5 +1,5 @@
 // Per-node snapshots from the model. The shared part (nodes, identities, endpoints,
-// services, policies) is hashed once per rebuild; a node's content hash adds only its
+// services, policies, routes, traffic policies) is hashed once per rebuild; a node's content hash adds only its
 // name and L4 entries, so deciding "did this node's snapshot change" stays cheap.
 import { createHash } from 'node:crypto';
 import type { Snapshot } from '../api/types.ts';
@@ -29,6 +29,8 @@ export function snapshotContent(model: Model, sharedHash: string, node: string):
       endpoints: model.endpoints, services: model.services, policies: model.policies, l4,
       ...(model.networkPolicy && model.networkPolicy.cidrIdentities.length > 0 ? { cidrIdentities: model.networkPolicy.cidrIdentities } : {}),
       ...(model.networkPolicy ? { networkPolicies: model.networkPolicy.policies.map((p) => ({ id: p.id, namespace: p.namespace, name: p.name })) } : {}),
+      ...(model.routes ? { routes: model.routes } : {}),
+      ...(model.trafficPolicies ? { trafficPolicies: model.trafficPolicies } : {}),
     },
   };
 }

@@ -119,19 +119,21 @@ describe('kubernetes source: initial list', () => {
     }
   });
 
-  it('caches the kinds the model does not read yet, without rejecting them', async () => {
+  it('caches every kind it watches, and skips a route without a Service parent without rejecting it', async () => {
     const { src } = await rig({
       objects: [
         { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { name: 'np', namespace: 'demo', managedFields: [{ manager: 'kubectl' }] }, spec: { podSelector: {} } },
         { apiVersion: 'discovery.k8s.io/v1', kind: 'EndpointSlice', metadata: { name: 'web-x1', namespace: 'demo', labels: { 'kubernetes.io/service-name': 'web' } }, addressType: 'IPv4', endpoints: [] },
-        { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'r', namespace: 'demo' }, spec: { parentRefs: [{ kind: 'Service', name: 'web' }] } },
-        { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', metadata: { name: 'g', namespace: 'demo' }, spec: {} },
+        { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'r', namespace: 'demo' }, spec: { parentRefs: [{ group: '', kind: 'Service', name: 'web' }] } },
+        { apiVersion: 'gateway.networking.k8s.io/v1', kind: 'GRPCRoute', metadata: { name: 'g', namespace: 'demo' }, spec: { parentRefs: [{ name: 'a-gateway' }] } },
         { apiVersion: 'nodal.io/v1alpha1', kind: 'TrafficPolicy', metadata: { name: 't', namespace: 'demo' }, spec: { targetRef: { kind: 'Service', name: 'web' } } },
       ],
     });
     for (const kind of ['NetworkPolicy', 'EndpointSlice', 'HTTPRoute', 'GRPCRoute', 'TrafficPolicy']) assert.equal(src.objects(kind).length, 1, kind);
     assert.equal(src.objects('NetworkPolicy')[0]!.metadata!.managedFields, undefined, 'managedFields is not cached');
     assert.deepEqual(src.errors(), []);
+    assert.deepEqual(src.state().routes?.map((r) => `${r.kind} ${r.name}`), ['HTTPRoute r']);
+    assert.deepEqual(src.state().trafficPolicies?.map((p) => p.name), ['t']);
   });
 
   it('reads every page of a long list', async () => {
@@ -387,6 +389,87 @@ describe('kubernetes source: invalid objects', () => {
     await until(() => src.errors().length === 1, 'the node rejected');
     assert.equal(src.errors()[0]!.field, 'status.addresses[0].address');
     assert.equal(src.state().nodes[0]!.internalIp, '192.168.0.1');
+  });
+});
+
+describe('kubernetes source: routes and TrafficPolicies', () => {
+  const svc = (name: string): KubeObj => ({
+    apiVersion: 'v1', kind: 'Service', metadata: { name, namespace: 'demo' },
+    spec: { clusterIP: '10.96.0.30', selector: { app: name }, ports: [{ name: 'http', port: 80, targetPort: 8080 }] },
+  });
+  const route = (spec: Record<string, unknown>): KubeObj => ({
+    apiVersion: 'gateway.networking.k8s.io/v1', kind: 'HTTPRoute', metadata: { name: 'split', namespace: 'demo' },
+    spec: { parentRefs: [{ group: '', kind: 'Service', name: 'backend', port: 80 }, { name: 'edge' }], ...spec },
+  });
+  const tp = (name: string, spec: Record<string, unknown>): KubeObj => ({
+    apiVersion: 'nodal.io/v1alpha1', kind: 'TrafficPolicy', metadata: { name, namespace: 'demo' },
+    spec: { targetRef: { group: '', kind: 'Service', name: 'backend' }, ...spec },
+  });
+  interface ParentStatus { parentRef: Record<string, unknown>; controllerName: string; conditions: Condition[] }
+  const parentsOf = (o: KubeObj | undefined): ParentStatus[] => ((o?.status as { parents?: ParentStatus[] } | undefined)?.parents ?? []);
+  const ours = (o: KubeObj | undefined): ParentStatus | undefined => parentsOf(o).find((p) => p.controllerName === 'nodal.io/mesh');
+  const cond = (p: ParentStatus | undefined, type: string): Condition | undefined => p?.conditions.find((c) => c.type === type);
+  const split = { rules: [{ backendRefs: [{ name: 'backend-v1', port: 80, weight: 90 }, { name: 'backend-v2', port: 80, weight: 10 }] }] };
+
+  it('reports a route in Gateway API status.parents: ResolvedRefs False for a missing backend (weight 0), True once it exists; keeps another controller\'s entry', async () => {
+    const gatewayEntry = { parentRef: { name: 'edge' }, controllerName: 'example.com/gateway', conditions: [{ type: 'Accepted', status: 'True', reason: 'Accepted', message: 'theirs', lastTransitionTime: '2026-01-01T00:00:00Z' }] };
+    const { fake, src, until } = await rig({ objects: [svc('backend'), svc('backend-v1'), { ...route(split), status: { parents: [gatewayEntry] } }] });
+    await until((s) => s.routes?.length === 1, 'the route in the state');
+    await fake.until(() => cond(ours(fake.get('HTTPRoute', 'demo', 'split')), 'ResolvedRefs')?.status === 'False', 'ResolvedRefs=False');
+    const o = fake.get('HTTPRoute', 'demo', 'split');
+    const mine = ours(o)!;
+    assert.deepEqual(mine.parentRef, { group: '', kind: 'Service', name: 'backend', port: 80 });
+    assert.equal(cond(mine, 'Accepted')?.status, 'True');
+    assert.equal(cond(mine, 'ResolvedRefs')?.reason, 'BackendNotFound');
+    assert.match(cond(mine, 'ResolvedRefs')!.message, /spec\.rules\[0\]\.backendRefs\[1\]: Service demo\/backend-v2 not found/);
+    assert.deepEqual(parentsOf(o).find((p) => p.controllerName === 'example.com/gateway'), gatewayEntry);
+    const model = buildModel({ state: src.state(), trustDomain: 'cluster.local', ids: new PersistentIds(tmp.make()) });
+    assert.deepEqual(model.routes?.[0]?.rules[0]?.backends.map((b) => b.weight), [90, 0]);
+
+    fake.apply(svc('backend-v2'));
+    await fake.until(() => cond(ours(fake.get('HTTPRoute', 'demo', 'split')), 'ResolvedRefs')?.status === 'True', 'ResolvedRefs=True');
+    // an edit of the route rebuilds the model like any other object
+    fake.apply(route({ rules: [{ backendRefs: [{ name: 'backend-v1', port: 80, weight: 50 }, { name: 'backend-v2', port: 80, weight: 50 }] }] }));
+    await until((s) => s.routes?.[0]?.rules[0]?.backends[0]?.weight === 50, 'the edited route in the state');
+    await fake.until(() => cond(ours(fake.get('HTTPRoute', 'demo', 'split')), 'Accepted')?.observedGeneration === 2, 'status for generation 2');
+    const writes = fake.count({ verb: 'patch', subresource: 'status' });
+    src.resync();
+    fake.apply(podObj('demo', 'x', { ip: '10.1.0.9' }));
+    await until((s) => podNames(s).includes('demo/x'), 'an unrelated change');
+    assert.equal(src.pendingStatusWrites, 0);
+    assert.equal(fake.count({ verb: 'patch', subresource: 'status' }), writes);
+  });
+
+  it('marks an invalid route Accepted=False naming the field and keeps its last good version in force', async () => {
+    const { fake, src, until } = await rig({ objects: [svc('backend'), svc('backend-v1'), svc('backend-v2'), route(split)] });
+    await fake.until(() => cond(ours(fake.get('HTTPRoute', 'demo', 'split')), 'Accepted')?.status === 'True', 'Accepted=True');
+    fake.apply(route({ rules: [{ filters: [{ type: 'RequestMirror', requestMirror: { backendRef: { name: 'backend-v2', port: 80 } } }] }] }));
+    await fake.until(() => cond(ours(fake.get('HTTPRoute', 'demo', 'split')), 'Accepted')?.status === 'False', 'Accepted=False');
+    const accepted = cond(ours(fake.get('HTTPRoute', 'demo', 'split')), 'Accepted')!;
+    assert.equal(accepted.reason, 'UnsupportedValue');
+    assert.equal(accepted.observedGeneration, 2);
+    assert.match(accepted.message, /^spec\.rules\[0\]\.filters\[0\]\.type: "RequestMirror" is not supported by nodal .*; the last accepted version \(generation 1\) stays in force$/);
+    await until(() => src.errors().length === 1, 'the error listed');
+    assert.equal(src.state().routes?.[0]?.rules[0]?.backends.length, 2);
+  });
+
+  it('marks TrafficPolicies Accepted: True in force, False Invalid naming the field, False Conflicted for the newer of two', async () => {
+    // created in name order, so within one second of creationTimestamp the tie-break agrees
+    const { fake, src, until } = await rig({ objects: [svc('backend'), tp('first', { loadBalancer: { algorithm: 'LEAST_REQUEST' } })] });
+    await fake.until(() => acceptedOf(fake.get('TrafficPolicy', 'demo', 'first'))?.status === 'True', 'Accepted=True');
+    fake.apply(tp('second', { loadBalancer: { algorithm: 'PEAK_EWMA' } }));
+    await fake.until(() => acceptedOf(fake.get('TrafficPolicy', 'demo', 'second'))?.status === 'False', 'the newer one Accepted=False');
+    assert.equal(acceptedOf(fake.get('TrafficPolicy', 'demo', 'second'))!.reason, 'Conflicted');
+    fake.apply(tp('first', { outlierDetection: { interval: 'ten seconds' } }));
+    await fake.until(() => acceptedOf(fake.get('TrafficPolicy', 'demo', 'first'))?.status === 'False', 'Accepted=False');
+    const bad = acceptedOf(fake.get('TrafficPolicy', 'demo', 'first'))!;
+    assert.equal(bad.reason, 'Invalid');
+    assert.match(bad.message, /^spec\.outlierDetection\.interval: "ten seconds" is not a duration .*; the last accepted version \(generation 1\) stays in force$/);
+    await until(() => src.errors().length === 1, 'the error listed');
+    // the last good version of "first" stays in force, and still wins over "second"
+    assert.deepEqual(src.state().trafficPolicies?.map((p) => `${p.name}:${p.loadBalancer?.algorithm}`), ['first:LEAST_REQUEST', 'second:PEAK_EWMA']);
+    const model = buildModel({ state: src.state(), trustDomain: 'cluster.local', ids: new PersistentIds(tmp.make()) });
+    assert.deepEqual(model.trafficPolicies?.map((p) => p.name), ['first']);
   });
 });
 

@@ -104,6 +104,13 @@ describe('MeshPolicy compile', () => {
     assert.deepEqual(c.egress('node-a'), []);
   });
 
+  it('carries operation headers and gRPC service/method into the compiled rule and leaves a DENY on them to the proxy', () => {
+    const to = [{ headers: { 'x-tenant': ['acme', 'beta-*'] }, grpcServices: ['shop.v1.Cart'], grpcMethods: ['Delete*'] }];
+    const c = compile([policy('demo', 'no-delete', { action: 'DENY', matchLabels: { app: 'api' }, rules: [{ from: [], to, when: [] }] })]);
+    assert.deepEqual(c.egress('node-a'), []);
+    assert.deepEqual(c.m.policies.find((p) => p.name === 'no-delete')!.rules[0]!.to, to);
+  });
+
   it('treats a rule without from as any source, and a policy without rules as allow-nothing', () => {
     const c = compile([
       policy('demo', 'db-open', { matchLabels: { app: 'db' }, rules: [{ from: [], to: [{ ports: [5432] }], when: [] }] }),

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { rmSync } from 'node:fs';
 import { DirectorySource } from '../../control/index.ts';
-import { TempDirs, silent, write } from '../fixtures/control/helpers.ts';
+import { TempDirs, loadDirectory, silent, write } from '../fixtures/control/helpers.ts';
 
 const tmp = new TempDirs();
 after(() => tmp.cleanup());
@@ -14,13 +14,7 @@ metadata: { name: ${name}, namespace: demo }
 spec:
 ${spec}`;
 
-async function load(files: Record<string, string>): Promise<{ dir: string; src: DirectorySource }> {
-  const dir = tmp.make();
-  for (const [f, text] of Object.entries(files)) write(dir, f, text);
-  const src = new DirectorySource({ dir, logger: silent });
-  await src.start(() => {});
-  return { dir, src };
-}
+const load = (files: Record<string, string>): Promise<{ dir: string; src: DirectorySource }> => loadDirectory(tmp, files);
 
 describe('directory source validation', () => {
   // each bad document → the message names the file, the object and the field
@@ -84,6 +78,31 @@ describe('directory source validation', () => {
       what: 'a node without an InternalIP',
       doc: 'apiVersion: v1\nkind: Node\nmetadata: { name: n2 }\n',
       object: 'Node n2', field: 'status.addresses', reason: /needs an InternalIP/,
+    },
+    {
+      what: 'an operation header with no pattern',
+      doc: policyDoc('  rules:\n    - to: [{ operation: { headers: { x-tenant: [] } } }]'),
+      object: 'MeshPolicy demo/api-allow', field: 'spec.rules[0].to[0].operation.headers.x-tenant', reason: /at least one pattern/,
+    },
+    {
+      what: 'operation headers naming no header (would match every request)',
+      doc: policyDoc('  rules:\n    - to: [{ operation: { headers: {} } }]'),
+      object: 'MeshPolicy demo/api-allow', field: 'spec.rules[0].to[0].operation.headers', reason: /at least one header/,
+    },
+    {
+      what: 'an operation header name that is no HTTP token',
+      doc: policyDoc('  rules:\n    - to: [{ operation: { headers: { "x tenant": [a] } } }]'),
+      object: 'MeshPolicy demo/api-allow', field: 'spec.rules[0].to[0].operation.headers.x tenant', reason: /not an HTTP header name/,
+    },
+    {
+      what: 'an operation header listed twice in different case',
+      doc: policyDoc('  rules:\n    - to: [{ operation: { headers: { x-tenant: [a], X-Tenant: [b] } } }]'),
+      object: 'MeshPolicy demo/api-allow', field: 'spec.rules[0].to[0].operation.headers.X-Tenant', reason: /listed twice/,
+    },
+    {
+      what: 'gRPC methods that are not a list',
+      doc: policyDoc('  rules:\n    - to: [{ operation: { grpcMethods: GetCart } }]'),
+      object: 'MeshPolicy demo/api-allow', field: 'spec.rules[0].to[0].operation.grpcMethods', reason: /expected a list/,
     },
     {
       what: 'a list where a mapping belongs',

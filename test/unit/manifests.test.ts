@@ -400,7 +400,12 @@ const MESH_POLICY_CASES: Array<[string, unknown, boolean | 'kept']> = [
   ['unsupported spec field (Istio provider)', { provider: { name: 'x' } }, 'kept'],
   ['unsupported selector field (matchExpressions)', { selector: { matchExpressions: [] } }, 'kept'],
   ['unsupported source field beside a supported one', from({ namespaces: ['a'], requestPrincipals: ['*'] }), 'kept'],
-  ['unsupported operation field (headers)', to({ methods: ['GET'], headers: { a: 'b' } }), 'kept'],
+  ['operation headers', to({ headers: { 'x-tenant': ['acme', 'beta-*'], 'x-user': ['*'] } }), true],
+  ['operation header patterns not a list', to({ methods: ['GET'], headers: { a: 'b' } }), false],
+  ['operation header without a pattern', to({ headers: { a: [] } }), false],
+  ['operation headers naming no header', to({ headers: {} }), false],
+  ['gRPC services and methods', to({ grpcServices: ['shop.v1.Cart'], grpcMethods: ['Get*', 'List*'] }), true],
+  ['unsupported operation field (Istio notHosts)', to({ methods: ['GET'], notHosts: ['a'] }), 'kept'],
   ['unsupported rule field', { rules: [{ from: [{ source: { namespaces: ['a'] } }], extra: 1 }] }, 'kept'],
   ['unsupported condition field', when({ key: 'source.ip', values: ['x'], regex: true }), 'kept'],
 ];
@@ -448,7 +453,7 @@ describe('TrafficPolicy and NodalIdentity schemas', () => {
     connectionPool: { maxConnections: 100, maxPendingRequests: 50, maxRequestsPerConnection: 0, connectTimeout: '2s', idleTimeout: '1m30s' },
     outlierDetection: { consecutive5xxErrors: 5, consecutiveGatewayErrors: 3, interval: '10s', baseEjectionTime: '30s', maxEjectionPercent: 50 },
     healthCheck: { protocol: 'HTTP', path: '/healthz', expectedStatuses: [200, 204], interval: '5s', timeout: '1s', healthyThreshold: 2, unhealthyThreshold: 3 },
-    retry: { attempts: 3, perTryTimeout: '500ms', budgetPercent: 20, retryOn: ['5xx', 'reset', 'connect-failure'] },
+    retry: { attempts: 3, perTryTimeout: '500ms', budgetPercent: 20, minRetriesPerSecond: 5, retryNonIdempotent: true, retryOn: ['5xx', 'reset', 'connect-failure'] },
     faultInjection: { delay: { percent: 0.5, fixedDelay: '100ms' }, abort: { percent: 1, httpStatus: 503 } },
     rateLimit: { requests: 100, unit: 'Second', burst: 20 },
   };
@@ -466,10 +471,13 @@ describe('TrafficPolicy and NodalIdentity schemas', () => {
     ['rate limit without unit', { ...target, rateLimit: { requests: 10 } }, false],
     ['abort with a 1xx', { ...target, faultInjection: { abort: { httpStatus: 101 } } }, false],
     ['unknown field', { ...target, loadBalancer: { algorithm: 'ROUND_ROBIN', slowStart: '30s' } }, false],
+    ['negative minRetriesPerSecond', { ...target, retry: { minRetriesPerSecond: -1 } }, false],
+    ['retryNonIdempotent not a boolean', { ...target, retry: { retryNonIdempotent: 'yes' } }, false],
   ];
   for (const [name, spec, valid] of cases) {
     it(`TrafficPolicy ${valid ? 'admits' : 'rejects'}: ${name}`, () => {
       assert.equal(crProblems('TrafficPolicy', tp(spec)).length === 0, valid, crProblems('TrafficPolicy', tp(spec)).join('; ') || 'admitted');
+      assert.equal(controlAccepts(tp(spec)), valid, `control plane: ${JSON.stringify(parseDocument(tp(spec), 'test.yaml', 0))}`);
     });
   }
 
@@ -541,12 +549,13 @@ describe('deploy/kubernetes: RBAC is least privilege', () => {
     }));
   });
 
-  it('the control plane may watch its sources, write policy status, manage identities, record events: nothing else', () => {
+  it('the control plane may watch its sources, write policy and route status, manage identities, record events: nothing else', () => {
     assert.deepEqual(grants(named('ClusterRole', 'nodal-control')), expand({
       'core:namespaces,pods,services,nodes': 'list,watch',
       'discovery.k8s.io:endpointslices': 'list,watch',
       'networking.k8s.io:networkpolicies': 'list,watch',
       'gateway.networking.k8s.io:httproutes,grpcroutes': 'list,watch',
+      'gateway.networking.k8s.io:httproutes/status,grpcroutes/status': 'update,patch',
       'nodal.io:meshpolicies,trafficpolicies': 'list,watch',
       'nodal.io:meshpolicies/status,trafficpolicies/status': 'update,patch',
       'nodal.io:nodalidentities': 'get,list,watch,create,update,delete',
@@ -762,13 +771,13 @@ describe('docs/install.md: every YAML example is valid', () => {
     'admissionregistration.k8s.io/v1/ValidatingAdmissionPolicyBinding': ValidatingAdmissionPolicyBinding,
   };
 
-  it('nodal kinds pass their CRD (and MeshPolicy the control plane); built-in kinds their OpenAPI schema', () => {
-    assert.deepEqual(docs.map((d) => d.kind), ['MeshPolicy', 'TrafficPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
+  it('nodal kinds pass their CRD and the control plane, Gateway API routes the control plane; built-in kinds their OpenAPI schema', () => {
+    assert.deepEqual(docs.map((d) => d.kind), ['MeshPolicy', 'HTTPRoute', 'TrafficPolicy', 'ValidatingAdmissionPolicy', 'ValidatingAdmissionPolicyBinding']);
     for (const d of docs) {
       const label = `docs/install.md ${s(d.kind)} ${s(o(d.metadata).name)}`;
-      if (d.apiVersion === 'nodal.io/v1alpha1') {
-        assert.deepEqual(crProblems(s(d.kind), d), [], label);
-        if (d.kind === 'MeshPolicy') assert.ok(controlAccepts(d), `${label}: rejected by the control plane`);
+      if (d.apiVersion === 'nodal.io/v1alpha1' || d.apiVersion === 'gateway.networking.k8s.io/v1') {
+        if (d.apiVersion === 'nodal.io/v1alpha1') assert.deepEqual(crProblems(s(d.kind), d), [], label);
+        assert.ok(controlAccepts(d), `${label}: rejected by the control plane: ${JSON.stringify(parseDocument(d, 'install.md', 0))}`);
         continue;
       }
       const Model = extra[`${s(d.apiVersion)}/${s(d.kind)}`];

@@ -180,15 +180,14 @@ describe('explain: the demo verdicts', () => {
     assert.ok(e.notes.some((n) => /--http-method/.test(n)));
   });
 
-  it('a declared gRPC port: opaque TCP, HTTP fields ignored; no policy selects the greeter', () => {
-    const e = check('demo/frontend', 'demo/greeter', 9090, 'POST', '/x');
+  it('a declared gRPC port: parsed per request like HTTP; no policy selects the greeter', () => {
+    const e = check('demo/frontend', 'demo/greeter', 9090, 'POST', '/demo.Greeter/Hello');
     assert.equal(e.verdict, 'ALLOWED');
     const b = e.backends[0]!;
-    assert.equal(b.protocol, 'opaque');
-    assert.equal(b.l7, false);
+    assert.equal(b.protocol, 'http');
+    assert.equal(b.l7, true);
     assert.equal(b.decision.reason, 'NO_POLICY');
     assert.equal(b.decision.text, 'no policy selects demo/greeter: allowed');
-    assert.ok(e.notes.some((n) => /declared grpc/.test(n)));
   });
 
   it('same node: backend → greeter stays on node-2, in-process', () => {

@@ -64,6 +64,12 @@ const jwtAllow = policy('jwt-allow', 'ALLOW', [rule(0, { when: [{ key: 'request.
 const jwtDeny = policy('jwt-deny', 'DENY', [rule(0, { when: [{ key: 'request.auth.claims[iss]', values: ['evil'] }] })]);
 const headerAllow = policy('header-allow', 'ALLOW', [rule(0, { when: [{ key: 'request.headers[version]', values: ['v1', 'v2'] }] })]);
 const otherWorkload = policy('other', 'DENY', [rule(0)], [999]);
+// operation.headers and gRPC service/method (MeshPolicy `to`)
+const headerOp = policy('header-op', 'ALLOW', [rule(0, { to: [{ headers: { 'x-tenant': ['acme', 'beta-*'], 'x-user': ['*'] } }] })]);
+const denyHeaderOp = policy('deny-debug', 'DENY', [rule(0, { to: [{ headers: { 'x-debug': ['*'] } }] })]);
+const grpcOp = policy('grpc-op', 'ALLOW', [rule(0, { to: [{ grpcServices: ['shop.v1.Cart', 'shop.v1.Catalog*'], grpcMethods: ['Get*', 'List*'] }] })]);
+const denyGrpcOp = policy('deny-grpc', 'DENY', [rule(0, { to: [{ grpcMethods: ['Delete*'] }] })]);
+const GRPC = { 'content-type': 'application/grpc+proto' };
 const audit = policy('audit-all', 'AUDIT', [rule(0, { to: [{ paths: ['/audit*'] }] })]);
 
 const cases: Case[] = [
@@ -104,6 +110,21 @@ const cases: Case[] = [
   { name: 'when source.ip CIDR: outside', policies: [fromCidr], req: tcp(80, { src: { ...SLEEP_SRC, ip: '10.2.0.1' } }), allowed: false, reason: 'NO_ALLOW_MATCHED', by: 'from-cidr' },
   { name: 'when header: value listed', policies: [headerAllow], req: http('GET', '/', { headers: { version: 'v2' } }), allowed: true, reason: 'ALLOW_MATCHED', by: 'header-allow', rule: 0 },
   { name: 'when header on TCP: an ALLOW cannot match', policies: [headerAllow], req: tcp(80), allowed: false, reason: 'NO_ALLOW_MATCHED', by: 'header-allow' },
+  { name: 'to headers: every listed header matches a pattern', policies: [headerOp], req: http('GET', '/', { headers: { 'x-tenant': 'beta-7', 'x-user': 'ann' } }), allowed: true, reason: 'ALLOW_MATCHED', by: 'header-op', rule: 0 },
+  { name: 'to headers: one listed header absent', policies: [headerOp], req: http('GET', '/', { headers: { 'x-tenant': 'acme' } }), allowed: false, reason: 'NO_ALLOW_MATCHED', by: 'header-op' },
+  { name: 'to headers: "*" needs a non-empty value', policies: [headerOp], req: http('GET', '/', { headers: { 'x-tenant': 'acme', 'x-user': '' } }), allowed: false, reason: 'NO_ALLOW_MATCHED', by: 'header-op' },
+  { name: 'to headers: a value no pattern matches', policies: [headerOp], req: http('GET', '/', { headers: { 'x-tenant': 'gamma', 'x-user': 'ann' } }), allowed: false, reason: 'NO_ALLOW_MATCHED', by: 'header-op' },
+  { name: 'to headers: ALLOW cannot match on TCP', policies: [headerOp], req: tcp(80), allowed: false, reason: 'NO_ALLOW_MATCHED', by: 'header-op' },
+  { name: 'to headers: DENY with the header present', policies: [denyHeaderOp], req: http('GET', '/', { headers: { 'x-debug': '1' } }), allowed: false, reason: 'DENY_MATCHED', by: 'deny-debug', rule: 0 },
+  { name: 'to headers: DENY without the header', policies: [denyHeaderOp], req: http('GET', '/', { headers: {} }), allowed: true, reason: 'NO_POLICY' },
+  { name: 'to grpc: service and method match (from content-type and path)', policies: [grpcOp], req: http('POST', '/shop.v1.Cart/GetCart', { headers: GRPC }), allowed: true, reason: 'ALLOW_MATCHED', by: 'grpc-op', rule: 0 },
+  { name: 'to grpc: service prefix pattern', policies: [grpcOp], req: http('POST', '/shop.v1.CatalogAdmin/ListItems', { headers: GRPC }), allowed: true, reason: 'ALLOW_MATCHED', by: 'grpc-op', rule: 0 },
+  { name: 'to grpc: method not listed', policies: [grpcOp], req: http('POST', '/shop.v1.Cart/AddItem', { headers: GRPC }), allowed: false, reason: 'NO_ALLOW_MATCHED', by: 'grpc-op' },
+  { name: 'to grpc: the same path without a gRPC content-type is not gRPC', policies: [grpcOp], req: http('POST', '/shop.v1.Cart/GetCart', { headers: { 'content-type': 'application/json' } }), allowed: false, reason: 'NO_ALLOW_MATCHED', by: 'grpc-op' },
+  { name: 'to grpc: the proxy may name service and method itself', policies: [grpcOp], req: http('POST', '/x', { grpc: { service: 'shop.v1.Cart', method: 'ListCarts' } }), allowed: true, reason: 'ALLOW_MATCHED', by: 'grpc-op', rule: 0 },
+  { name: 'to grpc: DENY matches the gRPC method', policies: [denyGrpcOp], req: http('POST', '/shop.v1.Cart/DeleteCart', { headers: GRPC }), allowed: false, reason: 'DENY_MATCHED', by: 'deny-grpc', rule: 0 },
+  { name: 'to grpc: DENY never matches a REST request', policies: [denyGrpcOp], req: http('DELETE', '/DeleteCart/x', { headers: {} }), allowed: true, reason: 'NO_POLICY' },
+  { name: 'to grpc: DENY applies to opaque TCP (L4 only: HTTP fields ignored)', policies: [denyGrpcOp], req: tcp(9000), allowed: false, reason: 'DENY_MATCHED', by: 'deny-grpc', rule: 0 },
   { name: 'unsupported when key: an ALLOW does not match', policies: [jwtAllow], req: http('GET', '/'), allowed: false, reason: 'NO_ALLOW_MATCHED', by: 'jwt-allow' },
   { name: 'unsupported when key: a DENY ignores it and denies', policies: [jwtDeny], req: http('GET', '/'), allowed: false, reason: 'DENY_MATCHED', by: 'jwt-deny', rule: 0 },
 ];

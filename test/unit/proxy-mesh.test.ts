@@ -15,6 +15,7 @@ import { Registry } from 'prom-client';
 import type { CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
 import type { Flow } from '../../agent/flows/flow.ts';
 import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
+import { FlowSink } from '../helpers/flow-sink.ts';
 
 const TRUST = 'cluster.local';
 const ID = { client: 256, web: 257, echo: 258, intruder: 259 } as const;
@@ -25,20 +26,6 @@ const IP = {
 } as const;
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
-/** flows of one node, with a way to wait for one without timing anything */
-class FlowSink {
-  readonly flows: Flow[] = [];
-  private waiters: Array<{ pred: (f: Flow) => boolean; resolve: (f: Flow) => void }> = [];
-  push = (f: Flow): void => {
-    this.flows.push(f);
-    this.waiters = this.waiters.filter((w) => (w.pred(f) ? (w.resolve(f), false) : true));
-  };
-  waitFor(pred: (f: Flow) => boolean): Promise<Flow> {
-    const hit = this.flows.find(pred);
-    if (hit) return Promise.resolve(hit);
-    return new Promise((resolve) => this.waiters.push({ pred, resolve }));
-  }
-}
 
 /** the datapath stand-in: original destinations queued per client pod IP */
 class RedirectStub {
@@ -341,10 +328,14 @@ describe('node proxy: two nodes', () => {
     assert.equal(sinkB.flows.some((x) => (x.l7?.http?.url ?? '').endsWith('/api/local')), false);
   });
 
-  it('propagates the caller traceparent to the backend and the flow', async () => {
+  it('continues the caller trace to the backend and the flow, one span per proxy hop', async () => {
     const { agent } = clientAgent(IP.web1, webPort);
     const r = await get(agent, '/api/traced', { headers: { traceparent: TRACEPARENT } });
-    assert.equal(JSON.parse(r.body).traceparent, TRACEPARENT);
+    const seenByPod = String(JSON.parse(r.body).traceparent);
+    const [, traceId, parentSpan, flags] = seenByPod.split('-');
+    assert.equal(traceId, TRACEPARENT.split('-')[1], 'the same trace');
+    assert.equal(flags, '01', 'still sampled');
+    assert.notEqual(parentSpan, TRACEPARENT.split('-')[2], 'the pod\'s parent is the destination proxy\'s span, not the caller\'s');
     const f = await sinkB.waitFor((x) => (x.l7?.http?.url ?? '').endsWith('/api/traced'));
     assert.equal(f.traceContext?.parent.traceId, '4bf92f3577b34da6a3ce929d0e0e4736');
   });

@@ -88,7 +88,11 @@ describe('node proxy start and close', () => {
     const names = (await registry.getMetricsAsJSON()).map((m) => m.name).sort();
     assert.deepEqual(names, [
       'nodal_proxy_active_connections', 'nodal_proxy_bytes_total', 'nodal_proxy_connections_total',
-      'nodal_proxy_policy_verdicts_total', 'nodal_proxy_request_duration_seconds', 'nodal_proxy_requests_total',
+      'nodal_proxy_outlier_ejected_endpoints', 'nodal_proxy_outlier_ejections_total',
+      'nodal_proxy_policy_verdicts_total', 'nodal_proxy_rate_limited_total', 'nodal_proxy_request_duration_seconds',
+      'nodal_proxy_requests_total', 'nodal_proxy_retries_total',
+      'nodal_proxy_tcp_connections_closed_total', 'nodal_proxy_tcp_connections_opened_total',
+      'nodal_proxy_tcp_received_bytes_total', 'nodal_proxy_tcp_sent_bytes_total',
     ]);
   });
 

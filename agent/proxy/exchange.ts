@@ -1,0 +1,231 @@
+// One HTTP exchange as the proxy carries it between its sides, whatever the client spoke.
+// An HTTP/1.1 request and an HTTP/2 (or gRPC) stream both become a RequestHead plus a body
+// stream; whoever answers (the pod, the peer node's proxy, or the proxy itself) answers
+// with an L7Response. The source side writes that back in the client's own protocol.
+//
+// Between nodes every request is one HTTP/2 stream on the node pair's tunnel session
+// (Linkerd's proxy-to-proxy upgrade): the destination proxy speaks to the pod in the
+// protocol the client used (`x-nodal-protocol`), so an HTTP/1.1 pod never sees HTTP/2.
+
+import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { constants as h2c, type ServerHttp2Stream } from 'node:http2';
+import { Readable } from 'node:stream';
+
+export type WireProtocol = 'http1' | 'h2';
+
+export type Headers = Record<string, string | string[]>;
+
+export interface RequestHead {
+  method: string;
+  /** request target as sent: path and query */
+  path: string;
+  /** Host / :authority as the client sent it ('' when it sent none) */
+  authority: string;
+  /** lower-case names; no pseudo-headers, no hop-by-hop headers, no x-nodal-* */
+  headers: Headers;
+  /** what the client spoke; the destination speaks the same to the pod */
+  protocol: WireProtocol;
+}
+
+export interface L7Response {
+  status: number;
+  /** lower-case names; no pseudo-headers, no hop-by-hop headers */
+  headers: Headers;
+  /** ends with the response; destroying it cancels the exchange upstream */
+  body: Readable;
+  /** the trailers, once `body` ended (undefined when there were none) */
+  trailers(): Headers | undefined;
+  /** there is no body at all (a trailers-only gRPC answer must end with its HEADERS frame) */
+  empty?: boolean;
+}
+
+/** tunnel and internal headers: set by the proxy only, stripped from what clients send */
+export const INTERNAL_HEADER_PREFIX = 'x-nodal-';
+
+/**
+ * Hop-by-hop headers (RFC 9110 §7.6.1, RFC 9113 §8.2.2) describe one connection and are
+ * never forwarded; Host is carried as RequestHead.authority instead.
+ */
+const HOP_BY_HOP = new Set([
+  'connection', 'keep-alive', 'proxy-connection', 'proxy-authenticate', 'proxy-authorization',
+  'te', 'trailer', 'transfer-encoding', 'upgrade', 'http2-settings', 'host',
+]);
+
+/**
+ * The end-to-end headers of a received message: hop-by-hop headers and the headers the
+ * Connection header names are dropped (`te: trailers` is kept, gRPC needs it), so are
+ * pseudo-headers and, when `stripInternal`, the proxy's own x-nodal-* headers (a client
+ * must not be able to speak for the proxy).
+ */
+export function endToEnd(h: IncomingHttpHeaders, stripInternal: boolean): Headers {
+  const out: Headers = {};
+  const conn = h.connection;
+  const named = typeof conn === 'string' && conn !== '' ? conn.toLowerCase().split(',').map((s) => s.trim()) : undefined;
+  for (const k in h) {
+    if (k.charCodeAt(0) === 58 /* ':' */) continue;
+    if (HOP_BY_HOP.has(k)) {
+      if (k === 'te' && typeof h.te === 'string' && h.te.toLowerCase().includes('trailers')) out.te = 'trailers';
+      continue;
+    }
+    if (named?.includes(k)) continue;
+    if (stripInternal && k.startsWith(INTERNAL_HEADER_PREFIX)) continue;
+    const v = h[k];
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * An HTTP/1.1 request as a RequestHead, and a signal that fires if the client goes away
+ * before its answer was written (the upstream request must not be left hanging)
+ */
+export function h1Request(req: IncomingMessage, res: ServerResponse): { head: RequestHead; signal: AbortSignal } {
+  const head: RequestHead = {
+    method: req.method ?? 'GET', path: req.url ?? '/', authority: req.headers.host ?? '',
+    headers: endToEnd(req.headers, true), protocol: 'http1',
+  };
+  const ac = new AbortController();
+  res.on('close', () => { if (!res.writableFinished) ac.abort(); });
+  return { head, signal: ac.signal };
+}
+
+/** header values joined into one string each (what matchers and policies read) */
+export function flatHeaders(h: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k in h) {
+    const v = h[k]!;
+    out[k] = Array.isArray(v) ? v.join(', ') : v;
+  }
+  return out;
+}
+
+/** a header's first value */
+export function headerValue(v: string | string[] | undefined): string | undefined {
+  return Array.isArray(v) ? v[0] : v;
+}
+
+export function isGrpc(headers: Headers | IncomingHttpHeaders): boolean {
+  const ct = headerValue(headers['content-type']);
+  return ct !== undefined && ct.startsWith('application/grpc');
+}
+
+/** `/package.Service/Method` → its parts; undefined for any other path */
+export function grpcMethodOf(path: string): { service: string; method: string } | undefined {
+  const slash = path.indexOf('/', 1);
+  if (path.charCodeAt(0) !== 47 || slash < 0) return undefined;
+  const end = path.indexOf('?');
+  return { service: path.slice(1, slash), method: path.slice(slash + 1, end < 0 ? undefined : end) };
+}
+
+/** gRPC status codes the proxy answers with itself (grpc/doc/statuscodes.md) */
+export const GrpcStatus = {
+  OK: 0, CANCELLED: 1, UNKNOWN: 2, DEADLINE_EXCEEDED: 4, NOT_FOUND: 5, PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8, UNIMPLEMENTED: 12, INTERNAL: 13, UNAVAILABLE: 14,
+} as const;
+
+/** HTTP status → gRPC status, per grpc/doc/http-grpc-status-mapping.md */
+export function grpcStatusForHttp(status: number): number {
+  switch (status) {
+    case 400: return GrpcStatus.INTERNAL;
+    case 401: return 16;
+    case 403: return GrpcStatus.PERMISSION_DENIED;
+    case 404: return GrpcStatus.UNIMPLEMENTED;
+    case 429: case 502: case 503: case 504: return GrpcStatus.UNAVAILABLE;
+    default: return GrpcStatus.UNKNOWN;
+  }
+}
+
+/** grpc-status of a finished response: from the trailers, or from the headers of a trailers-only answer */
+export function grpcStatusOf(res: Pick<L7Response, 'headers' | 'trailers'>): number | undefined {
+  const v = headerValue(res.trailers()?.['grpc-status']) ?? headerValue(res.headers['grpc-status']);
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  return Number.isInteger(n) ? n : undefined;
+}
+
+/**
+ * An answer the proxy gives itself (a denial, a missing backend, a fault, a limit). For a
+ * gRPC request it is a trailers-only gRPC answer (HTTP 200 with grpc-status), which is
+ * what gRPC clients understand; otherwise the status with a one-line text body.
+ */
+export function localResponse(status: number, message: string, grpc: boolean, extra?: Headers): L7Response {
+  if (grpc) {
+    const headers: Headers = {
+      'content-type': 'application/grpc',
+      'grpc-status': String(grpcStatusForHttp(status)),
+      'grpc-message': encodeURIComponent(message),
+      ...extra,
+    };
+    return { status: 200, headers, body: Readable.from([]), trailers: () => undefined, empty: true };
+  }
+  const body = Buffer.from(`${message}\n`);
+  return {
+    status,
+    headers: { 'content-type': 'text/plain', 'content-length': String(body.length), ...extra },
+    body: Readable.from([body]),
+    trailers: () => undefined,
+  };
+}
+
+/**
+ * Write a response to an HTTP/1.1 client. Trailers (rare outside gRPC) go out only when
+ * the body is chunked, which is the only framing that can carry them.
+ */
+export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Headers): void {
+  if (res.destroyed) {
+    r.body.destroy();
+    return;
+  }
+  const headers: OutgoingHttpHeaders = extraHeaders ? { ...r.headers, ...extraHeaders } : r.headers;
+  res.writeHead(r.status, headers);
+  const chunked = headers['content-length'] === undefined;
+  // a body that stops without ending (upstream reset, a policy closing it) must not leave
+  // the client waiting: the connection goes, which is how HTTP/1.1 says "incomplete"
+  r.body.once('close', () => { if (!r.body.readableEnded) res.destroy(); });
+  r.body.on('error', () => res.destroy());
+  r.body.on('end', () => {
+    const t = r.trailers();
+    if (t && chunked && !res.destroyed) res.addTrailers(t as OutgoingHttpHeaders);
+    res.end();
+  });
+  res.on('close', () => { if (!r.body.readableEnded) r.body.destroy(); });
+  r.body.pipe(res, { end: false });
+}
+
+/**
+ * Write a response to an HTTP/2 client stream. A gRPC response that is not trailers-only
+ * waits for the upstream trailers (grpc-status lives there); anything else ends with its body.
+ */
+export function writeH2(stream: ServerHttp2Stream, r: L7Response, extraHeaders?: Headers): void {
+  if (stream.destroyed || stream.closed) {
+    r.body.destroy();
+    return;
+  }
+  const headers: OutgoingHttpHeaders = { ...r.headers, ...extraHeaders, ':status': r.status };
+  delete headers['content-length']; // HTTP/2 frames its own body; a stale length would be a protocol error
+  const waitForTrailers = !r.empty && isGrpc(r.headers) && r.headers['grpc-status'] === undefined;
+  try {
+    if (r.empty) {
+      stream.respond(headers, { endStream: true });
+      r.body.resume();
+      return;
+    }
+    stream.respond(headers, { waitForTrailers });
+  } catch {
+    r.body.destroy();
+    stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
+    return;
+  }
+  if (waitForTrailers) {
+    stream.once('wantTrailers', () => {
+      const t = r.trailers();
+      stream.sendTrailers(t && Object.keys(t).length > 0 ? t as OutgoingHttpHeaders : { 'grpc-status': String(GrpcStatus.UNKNOWN), 'grpc-message': 'upstream sent no grpc-status' });
+    });
+  }
+  // a body that stops without ending (upstream reset, a policy closing it): RST_STREAM
+  r.body.once('close', () => { if (!r.body.readableEnded && !stream.closed) stream.close(h2c.NGHTTP2_CANCEL); });
+  r.body.on('error', () => { if (!stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR); });
+  stream.on('close', () => { if (!r.body.readableEnded) r.body.destroy(); });
+  r.body.pipe(stream);
+}

@@ -1,0 +1,136 @@
+// Upstream connections from the destination proxy to its local pods, pooled per pod:
+// HTTP/1.1 over a keep-alive agent (one request per connection at a time), HTTP/2 (h2c,
+// gRPC) over one multiplexed session per pod address. Every connection leaves from the
+// proxy address, the only source the ingress guard admits for a new connection.
+
+import { Agent, request } from 'node:http';
+import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers } from 'node:http2';
+import { connect, type Socket } from 'node:net';
+import type { Readable } from 'node:stream';
+import { errorText } from './errors.ts';
+import { endToEnd, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+
+/** idle HTTP/1.1 sockets kept per pod: enough for bursts, few enough not to pin pod memory */
+const IDLE_SOCKETS_PER_POD = 64;
+/** an idle h2 session to a pod is closed after this long */
+const H2_IDLE_MS = 5 * 60 * 1000;
+/** a pod's h2 stream window: generous, as for the tunnel (in-node, no real RTT) */
+const H2_WINDOW = 1 << 20;
+
+export class UpstreamError extends Error {
+  /** 'connect-failure': nothing reached the pod; 'reset': the pod or the connection failed mid-exchange */
+  readonly kind: 'connect-failure' | 'reset';
+  constructor(kind: UpstreamError['kind'], message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'UpstreamError';
+    this.kind = kind;
+  }
+}
+
+export class PodPool {
+  private readonly bindIp: string;
+  private readonly agent: Agent;
+  private readonly sessions = new Map<string, ClientHttp2Session>();
+  private readonly onSocket: (s: Socket) => void;
+
+  constructor(bindIp: string, onSocket: (s: Socket) => void) {
+    this.bindIp = bindIp;
+    this.onSocket = onSocket;
+    this.agent = new Agent({ keepAlive: true, maxFreeSockets: IDLE_SOCKETS_PER_POD, localAddress: bindIp });
+  }
+
+  /** send one request to the pod; resolves at the response headers */
+  send(ip: string, port: number, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
+    return head.protocol === 'h2' ? this.sendH2(ip, port, head, body, signal) : this.sendH1(ip, port, head, body, signal);
+  }
+
+  close(): void {
+    this.agent.destroy();
+    for (const s of this.sessions.values()) s.destroy();
+    this.sessions.clear();
+  }
+
+  private sendH1(ip: string, port: number, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
+    return new Promise((resolve, reject) => {
+      const headers: Headers = head.authority ? { ...head.headers, host: head.authority } : head.headers;
+      const req = request({
+        host: ip, port, method: head.method, path: head.path, headers, agent: this.agent,
+        localAddress: this.bindIp, setHost: false, signal,
+      });
+      let sent = false;
+      req.on('socket', (s: Socket) => {
+        this.onSocket(s);
+        if (s.connecting) s.once('connect', () => { sent = true; });
+        else sent = true;
+      });
+      req.on('response', (res) => {
+        resolve({ status: res.statusCode ?? 502, headers: endToEnd(res.headers, false), body: res, trailers: () => trailersOf(res.trailers) });
+      });
+      req.on('error', (err) => reject(new UpstreamError(sent ? 'reset' : 'connect-failure', `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err })));
+      // pipe, not pipeline: a failing upstream must not destroy the client's side, which
+      // stays open for the error answer (and, for HTTP/1.1, the next keep-alive request)
+      body.pipe(req);
+    });
+  }
+
+  private sendH2(ip: string, port: number, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
+    return new Promise((resolve, reject) => {
+      let session: ClientHttp2Session;
+      try {
+        session = this.session(ip, port);
+      } catch (err) {
+        reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: ${(err as Error).message}`, { cause: err }));
+        return;
+      }
+      const stream = session.request({
+        ':method': head.method, ':path': head.path, ':scheme': 'http',
+        ':authority': head.authority || `${ip}:${port}`, ...head.headers,
+      }, { signal });
+      let trailers: Headers | undefined;
+      stream.on('trailers', (t: H2Headers) => { trailers = endToEnd(t, false); });
+      stream.once('response', (h: H2Headers, flags: number) => {
+        resolve({ status: Number(h[':status']), headers: endToEnd(h, false), body: stream, trailers: () => trailers, empty: (flags & h2constants.NGHTTP2_FLAG_END_STREAM) !== 0 });
+      });
+      stream.once('error', (err: NodeJS.ErrnoException) => {
+        const kind = connected.has(session) ? 'reset' : 'connect-failure';
+        reject(new UpstreamError(kind, `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
+      });
+      body.pipe(stream);
+    });
+  }
+
+  private session(ip: string, port: number): ClientHttp2Session {
+    const key = `${ip}:${port}`;
+    const existing = this.sessions.get(key);
+    if (existing && !existing.closed && !existing.destroyed) return existing;
+    const bindIp = this.bindIp;
+    const s = h2connect(`http://${key}`, {
+      settings: { enablePush: false, initialWindowSize: H2_WINDOW },
+      createConnection: () => {
+        const sock = connect({ host: ip, port, localAddress: bindIp, noDelay: true });
+        this.onSocket(sock);
+        return sock;
+      },
+    });
+    s.once('connect', () => connected.add(s));
+    s.setTimeout(H2_IDLE_MS, () => s.close());
+    s.on('error', () => { /* each stream reports its own failure */ });
+    const forget = (): void => { if (this.sessions.get(key) === s) this.sessions.delete(key); };
+    s.on('close', forget);
+    s.on('goaway', forget);
+    this.sessions.set(key, s);
+    return s;
+  }
+}
+
+function trailersOf(t: NodeJS.Dict<string>): Headers | undefined {
+  let out: Headers | undefined;
+  for (const k in t) {
+    const v = t[k];
+    if (v !== undefined) (out ??= {})[k] = v;
+  }
+  return out;
+}
+
+/** sessions whose connection to the pod was established (a failure after that is a reset) */
+const connected = new WeakSet<ClientHttp2Session>();
