@@ -29,6 +29,7 @@ import {
   type AttemptResult, type HealthEndpoint, type RouteRequest,
 } from './traffic/index.ts';
 import { newFlow, type Addr } from './flows.ts';
+import { guardRequest, guardUpgrade, h2cServerOptions, hardenHttpServer, http1ServerOptions } from './limits.ts';
 import { formatAuthority, Header, type TunnelPool } from './tunnel.ts';
 import { childSpan, parseTraceparent, type TraceParent } from './trace.ts';
 import type { MeshView, ServiceTarget } from './view.ts';
@@ -75,12 +76,16 @@ export class Egress {
     this.pool = pool;
     this.carry = carry;
     this.traffic = new TrafficState(ctx, (ep) => this.probeConnection(ep));
-    this.h1 = h1server({ keepAliveTimeout: ctx.limits.keepAliveTimeoutMs, requireHostHeader: false }, (req, res) => this.onH1(req, res));
-    this.h1.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
+    // the client pod's bytes meet the limits here first: llhttp strict, head size, count and
+    // time bounded, refusals answered (limits.ts); the destination bounds them again
+    const limits = ctx.limits;
+    this.h1 = hardenHttpServer(h1server({ ...http1ServerOptions(limits), requireHostHeader: false }, guardRequest(limits, (req, res) => this.onH1(req, res))), limits);
+    this.h1.on('upgrade', guardUpgrade(limits, (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket as Socket, head)));
     this.h1.on('connect', (_req: IncomingMessage, socket: Socket) => {
       socket.end('HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
     });
-    this.h2 = h2server({ settings: H2_SETTINGS });
+    // streams, header list and session memory bounded; rapid reset and invalid frames end the session
+    this.h2 = h2server(h2cServerOptions(limits, H2_SETTINGS));
     this.h2.on('session', (s: Http2Session) => {
       if (this.attaching) this.h2Conns.set(s, this.attaching);
       this.sessions.add(s);
@@ -117,6 +122,8 @@ export class Egress {
   }
 
   close(): void {
+    // stops the timeout checks hardenHttpServer() started
+    this.h1.close();
     this.traffic.close();
     for (const s of this.sessions) s.destroy();
     this.sessions.clear();
