@@ -58,6 +58,10 @@ export function sniff(stream: Duplex, waitMs: number, done: (proto: DetectedProt
   stream.on('data', onData);
   stream.once('end', onEnd);
   stream.once('close', onEnd);
+  // a listener alone does not restart a stream someone paused (an upgraded connection the
+  // source side hands over in-process): without this it would wait out waitMs and be
+  // taken for opaque TCP, the upgrade request piped to the pod unjudged
+  stream.resume();
 }
 
 /** tear a side down so that the peer sees a failure, not a clean end of stream */
