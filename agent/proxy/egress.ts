@@ -20,7 +20,7 @@ import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
-  endToEnd, flatHeaders, grpcStatusOf, h1Request, headerValue, isGrpc, localResponse, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  closedEarly, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Request, headerValue, isGrpc, localResponse, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -181,9 +181,9 @@ export class Egress {
       headers: endToEnd(headers, true), protocol: 'h2',
     };
     const ac = new AbortController();
-    // only a stream that closed before its answer was written cancels upstream (a completed
+    // only a stream that closed before its exchange was over cancels upstream (a completed
     // one would build an AbortError per request for nothing)
-    stream.once('close', () => { if (!stream.writableFinished) ac.abort(); });
+    stream.once('close', () => { if (closedEarly(stream)) ac.abort(); });
     this.forward(conn, head, stream, stream.readableEnded, ac.signal).then((r) => writeH2(stream, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
       if (!stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
@@ -325,7 +325,11 @@ export class Egress {
     const perTryMs = req.rule?.timeouts?.backendRequestMs ?? retry.perTryTimeoutMs;
     // a body can be sent again only if the proxy holds all of it: small and of known length
     let held: Buffer | undefined;
-    if (retry.attempts > 0 && !empty) held = await holdBody(head, body);
+    if (retry.attempts > 0 && !empty) {
+      held = await holdBody(head, body);
+      // what the client reset is not a body to send, however it ended
+      if (held !== undefined && cutOff(body)) return this.answer(req, 400, 'request body reset by the client', undefined);
+    }
     const retryable = retry.attempts > 0 && (empty || held !== undefined);
     const tried = new Set<string>();
     st?.budget.startRequest();
@@ -418,7 +422,7 @@ export class Egress {
         resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, refused ? 'refused-stream' : 'reset'));
       });
       if (empty) body.resume();
-      else body.pipe(stream);
+      else pipeBody(body, stream);
     });
   }
 

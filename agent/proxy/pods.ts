@@ -8,7 +8,7 @@ import { connect as h2connect, constants as h2constants, type ClientHttp2Session
 import { connect, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
 import { errorText } from './errors.ts';
-import { endToEnd, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { endToEnd, pipeBody, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 
 /** idle HTTP/1.1 sockets kept per pod: enough for bursts, few enough not to pin pod memory */
 const IDLE_SOCKETS_PER_POD = 64;
@@ -69,7 +69,7 @@ export class PodPool {
       req.on('error', (err) => reject(new UpstreamError(sent ? 'reset' : 'connect-failure', `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err })));
       // pipe, not pipeline: a failing upstream must not destroy the client's side, which
       // stays open for the error answer (and, for HTTP/1.1, the next keep-alive request)
-      body.pipe(req);
+      pipeBody(body, req);
     });
   }
 
@@ -95,7 +95,7 @@ export class PodPool {
         const kind = connected.has(session) ? 'reset' : 'connect-failure';
         reject(new UpstreamError(kind, `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
       });
-      body.pipe(stream);
+      pipeBody(body, stream);
     });
   }
 

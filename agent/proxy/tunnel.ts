@@ -16,7 +16,7 @@ import type { EndpointInfo, NodeInfo } from '../../control/api/types.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
-import { endToEnd, writeH2, type RequestHead } from './exchange.ts';
+import { closedEarly, endToEnd, writeH2, type RequestHead } from './exchange.ts';
 import { newFlow } from './flows.ts';
 import { tunnelClientOptions, tunnelServerOptions } from './limits.ts';
 import type { Inbound } from './inbound.ts';
@@ -225,9 +225,9 @@ export class TunnelServer {
       protocol: headers[Header.protocol] === 'h2' ? 'h2' : 'http1',
     };
     const ac = new AbortController();
-    // only a stream that closed before its answer was written cancels upstream (a completed
+    // only a stream that closed before its exchange was over cancels upstream (a completed
     // one would build an AbortError per request for nothing)
-    stream.once('close', () => { if (!stream.writableFinished) ac.abort(); });
+    stream.once('close', () => { if (closedEarly(stream)) ac.abort(); });
     this.inbound.destination.exchange(conn, head, stream, ac.signal).then((r) => writeH2(stream, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'tunnel request failed unexpectedly');
       if (!stream.closed) stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
