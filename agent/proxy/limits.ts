@@ -153,7 +153,8 @@ const answered = new WeakSet<Duplex>();
  * closes too or errorLinger runs out.
  */
 export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, lingerMs: number): void {
-  if (answered.has(socket)) return;
+  // answered already, or refused by guardRequest (whose answer closes the connection)
+  if (answered.has(socket) || refused.has(socket)) return;
   answered.add(socket);
   socket.on('error', noop);
   // a response under way for an earlier pipelined request: an error answer now would be
@@ -173,27 +174,42 @@ export function answerClientError(err: NodeJS.ErrnoException, socket: Duplex, li
 }
 
 /**
- * What llhttp accepts but the proxy refuses, checked before a request is handled: more
- * header fields than maxHeaderCount (node:http would silently drop the rest, and the pod
- * would get a request its client did not send) and a repeated Host (RFC 9112 §3.2: 400).
+ * What the proxy refuses before a request is handled, beyond what llhttp refuses while it
+ * reads the head: more header fields than maxHeaderCount (node:http would silently drop
+ * the rest, and the pod would get a request its client did not send), a repeated Host
+ * (RFC 9112 §3.2), and a Transfer-Encoding whose final coding is not chunked (RFC 9112
+ * §6.3). llhttp refuses that last one too, but only after it handed the head over: the
+ * request would have started, and its head could reach a pod before the refusal.
  * Undefined when the request may go on; otherwise the status line of the answer.
  */
 export function refusal(req: IncomingMessage, l: ProxyLimits): string | undefined {
   const raw = req.rawHeaders;
   if (raw.length > 2 * l.maxHeaderCount) return '431 Request Header Fields Too Large';
   let hosts = 0;
+  let coding: string | undefined;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (name.length === 4 && name.toLowerCase() === 'host' && ++hosts > 1) return '400 Bad Request';
+    if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') coding = raw[i + 1]!;
   }
+  if (coding !== undefined && coding.slice(coding.lastIndexOf(',') + 1).trim().toLowerCase() !== 'chunked') return '400 Bad Request';
   return undefined;
 }
+
+/**
+ * Connections whose last answer was a refusal with `connection: close`: requests pipelined
+ * behind the refused one are not served (their answers could never be sent), so none of
+ * them reaches a pod.
+ */
+const refused = new WeakSet<Duplex>();
 
 /** the request handler behind refusal(): a refused request is answered and its connection closed */
 export function guardRequest(l: ProxyLimits, handle: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
   return (req, res) => {
+    if (refused.has(req.socket)) return;
     const why = refusal(req, l);
     if (why === undefined) return handle(req, res);
+    refused.add(req.socket);
     const code = Number(why.slice(0, 3));
     res.writeHead(code, why.slice(4), { connection: 'close', 'content-length': 0 });
     res.end();
