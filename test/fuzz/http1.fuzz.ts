@@ -20,11 +20,12 @@ import type { FuzzResult } from './parsers.fuzz.ts';
 /** the proxy's limits in the fuzz run: short header timeout, so that no input waits long */
 const LIMITS: Partial<ProxyLimits> = { headersTimeoutMs: 500, timeoutCheckMs: 100, errorLingerMs: 500, upgradeTimeoutMs: 1_000 };
 /**
- * Upgrade requests are left out unless NODAL_FUZZ_UPGRADE=1: HttpIngress.onUpgrade reads
- * nothing from the client until the pod answers, so an Upgrade the pod never answers holds
- * the connection past the client's FIN (a known issue, fixed with the onUpgrade change).
+ * Upgrade requests are in unless NODAL_FUZZ_UPGRADE=0. The pods here have no upgrade
+ * handler, so they answer an Upgrade as an ordinary request and would read on: the proxy
+ * must relay that answer and close, never pass the bytes after the request head on, and
+ * an Upgrade nobody answers is bounded by upgradeTimeoutMs.
  */
-const UPGRADE = process.env.NODAL_FUZZ_UPGRADE === '1';
+const UPGRADE = process.env.NODAL_FUZZ_UPGRADE !== '0';
 /**
  * A hang detector, not a speed check: after the client's FIN every input is over within
  * the limits above (or at once); one still open after this long is reported with its input.
@@ -99,6 +100,8 @@ async function run(b: FuzzBudget, mesh: TwoNodes, pods: Pods): Promise<FuzzResul
   /** every request the reference read, with the input it came from, by `METHOD url` */
   const expected = new Map<string, number>();
   const origin = new Map<string, string>();
+  /** every input by iteration (its requests carry /f/<iteration>/), to name the one a pod got a request from */
+  const inputs = new Map<number, string>();
   let previous = generate(rng, 'seed');
   const outcomes = { answered: 0, closed: 0, opaque: 0, forwarded: 0 };
   let i = 0;
@@ -106,6 +109,7 @@ async function run(b: FuzzBudget, mesh: TwoNodes, pods: Pods): Promise<FuzzResul
     let input: Buffer = generate(rng, String(i));
     for (let m = rng.chance(0.2) ? 0 : 1 + rng.int(4); m > 0; m--) input = mutate(rng, input, previous, UPGRADE);
     previous = input;
+    inputs.set(i, input.toString('latin1'));
     const fail = (what: string): Error => new Error(`fuzz http1: seed ${b.seed} iteration ${i} input ${JSON.stringify(input.toString('latin1'))}: ${what}`);
     const http = classify(input) === 'http1';
     const pod = !http ? mesh.ip['sink-local']! : i % 2 === 0 ? mesh.ip.local! : mesh.ip.remote!;
@@ -133,7 +137,8 @@ async function run(b: FuzzBudget, mesh: TwoNodes, pods: Pods): Promise<FuzzResul
     got.set(r, n);
     outcomes.forwarded++;
     if (n > (expected.get(r) ?? 0)) {
-      const from = origin.get(r);
+      const tag = /\/f\/(\d+)\//.exec(r);
+      const from = origin.get(r) ?? (tag ? inputs.get(Number(tag[1])) : undefined);
       throw new Error(`fuzz http1: seed ${b.seed}: the pod got ${JSON.stringify(r)} ${n} time(s), the reference parser read it ${expected.get(r) ?? 0} time(s)${from ? ` (from input ${JSON.stringify(from)})` : ''}`);
     }
   }

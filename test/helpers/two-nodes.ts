@@ -8,6 +8,7 @@
 
 import { connect, createServer as netServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { Agent, request, type Server as HttpServer } from 'node:http';
+import type { Duplex } from 'node:stream';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { EndpointInfo, NodeInfo, Snapshot } from '../../control/api/types.ts';
@@ -44,8 +45,8 @@ export function listen(server: Server | HttpServer, host: string, port = 0): Pro
   });
 }
 
-/** resolves when the socket has closed, reset or not (events.once would reject on 'error') */
-export function closed(s: Socket): Promise<void> {
+/** resolves when the socket (or stream) has closed, reset or not (events.once would reject on 'error') */
+export function closed(s: Socket | Duplex): Promise<void> {
   if (s.closed) return Promise.resolve();
   return new Promise((resolve) => s.once('close', () => resolve()));
 }
