@@ -197,9 +197,9 @@ export function refusal(req: IncomingMessage, l: ProxyLimits): string | undefine
 }
 
 /**
- * Connections whose last answer was a refusal with `connection: close`: requests pipelined
- * behind the refused one are not served (their answers could never be sent), so none of
- * them reaches a pod.
+ * Connections whose last answer was a refusal with `connection: close`: requests and
+ * upgrades pipelined behind the refused one are not served (their answers could never be
+ * sent), so none of them reaches a pod.
  */
 const refused = new WeakSet<Duplex>();
 
@@ -219,6 +219,11 @@ export function guardRequest(l: ProxyLimits, handle: (req: IncomingMessage, res:
 /** the upgrade handler behind refusal() */
 export function guardUpgrade(l: ProxyLimits, handle: (req: IncomingMessage, socket: Duplex, head: Buffer) => void): (req: IncomingMessage, socket: Duplex, head: Buffer) => void {
   return (req, socket, head) => {
+    // behind a refusal, as for requests: the refusal's answer closes the connection
+    if (refused.has(socket)) {
+      socket.on('error', noop);
+      return;
+    }
     const why = refusal(req, l);
     if (why === undefined) return handle(req, socket, head);
     socket.on('error', noop);

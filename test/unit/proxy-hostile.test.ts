@@ -347,6 +347,12 @@ describe('node proxy: hostile HTTP/1.1', { timeout: 180_000 }, () => {
     },
   ];
 
+  /** requests pipelined behind a refused one, with a good one ahead so that the connection stays open meanwhile */
+  const BEHIND_A_REFUSAL: Array<{ name: string; behind: string }> = [
+    { name: 'a request', behind: GET_SMUGGLED },
+    { name: 'an Upgrade', behind: 'GET /smuggled HTTP/1.1\r\nHost: backend\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n' },
+  ];
+
   for (const path of PATHS) {
     describe(`HTTP/1.1 ${path.via}`, () => {
       const pod = path.node;
@@ -370,6 +376,15 @@ describe('node proxy: hostile HTTP/1.1', { timeout: 180_000 }, () => {
         const got = seen.slice(before);
         assert.deepEqual(got.map((x) => [x.url, x.bytes, x.complete]), [['/first', Buffer.byteLength(GET_SMUGGLED), true]], 'the pod got the GET with its body, and nothing else');
       });
+
+      for (const c of BEHIND_A_REFUSAL) {
+        it(`regression: serves none of ${c.name} pipelined behind a refused request`, async () => {
+          const before = seen.length;
+          const r = await attack(path, pod, `GET /first HTTP/1.1\r\nHost: backend\r\n\r\nGET /refused HTTP/1.1\r\nHost: backend\r\nHost: evil\r\n\r\n${c.behind}`);
+          assert.match(r.text, /^HTTP\/1\.1 200 [^]*HTTP\/1\.1 400 /, `answers: ${JSON.stringify(r.text)} error: ${r.error}`);
+          assert.deepEqual(seen.slice(before).map((x) => x.url), ['/first'], 'the pod got the request ahead of the refused one, and nothing else');
+        });
+      }
 
       const BAD_CHUNKS: Array<[string, string]> = [
         ['a chunk size that is not hex', 'zz\r\nhello\r\n0\r\n\r\n'],
