@@ -4,6 +4,7 @@ import type { Duplex } from 'node:stream';
 import type { Logger } from 'pino';
 import type { EndpointInfo } from '../../control/api/types.ts';
 import type { Flow, FlowEndpoint } from '../flows/flow.ts';
+import type { ProxyLimits } from './limits.ts';
 import type { Direction, ProxyMetrics } from './metrics.ts';
 import type { AccessLog, Tracer } from '../telemetry/index.ts';
 import type { TraceParent } from './trace.ts';
@@ -20,6 +21,8 @@ export interface ProxyContext {
   emit(flow: Flow): void;
   readonly metrics: ProxyMetrics;
   readonly log: Logger;
+  /** bounds on what clients and peers may send (limits.ts) */
+  readonly limits: ProxyLimits;
   /** count a connection of this side, keep it for close(), and forget it when it closes */
   track(conn: Duplex, direction: Direction): void;
   /** add a socket's bytes (both ways) to the side's counter when it closes */

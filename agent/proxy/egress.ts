@@ -20,7 +20,7 @@ import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
-  endToEnd, flatHeaders, grpcStatusOf, h1Request, headerValue, isGrpc, localResponse, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  closedEarly, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Request, headerValue, isGrpc, localResponse, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -29,7 +29,7 @@ import {
   type AttemptResult, type HealthEndpoint, type RouteRequest,
 } from './traffic/index.ts';
 import { newFlow, type Addr } from './flows.ts';
-import { CLIENT_IDLE_MS } from './http.ts';
+import { guardRequest, guardUpgrade, h2cServerOptions, hardenHttpServer, http1ServerOptions } from './limits.ts';
 import { formatAuthority, Header, type TunnelPool } from './tunnel.ts';
 import { childSpan, parseTraceparent, type TraceParent } from './trace.ts';
 import type { MeshView, ServiceTarget } from './view.ts';
@@ -76,12 +76,16 @@ export class Egress {
     this.pool = pool;
     this.carry = carry;
     this.traffic = new TrafficState(ctx, (ep) => this.probeConnection(ep));
-    this.h1 = h1server({ keepAliveTimeout: CLIENT_IDLE_MS, requireHostHeader: false }, (req, res) => this.onH1(req, res));
-    this.h1.on('upgrade', (req: IncomingMessage, socket: Socket, head: Buffer) => this.onUpgrade(req, socket, head));
+    // the client pod's bytes meet the limits here first: llhttp strict, head size, count and
+    // time bounded, refusals answered (limits.ts); the destination bounds them again
+    const limits = ctx.limits;
+    this.h1 = hardenHttpServer(h1server({ ...http1ServerOptions(limits), requireHostHeader: false }, guardRequest(limits, (req, res) => this.onH1(req, res))), limits);
+    this.h1.on('upgrade', guardUpgrade(limits, (req: IncomingMessage, socket: Duplex, head: Buffer) => this.onUpgrade(req, socket as Socket, head)));
     this.h1.on('connect', (_req: IncomingMessage, socket: Socket) => {
       socket.end('HTTP/1.1 405 Method Not Allowed\r\ncontent-length: 0\r\nconnection: close\r\n\r\n');
     });
-    this.h2 = h2server({ settings: H2_SETTINGS });
+    // streams, header list and session memory bounded; rapid reset and invalid frames end the session
+    this.h2 = h2server(h2cServerOptions(limits, H2_SETTINGS));
     this.h2.on('session', (s: Http2Session) => {
       if (this.attaching) this.h2Conns.set(s, this.attaching);
       this.sessions.add(s);
@@ -118,6 +122,8 @@ export class Egress {
   }
 
   close(): void {
+    // stops the timeout checks hardenHttpServer() started
+    this.h1.close();
     this.traffic.close();
     for (const s of this.sessions) s.destroy();
     this.sessions.clear();
@@ -180,9 +186,9 @@ export class Egress {
       headers: endToEnd(headers, true), protocol: 'h2',
     };
     const ac = new AbortController();
-    // only a stream that closed before its answer was written cancels upstream (a completed
+    // only a stream that closed before its exchange was over cancels upstream (a completed
     // one would build an AbortError per request for nothing)
-    stream.once('close', () => { if (!stream.writableFinished) ac.abort(); });
+    stream.once('close', () => { if (closedEarly(stream)) ac.abort(); });
     this.forward(conn, head, stream, stream.readableEnded, ac.signal).then((r) => writeH2(stream, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
       if (!stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
@@ -324,7 +330,11 @@ export class Egress {
     const perTryMs = req.rule?.timeouts?.backendRequestMs ?? retry.perTryTimeoutMs;
     // a body can be sent again only if the proxy holds all of it: small and of known length
     let held: Buffer | undefined;
-    if (retry.attempts > 0 && !empty) held = await holdBody(head, body);
+    if (retry.attempts > 0 && !empty) {
+      held = await holdBody(head, body);
+      // what the client reset is not a body to send, however it ended
+      if (held !== undefined && cutOff(body)) return this.answer(req, 400, 'request body reset by the client', undefined);
+    }
     const retryable = retry.attempts > 0 && (empty || held !== undefined);
     const tried = new Set<string>();
     st?.budget.startRequest();
@@ -417,7 +427,7 @@ export class Egress {
         resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, refused ? 'refused-stream' : 'reset'));
       });
       if (empty) body.resume();
-      else body.pipe(stream);
+      else pipeBody(body, stream);
     });
   }
 

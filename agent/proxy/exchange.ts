@@ -9,8 +9,8 @@
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { constants as h2c, type ServerHttp2Stream } from 'node:http2';
-import { Readable } from 'node:stream';
+import { constants as h2c, type Http2Stream, type ServerHttp2Stream } from 'node:http2';
+import { Readable, type Writable } from 'node:stream';
 
 export type WireProtocol = 'http1' | 'h2';
 
@@ -88,6 +88,37 @@ export function h1Request(req: IncomingMessage, res: ServerResponse): { head: Re
   const ac = new AbortController();
   res.on('close', () => { if (!res.writableFinished) ac.abort(); });
   return { head, signal: ac.signal };
+}
+
+/**
+ * A body that ended because it was cut off, not because it was whole: node:http2 ends the
+ * readable side of a stream its peer reset (RST_STREAM) just as it ends one that got
+ * END_STREAM; only `aborted` and `rstCode` tell them apart. Passing such an end on would
+ * hand the far side a truncated message as a complete one.
+ */
+export function cutOff(body: Readable): boolean {
+  const s = body as Readable & { aborted?: boolean; rstCode?: number };
+  return s.aborted === true || (s.rstCode !== undefined && s.rstCode !== 0);
+}
+
+/** pipe a message body on with backpressure; a body cut off (cutOff(), or closed before its end) destroys `to` instead of ending it */
+export function pipeBody(body: Readable, to: Writable): void {
+  const cut = (): void => { to.destroy(new Error('the sender reset the stream before the body ended')); };
+  body.pipe(to, { end: false });
+  body.once('end', () => {
+    if (cutOff(body)) cut();
+    else to.end();
+  });
+  body.once('close', () => { if (!body.readableEnded) cut(); });
+}
+
+/**
+ * An HTTP/2 stream that closed before its exchange was over: the answer not all written,
+ * or the peer reset it (a reset ends the writable side too, so writableFinished alone
+ * would read a reset stream as answered and leave its upstream request running).
+ */
+export function closedEarly(stream: Http2Stream): boolean {
+  return !stream.writableFinished || cutOff(stream);
 }
 
 /** header values joined into one string each (what matchers and policies read) */
@@ -185,6 +216,10 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
   r.body.once('close', () => { if (!r.body.readableEnded) res.destroy(); });
   r.body.on('error', () => res.destroy());
   r.body.on('end', () => {
+    if (cutOff(r.body)) {
+      res.destroy();
+      return;
+    }
     const t = r.trailers();
     if (t && chunked && !res.destroyed) res.addTrailers(t as OutgoingHttpHeaders);
     res.end();
@@ -224,8 +259,21 @@ export function writeH2(stream: ServerHttp2Stream, r: L7Response, extraHeaders?:
     });
   }
   // a body that stops without ending (upstream reset, a policy closing it): RST_STREAM
-  r.body.once('close', () => { if (!r.body.readableEnded && !stream.closed) stream.close(h2c.NGHTTP2_CANCEL); });
-  r.body.on('error', () => { if (!stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR); });
+  r.body.once('close', () => { if (!r.body.readableEnded) resetStream(stream); });
+  r.body.on('error', () => resetStream(stream));
   stream.on('close', () => { if (!r.body.readableEnded) r.body.destroy(); });
-  r.body.pipe(stream);
+  r.body.pipe(stream, { end: false });
+  r.body.once('end', () => {
+    if (cutOff(r.body)) resetStream(stream);
+    else stream.end();
+  });
+}
+
+/**
+ * RST_STREAM for a message that is incomplete. Not close(code): it ends the writable side
+ * first, and the END_STREAM that goes out ahead of the RST_STREAM has the peer read the
+ * truncated message as complete. destroy(err) sends the RST_STREAM (INTERNAL_ERROR) alone.
+ */
+export function resetStream(stream: Http2Stream): void {
+  if (!stream.destroyed) stream.destroy(new Error('the message was cut off'));
 }

@@ -60,6 +60,7 @@ export class Inbound {
   }
 
   close(): void {
+    this.http.close();
     this.destination.close();
   }
 

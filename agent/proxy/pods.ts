@@ -3,13 +3,13 @@
 // gRPC) over one multiplexed session per pod address. Every connection leaves from the
 // proxy address, the only source the ingress guard admits for a new connection.
 
-import { Agent, request, type ClientRequest } from 'node:http';
-import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers } from 'node:http2';
+import { Agent, IncomingMessage, request, type ClientRequest } from 'node:http';
+import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type Http2Stream, type IncomingHttpHeaders as H2Headers } from 'node:http2';
 import { connect, Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
-import { endToEnd, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { endToEnd, pipeBody, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 
 /** idle HTTP/1.1 sockets kept per pod: enough for bursts, few enough not to pin pod memory */
 const IDLE_SOCKETS_PER_POD = 64;
@@ -127,7 +127,12 @@ export class PodPool {
 
   private sendH1(ip: string, port: number, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
     return new Promise((resolve, reject) => {
-      const headers: Headers = head.authority ? { ...head.headers, host: head.authority } : head.headers;
+      const headers: Headers = { ...head.headers };
+      if (head.authority) headers.host = head.authority;
+      // node:http frames a body by its own rule: chunked by default, but not for GET, HEAD,
+      // DELETE, OPTIONS, TRACE; a GET's chunked body would go out as bare bytes, read by the
+      // pod as the requests that follow (smuggling). A body is framed here, always.
+      if (headers['content-length'] === undefined && !knownEmpty(body)) headers['transfer-encoding'] = 'chunked';
       const req = request({
         host: ip, port, method: head.method, path: head.path, headers, agent: this.agent,
         localAddress: this.bindIp, setHost: false, signal,
@@ -150,7 +155,7 @@ export class PodPool {
       req.on('error', (err) => reject(new UpstreamError(sent ? 'reset' : 'connect-failure', `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err })));
       // pipe, not pipeline: a failing upstream must not destroy the client's side, which
       // stays open for the error answer (and, for HTTP/1.1, the next keep-alive request)
-      body.pipe(req);
+      pipeBody(body, req);
     });
   }
 
@@ -182,7 +187,7 @@ export class PodPool {
         const kind = connected.has(session) ? 'reset' : 'connect-failure';
         reject(new UpstreamError(kind, `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
       });
-      body.pipe(stream);
+      pipeBody(body, stream);
     });
   }
 
@@ -208,6 +213,16 @@ export class PodPool {
     this.sessions.set(key, s);
     return s;
   }
+}
+
+/** a request body known to be empty before it is read (anything else gets framed) */
+function knownEmpty(body: Readable): boolean {
+  if (body.readableEnded) return true;
+  // HTTP/2: END_STREAM on the HEADERS frame
+  if ((body as Partial<Http2Stream>).endAfterHeaders === true) return true;
+  // HTTP/1.1: llhttp read no body without Content-Length or Transfer-Encoding
+  if (body instanceof IncomingMessage) return body.headers['content-length'] === undefined && body.headers['transfer-encoding'] === undefined;
+  return false;
 }
 
 function trailersOf(t: NodeJS.Dict<string>): Headers | undefined {

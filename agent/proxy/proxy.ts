@@ -11,6 +11,7 @@ import type { Flow } from '../flows/flow.ts';
 import type { ProxyContext, Redirect } from './context.ts';
 import { ProxyError } from './errors.ts';
 import { Inbound } from './inbound.ts';
+import { resolveLimits, type ProxyLimits } from './limits.ts';
 import { ProxyMetrics, type Direction } from './metrics.ts';
 import { Outbound } from './outbound.ts';
 import { podSettings } from './pods.ts';
@@ -42,6 +43,8 @@ export interface ProxyOptions {
   reusePort?: boolean;
   /** every accepted connection, before it is served (ProxyWorkers counts them per worker) */
   onAccept?(side: Direction): void;
+  /** overrides of DEFAULT_LIMITS (limits.ts) */
+  limits?: Partial<ProxyLimits>;
 }
 
 export class NodeProxy {
@@ -71,6 +74,7 @@ export class NodeProxy {
       emit: (f) => this.emit(f),
       metrics: this.metrics,
       log: this.log,
+      limits: resolveLimits(opts.limits),
       track: (c, d) => this.track(c, d),
       countBytes: (s, d) => this.countBytes(s, d),
       tracer: opts.telemetry?.tracer ?? new Tracer(),

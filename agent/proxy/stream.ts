@@ -58,6 +58,10 @@ export function sniff(stream: Duplex, waitMs: number, done: (proto: DetectedProt
   stream.on('data', onData);
   stream.once('end', onEnd);
   stream.once('close', onEnd);
+  // a listener alone does not restart a stream someone paused (an upgraded connection the
+  // source side hands over in-process): without this it would wait out waitMs and be
+  // taken for opaque TCP, the upgrade request piped to the pod unjudged
+  stream.resume();
 }
 
 /** tear a side down so that the peer sees a failure, not a clean end of stream */
@@ -95,6 +99,14 @@ const SPLICE_CLOSE_LISTENERS = 8;
  * are over, with the first error if there was one.
  */
 export function splice(a: Duplex, b: Duplex, done?: (err: Error | undefined) => void): void {
+  // a side may be gone already: a client that left while the pod was answering its Upgrade.
+  // pipeline() would throw, from an event callback, and take the whole proxy down with it
+  if (a.destroyed || a.closed || b.destroyed || b.closed) {
+    abort(a);
+    abort(b);
+    if (done) process.nextTick(done, new Error('one side closed before the splice'));
+    return;
+  }
   // the two pipelines add SPLICE_CLOSE_LISTENERS 'close' listeners to each side, a fixed
   // count per connection; with the proxy's own they pass Node's default of 10, and a
   // MaxListenersExceededWarning per connection would flood the agent's log

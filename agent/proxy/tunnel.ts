@@ -11,13 +11,14 @@ import {
   type ClientHttp2Session, type ClientHttp2Stream, type Http2Server, type Http2Session,
   type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream,
 } from 'node:http2';
-import { connect, isIPv6, type Socket } from 'node:net';
+import { connect, isIP, isIPv6, type Socket } from 'node:net';
 import type { EndpointInfo, NodeInfo } from '../../control/api/types.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
-import { endToEnd, writeH2, type RequestHead } from './exchange.ts';
+import { closedEarly, endToEnd, writeH2, type RequestHead } from './exchange.ts';
 import { newFlow } from './flows.ts';
+import { tunnelClientOptions, tunnelServerOptions } from './limits.ts';
 import type { Inbound } from './inbound.ts';
 import { normalizeIp } from './stream.ts';
 import { newTrace, parseTraceparent } from './trace.ts';
@@ -46,12 +47,6 @@ export const DEFAULT_TUNNEL_PORT = 15008;
 const STREAM_WINDOW = 1 << 20;
 /** whole-session window: many streams share one session, so it is a multiple of the stream's */
 const SESSION_WINDOW = 16 << 20;
-/**
- * Memory nghttp2 may hold per session before refusing new streams, in MB. One session
- * carries every connection between two nodes, so the 10 MB default would throttle a
- * busy pair of nodes long before memory is a real concern.
- */
-const SESSION_MEMORY_MB = 128;
 
 const settings = { initialWindowSize: STREAM_WINDOW, enablePush: false };
 
@@ -93,8 +88,7 @@ export class TunnelPool {
     const localAddress = this.ctx.view()?.self?.tunnelIp || undefined;
     const url = `http://${isIPv6(host) ? `[${host}]` : host}:${port}`;
     const s = h2connect(url, {
-      settings,
-      maxSessionMemory: SESSION_MEMORY_MB,
+      ...tunnelClientOptions(this.ctx.limits, settings),
       createConnection: () => connect({ host, port, localAddress, noDelay: true }),
     });
     const forget = (): void => { if (this.sessions.get(key) === s) this.sessions.delete(key); };
@@ -118,7 +112,7 @@ export class TunnelServer {
   constructor(ctx: ProxyContext, inbound: Inbound) {
     this.ctx = ctx;
     this.inbound = inbound;
-    this.server = h2server({ settings, maxSessionMemory: SESSION_MEMORY_MB });
+    this.server = h2server(tunnelServerOptions(ctx.limits, settings));
     this.server.on('session', (s: Http2Session) => {
       this.sessions.add(s);
       s.on('close', () => this.sessions.delete(s));
@@ -231,9 +225,9 @@ export class TunnelServer {
       protocol: headers[Header.protocol] === 'h2' ? 'h2' : 'http1',
     };
     const ac = new AbortController();
-    // only a stream that closed before its answer was written cancels upstream (a completed
+    // only a stream that closed before its exchange was over cancels upstream (a completed
     // one would build an AbortError per request for nothing)
-    stream.once('close', () => { if (!stream.writableFinished) ac.abort(); });
+    stream.once('close', () => { if (closedEarly(stream)) ac.abort(); });
     this.inbound.destination.exchange(conn, head, stream, ac.signal).then((r) => writeH2(stream, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'tunnel request failed unexpectedly');
       if (!stream.closed) stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
@@ -280,6 +274,9 @@ export function parseAuthority(value: string | string[] | undefined): { ip: stri
   }
   const port = Number(portText);
   if (!/^\d{1,5}$/.test(portText) || port < 1 || port > 65535) return undefined;
+  // an address, checked before normalizing: '::ffff:' is stripped once, and
+  // '[::ffff:::ffff:10.1.2.3]' must not become a valid address that way
+  if (isIP(ip) === 0) return undefined;
   return { ip: normalizeIp(ip), port };
 }
 

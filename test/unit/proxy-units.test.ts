@@ -13,6 +13,7 @@ import type { Flow } from '../../agent/flows/flow.ts';
 import type { InboundConn, ProxyContext } from '../../agent/proxy/context.ts';
 import { HttpIngress } from '../../agent/proxy/http.ts';
 import { Destination } from '../../agent/proxy/destination.ts';
+import { DEFAULT_LIMITS } from '../../agent/proxy/limits.ts';
 import { Tracer } from '../../agent/telemetry/index.ts';
 import { declaredProtocol } from '../../agent/policy/index.ts';
 import { ProxyMetrics } from '../../agent/proxy/metrics.ts';
@@ -141,11 +142,11 @@ describe('regression: HTTP/1.1 response head over an h2 tunnel stream', () => {
     const ctx: ProxyContext = {
       node: 'n1', upstreamBindIp: '127.0.31.2', view: () => view, emit: (f) => flows.push(f),
       metrics: new ProxyMetrics(new Registry()), log: pino({ level: 'silent' }), track: () => {}, countBytes: () => {},
-      tracer: new Tracer(), accessLog: undefined,
+      tracer: new Tracer(), accessLog: undefined, limits: DEFAULT_LIMITS,
     };
     const dest = new Destination(ctx);
     const ingress = new HttpIngress(ctx, dest);
-    closers.push(() => dest.close());
+    closers.push(() => { ingress.close(); dest.close(); });
     const conn: InboundConn = {
       src: { identity: 256, endpoint: undefined, flow: { identity: 256 }, ip: '127.0.31.9', port: 1, principal: undefined, namespace: undefined },
       dst: snapshot.endpoints[0]!, port, appProtocol: 'http', trace: newTrace(), via: 'tunnel', peer: 'n2',
