@@ -32,8 +32,18 @@ const arg = (name: string, dflt: number): number => {
 };
 /** every timed load run lasts this long */
 const SECONDS = arg('--seconds', 5);
-/** a short run before each timed one: connections, upstream pools, the tunnel session, JIT */
-const WARMUP_SECONDS = 1;
+/** a short run before each timed one: connections, upstream pools, the tunnel session */
+const WARMUP_SECONDS = 2;
+/**
+ * nodal's process first runs at full speed for this long per protocol and path: V8 tiers
+ * the hot code up and sizes its heap over some 20 s of load (a fresh process carried a
+ * third of its later rate in its first seconds, here), and what is measured is a proxy that has
+ * been running, as a node's proxy has
+ */
+const NODAL_WARMUP_SECONDS = 5;
+/** HTTP/1.1 same node, the first part of the warm-up, in steps whose rates are reported */
+const JIT_STEPS = 8;
+const JIT_STEP_SECONDS = 2;
 /** the latency runs: RATE_CLIENTS connections × RATE_PER_CLIENT requests/s = 1,000/s */
 const RATE_CLIENTS = 10;
 const RATE_PER_CLIENT = 100;
@@ -337,6 +347,17 @@ async function main(): Promise<void> {
       if (stdout.trim() !== 'hello bench') throw new Error(`gRPC check through ${path.name}: got ${JSON.stringify(stdout)}`);
     }
 
+    // nodal's warm-up (see NODAL_WARMUP_SECONDS), its first part in steps to show the ramp
+    const ramp: number[] = [];
+    await aim(h1[1]!);
+    for (let i = 0; i < JIT_STEPS; i++) ramp.push((await wrk(CPU.load, url('http1', h1[1]!), 32, JIT_STEP_SECONDS)).rps);
+    for (const p of PROTOCOLS) {
+      for (const path of paths(p).filter((x) => x.proxy === 'nodal')) {
+        await aim(path);
+        await fullSpeed(p, url(p, path), NODAL_WARMUP_SECONDS, dir, grpcBody);
+      }
+    }
+
     const full = new Map<string, Measured>();
     const rate = new Map<string, Measured>();
     for (const p of PROTOCOLS) {
@@ -414,7 +435,10 @@ run took ${Math.round(took)} s. \`bench/proxy.ts\`, everything on loopback:
 **At full speed** (the proxy saturates its core, or the load CPU saturates first). HTTP/1.1:
 \`wrk -t1 -c32 -d${SECONDS}s\` (keep-alive); HTTP/2: \`h2load -c4 -m16 -D${SECONDS}\`; gRPC: the same h2load
 with \`POST ${GRPC_PATH}\`, \`content-type: application/grpc\`, \`te: trailers\` and a 10-byte
-gRPC message (5-byte frame header + \`bench\`). Each run follows a ${WARMUP_SECONDS}-second warm-up.
+gRPC message (5-byte frame header + \`bench\`). Each run follows a ${WARMUP_SECONDS}-second warm-up on the same path. Before all of them nodal's process ran at
+full speed for ${JIT_STEPS * JIT_STEP_SECONDS} s (HTTP/1.1 same node, in ${JIT_STEP_SECONDS}-second steps) and then ${NODAL_WARMUP_SECONDS} s on each of
+its ${PROTOCOLS.length * 2} protocol paths: V8 needs that long to tier its hot code up. The steps' requests/s, in order (the
+process had carried only the memory phase's ${HOLD + HOLD_WARMUP} one-request connections before): ${ramp.map(f0).join(' → ')}.
 "proxy cores" is the proxy process's CPU time (utime + stime from /proc/<pid>/stat) per
 second of the run; "per proxy core" is requests/s ÷ proxy cores, the rate one full core
 would carry if the proxy were the only limit. Latencies here are under saturation

@@ -3,7 +3,7 @@
 // bounded client that opens and holds idle keep-alive connections, and CPU time and RSS
 // of a process from /proc.
 import { execFile } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { percentile } from '../report.ts';
@@ -63,6 +63,7 @@ export async function h2load(cpu: string, spec: H2loadSpec): Promise<LoadResult>
   if (spec.rps !== undefined) args.push(`--rps=${spec.rps}`);
   if (spec.grpcBody) args.push('-H', 'content-type: application/grpc', '-H', 'te: trailers', '-d', spec.grpcBody);
   args.push(spec.url);
+  rmSync(spec.logFile, { force: true }); // h2load appends to it
   const { stdout: out } = await run('taskset', args, { timeout: (spec.seconds + 20) * 1000 });
   const rps = Number(/finished in [\d.]+s, ([\d.]+) req\/s/.exec(out)?.[1]);
   const req = /requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, (\d+) errored, (\d+) timeout/.exec(out);
