@@ -236,9 +236,9 @@ function fullSpeed(p: Protocol, u: string, seconds: number, dir: string, grpcBod
   return h2load(CPU.load, { url: u, clients: 4, streams: 16, seconds, logFile: join(dir, 'full.log'), ...(p === 'grpc' ? { grpcBody } : {}) });
 }
 
-function fixedRate(p: Protocol, u: string, dir: string, grpcBody: string): Promise<LoadResult> {
+function fixedRate(p: Protocol, u: string, dir: string, grpcBody: string, clients = RATE_CLIENTS): Promise<LoadResult> {
   return h2load(CPU.load, {
-    url: u, clients: RATE_CLIENTS, streams: 1, seconds: SECONDS, rps: RATE_PER_CLIENT, logFile: join(dir, 'rate.log'),
+    url: u, clients, streams: 1, seconds: SECONDS, rps: (RATE_CLIENTS * RATE_PER_CLIENT) / clients, logFile: join(dir, 'rate.log'),
     ...(p === 'http1' ? { h1: true } : {}), ...(p === 'grpc' ? { grpcBody } : {}),
   });
 }
@@ -360,6 +360,7 @@ async function main(): Promise<void> {
 
     const full = new Map<string, Measured>();
     const rate = new Map<string, Measured>();
+    const paced = new Map<string, Measured>();
     for (const p of PROTOCOLS) {
       for (const path of paths(p)) {
         await aim(path);
@@ -368,6 +369,9 @@ async function main(): Promise<void> {
         await fullSpeed(p, u, WARMUP_SECONDS, dir, grpcBody);
         const f = await measure(pid, () => fullSpeed(p, u, SECONDS, dir, grpcBody));
         const r = await measure(pid, () => fixedRate(p, u, dir, grpcBody));
+        // h2load starts every client's rate timer at once: 10 × 100/s arrives as bursts of
+        // 10 every 10 ms. One connection at 1,000/s is the evenly spaced counterpart
+        if (p === 'http1') paced.set(path.name, await measure(pid, () => fixedRate(p, u, dir, grpcBody, 1)));
         full.set(`${p}/${path.name}`, f);
         rate.set(`${p}/${path.name}`, r);
         process.stderr.write(`${LABEL[p]} ${path.name}: ${f0(f.rps)} req/s on ${f2(f.cores)} cores; at ${f0(r.rps)}/s p50 ${f2(r.p50)} p99 ${f2(r.p99)} ms ${f.errors} ${r.errors}\n`);
@@ -391,6 +395,13 @@ async function main(): Promise<void> {
         return [LABEL[p], path.name, f0(r.rps), f2(r.p50), f2(r.p99), added, cpuPerReq, r.errors || '—'];
       });
     });
+    const pacedDirect = paced.get(h1[0]!.name)!;
+    const pacedRows = h1.map((path) => {
+      const r = paced.get(path.name)!;
+      return [path.name, f0(r.rps), f2(r.p50), f2(r.p99), path.proxy ? f2(r.p99 - pacedDirect.p99) : '—',
+        r.cores ? ((r.cores / r.rps) * 1e6).toFixed(0) : '—', r.errors || '—'];
+    });
+    const pacedAdded = (i: number): number => paced.get(h1[i]!.name)!.p99 - pacedDirect.p99;
     const h1full = (i: number): Measured => full.get(`http1/${h1[i]!.name}`)!;
     const perCore = (m: Measured): number => (m.cores ? m.rps / m.cores : NaN);
     const nginxH1 = h1full(3);
@@ -454,13 +465,21 @@ of the run. "added p99" is the path's p99 minus the direct p99 of the same proto
 
 ${table(['protocol', 'path', 'requests/s', 'p50 ms', 'p99 ms', 'added p99 ms', 'proxy CPU µs/request', 'errors'], rateRows)}
 
+h2load starts the rate timers of its ${RATE_CLIENTS} clients together, so the load above arrives as bursts
+of ${RATE_CLIENTS} requests every ${1000 / RATE_PER_CLIENT} ms: a proxy that spends a few hundred µs of CPU per request
+queues each burst behind itself. The same HTTP/1.1 rate on **one connection, evenly spaced**
+(\`h2load --h1 -c1 -m1 --rps=${RATE_CLIENTS * RATE_PER_CLIENT} -D${SECONDS}\`) separates that queueing from the path's own latency:
+
+${table(['path', 'requests/s', 'p50 ms', 'p99 ms', 'added p99 ms', 'proxy CPU µs/request', 'errors'], pacedRows)}
+
 **Memory per 1,000 open connections**: RSS of the proxy process idle (before the runs
 above, after ${HOLD_WARMUP} connections opened and closed; for nodal after a full GC), then with ${HOLD.toLocaleString('en-US')} idle HTTP/1.1
 keep-alive connections open through it, each having carried one request
 (\`bench/helpers/load.ts\` \`holdConnections\`), measured 1 s after the last opened. For nodal,
-"JS heap + external" is the same delta from \`process.memoryUsage()\` after a full GC. The
-cross-node row follows the same-node row in the same process, whose RSS V8 did not hand
-back: its delta can read low.
+"JS heap + external" is the same delta from \`process.memoryUsage()\` after a full GC: what
+the connections themselves hold; the RSS delta adds the heap V8 grew into while opening them.
+Each nodal row has a fresh proxy process (the two NodeProxy instances): V8 keeps the memory
+it grew into, so a second row in the same process would read low.
 
 ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`, 'KiB per connection (RSS)', 'KiB per connection (JS heap + external)'], memRows)}
 
@@ -476,6 +495,9 @@ ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`
   ${f2(added(1))} ms (same node) and ${f2(added(2))} ms (cross-node) to the direct p99 of
   ${f2(directP99)} ms; nginx adds ${f2(added(3))} ms, haproxy ${f2(added(4))} ms.
   Target < 1 ms: ${verdict(added(1) < 1 && added(2) < 1)} (same node ${verdict(added(1) < 1)}, cross-node ${verdict(added(2) < 1)}).
+  Evenly spaced on one connection, nodal adds ${f2(pacedAdded(1))} ms (same node) and ${f2(pacedAdded(2))} ms
+  (cross-node) to the direct ${f2(pacedDirect.p99)} ms; nginx ${f2(pacedAdded(3))} ms, haproxy ${f2(pacedAdded(4))} ms.
+  Target < 1 ms with evenly spaced load: same node ${verdict(pacedAdded(1) < 1)}, cross-node ${verdict(pacedAdded(2) < 1)}.
 - *Memory:* nodal holds ${f2(memory.get(h1[1]!.name))} KiB of RSS per open HTTP/1.1 connection (nginx
   ${f2(memory.get(h1[3]!.name))} KiB, haproxy ${f2(memory.get(h1[4]!.name))} KiB).
 
