@@ -12,7 +12,7 @@ import { describeDecision, evaluate, type Decision, type PolicyRequest } from '.
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
 import {
-  grpcMethodOf, grpcStatusOf, headerValue, isGrpc, localResponse, type Headers, type L7Response, type RequestHead,
+  flatHeaders, grpcMethodOf, grpcStatusOf, headerValue, isGrpc, localResponse, type Headers, type L7Response, type RequestHead,
 } from './exchange.ts';
 import { applyDecision, newFlow } from './flows.ts';
 import { policyLabel, type RequestVerdict } from './metrics.ts';
@@ -241,11 +241,3 @@ export function l4Input(conn: InboundConn): PolicyRequest {
   };
 }
 
-function flatHeaders(h: Headers): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const k in h) {
-    const v = h[k]!;
-    out[k] = Array.isArray(v) ? v.join(',') : v;
-  }
-  return out;
-}

@@ -20,7 +20,7 @@ import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
-  endToEnd, grpcStatusOf, headerValue, isGrpc, localResponse, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  endToEnd, flatHeaders, grpcStatusOf, h1Request, headerValue, isGrpc, localResponse, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -150,14 +150,9 @@ export class Egress {
       res.destroy();
       return;
     }
-    const head: RequestHead = {
-      method: req.method ?? 'GET', path: req.url ?? '/', authority: req.headers.host ?? '',
-      headers: endToEnd(req.headers, true), protocol: 'http1',
-    };
-    const ac = new AbortController();
-    res.on('close', () => { if (!res.writableFinished) ac.abort(); });
+    const { head, signal } = h1Request(req, res);
     const empty = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
-    this.forward(conn, head, req, empty, ac.signal).then((r) => writeH1(res, r), (err) => {
+    this.forward(conn, head, req, empty, signal).then((r) => writeH1(res, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
       res.destroy();
     });
@@ -180,7 +175,9 @@ export class Egress {
       headers: endToEnd(headers, true), protocol: 'h2',
     };
     const ac = new AbortController();
-    stream.once('close', () => ac.abort());
+    // only a stream that closed before its answer was written cancels upstream (a completed
+    // one would build an AbortError per request for nothing)
+    stream.once('close', () => { if (!stream.writableFinished) ac.abort(); });
     this.forward(conn, head, stream, stream.readableEnded, ac.signal).then((r) => writeH2(stream, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
       if (!stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
@@ -569,14 +566,6 @@ function delay(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-function flatHeaders(h: Headers): Record<string, string> {
-  const out: Record<string, string> = {};
-  for (const k in h) {
-    const v = h[k]!;
-    out[k] = Array.isArray(v) ? v.join(', ') : v;
-  }
-  return out;
-}
 
 function traceOf(c: SpanContext): TraceParent {
   return { traceId: c.traceId, spanId: c.spanId, flags: c.flags, header: c.header };

@@ -8,7 +8,7 @@
 // protocol the client used (`x-nodal-protocol`), so an HTTP/1.1 pod never sees HTTP/2.
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { constants as h2c, type ServerHttp2Stream } from 'node:http2';
 import { Readable } from 'node:stream';
 
@@ -72,6 +72,30 @@ export function endToEnd(h: IncomingHttpHeaders, stripInternal: boolean): Header
     if (stripInternal && k.startsWith(INTERNAL_HEADER_PREFIX)) continue;
     const v = h[k];
     if (v !== undefined) out[k] = v;
+  }
+  return out;
+}
+
+/**
+ * An HTTP/1.1 request as a RequestHead, and a signal that fires if the client goes away
+ * before its answer was written (the upstream request must not be left hanging)
+ */
+export function h1Request(req: IncomingMessage, res: ServerResponse): { head: RequestHead; signal: AbortSignal } {
+  const head: RequestHead = {
+    method: req.method ?? 'GET', path: req.url ?? '/', authority: req.headers.host ?? '',
+    headers: endToEnd(req.headers, true), protocol: 'http1',
+  };
+  const ac = new AbortController();
+  res.on('close', () => { if (!res.writableFinished) ac.abort(); });
+  return { head, signal: ac.signal };
+}
+
+/** header values joined into one string each (what matchers and policies read) */
+export function flatHeaders(h: Headers): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const k in h) {
+    const v = h[k]!;
+    out[k] = Array.isArray(v) ? v.join(', ') : v;
   }
   return out;
 }

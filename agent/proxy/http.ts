@@ -10,7 +10,7 @@ import type { Duplex } from 'node:stream';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { UPSTREAM_FAILURE_HEADER, type Destination } from './destination.ts';
 import { errorText } from './errors.ts';
-import { endToEnd, writeH1, type RequestHead } from './exchange.ts';
+import { endToEnd, h1Request, writeH1 } from './exchange.ts';
 import { applyDecision, newFlow } from './flows.ts';
 import { isHttp2Stream, splice } from './stream.ts';
 import { childSpan, parseTraceparent } from './trace.ts';
@@ -50,14 +50,8 @@ export class HttpIngress {
       res.destroy();
       return;
     }
-    const head: RequestHead = {
-      method: req.method ?? 'GET', path: req.url ?? '/', authority: req.headers.host ?? '',
-      headers: endToEnd(req.headers, true), protocol: 'http1',
-    };
-    const ac = new AbortController();
-    // a client that goes away mid-request must not leave the upstream request hanging
-    res.on('close', () => { if (!res.writableFinished) ac.abort(); });
-    this.dest.exchange(conn, head, req, ac.signal).then((r) => {
+    const { head, signal } = h1Request(req, res);
+    this.dest.exchange(conn, head, req, signal).then((r) => {
       delete r.headers[UPSTREAM_FAILURE_HEADER]; // for a source side that retries; this client is the pod's caller itself
       writeH1(res, r);
     }, (err) => {

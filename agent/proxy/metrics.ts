@@ -217,13 +217,6 @@ export class ProxyMetrics {
   readonly active: Gauge<'direction'>;
   readonly bytes: Counter<'direction'>;
 
-  /** @deprecated the call shape http.ts used before request(); records with direction inbound and no route */
-  readonly requests: { labels(src: string, dst: string, codeClass: string, verdict: string): { inc(): void } };
-  /** @deprecated see `requests`: observes with direction inbound and no route */
-  readonly duration: { labels(src: string, dst: string): { observe(seconds: number): void } };
-  /** @deprecated the call shape before verdict(): records with no policy name */
-  readonly verdicts: { labels(verdict: string): { inc(): void } };
-
   constructor(registry: Registry) {
     const registers = [registry];
     this.requestsTotal = new FastCounter(registry, 'nodal_proxy_requests_total',
@@ -275,17 +268,6 @@ export class ProxyMetrics {
       registers,
     });
 
-    this.requests = {
-      labels: (src, dst, cls, verdict) => ({
-        inc: () => this.requestsTotal.add(`${src}|${dst}|${cls}|${verdict}`, () => ({
-          direction: 'inbound', source_identity: src, destination_identity: dst, route: '', code_class: cls, grpc_status: '', verdict,
-        })),
-      }),
-    };
-    this.duration = {
-      labels: (src, dst) => ({ observe: (seconds) => this.observe('inbound', src, dst, '', seconds) }),
-    };
-    this.verdicts = { labels: (verdict) => ({ inc: () => this.verdict(verdict, '') }) };
   }
 
   /**

@@ -231,7 +231,9 @@ export class TunnelServer {
       protocol: headers[Header.protocol] === 'h2' ? 'h2' : 'http1',
     };
     const ac = new AbortController();
-    stream.once('close', () => ac.abort());
+    // only a stream that closed before its answer was written cancels upstream (a completed
+    // one would build an AbortError per request for nothing)
+    stream.once('close', () => { if (!stream.writableFinished) ac.abort(); });
     this.inbound.destination.exchange(conn, head, stream, ac.signal).then((r) => writeH2(stream, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'tunnel request failed unexpectedly');
       if (!stream.closed) stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);

@@ -19,6 +19,7 @@ import { Registry } from 'prom-client';
 import type { CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
 import type { Flow } from '../../agent/flows/flow.ts';
 import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
+import { FlowSink } from '../helpers/flow-sink.ts';
 
 const run = promisify(execFile);
 const TRUST = 'cluster.local';
@@ -31,19 +32,6 @@ const IP = {
 /** the system's Python: Debian's python3-grpcio is installed for it, not for other interpreters on PATH */
 const PYTHON = '/usr/bin/python3';
 
-class FlowSink {
-  readonly flows: Flow[] = [];
-  private waiters: Array<{ pred: (f: Flow) => boolean; resolve: (f: Flow) => void }> = [];
-  push = (f: Flow): void => {
-    this.flows.push(f);
-    this.waiters = this.waiters.filter((w) => (w.pred(f) ? (w.resolve(f), false) : true));
-  };
-  waitFor(pred: (f: Flow) => boolean): Promise<Flow> {
-    const hit = this.flows.find(pred);
-    if (hit) return Promise.resolve(hit);
-    return new Promise((resolve) => this.waiters.push({ pred, resolve }));
-  }
-}
 
 function listen(server: Server | HttpServer | Http2Server, host: string, port = 0): Promise<number> {
   return new Promise((resolve, reject) => {

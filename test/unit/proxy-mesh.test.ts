@@ -15,6 +15,7 @@ import { Registry } from 'prom-client';
 import type { CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
 import type { Flow } from '../../agent/flows/flow.ts';
 import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
+import { FlowSink } from '../helpers/flow-sink.ts';
 
 const TRUST = 'cluster.local';
 const ID = { client: 256, web: 257, echo: 258, intruder: 259 } as const;
@@ -25,20 +26,6 @@ const IP = {
 } as const;
 const TRACEPARENT = '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01';
 
-/** flows of one node, with a way to wait for one without timing anything */
-class FlowSink {
-  readonly flows: Flow[] = [];
-  private waiters: Array<{ pred: (f: Flow) => boolean; resolve: (f: Flow) => void }> = [];
-  push = (f: Flow): void => {
-    this.flows.push(f);
-    this.waiters = this.waiters.filter((w) => (w.pred(f) ? (w.resolve(f), false) : true));
-  };
-  waitFor(pred: (f: Flow) => boolean): Promise<Flow> {
-    const hit = this.flows.find(pred);
-    if (hit) return Promise.resolve(hit);
-    return new Promise((resolve) => this.waiters.push({ pred, resolve }));
-  }
-}
 
 /** the datapath stand-in: original destinations queued per client pod IP */
 class RedirectStub {

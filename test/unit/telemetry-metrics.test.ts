@@ -109,19 +109,6 @@ describe('proxy metrics', () => {
     assert.equal(json?.values.find((v) => v.labels.source_identity === '2')?.value, 3);
   });
 
-  it('still takes the call shapes the request path used before request() and verdict()', async () => {
-    const registry = new Registry();
-    const m = new ProxyMetrics(registry);
-    m.requests.labels('256', '257', '2xx', 'FORWARDED').inc();
-    m.duration.labels('256', '257').observe(0.004);
-    m.verdicts.labels('DENY').inc();
-    m.connections.labels('inbound').inc();
-    const text = await registry.metrics();
-    assert.equal(value(text, 'nodal_proxy_requests_total', { direction: 'inbound', source_identity: '256', code_class: '2xx', route: '' }), 1);
-    assert.equal(value(text, 'nodal_proxy_request_duration_seconds_count', { direction: 'inbound', source_identity: '256' }), 1);
-    assert.equal(value(text, 'nodal_proxy_policy_verdicts_total', { verdict: 'DENY', policy: '' }), 1);
-    assert.equal(value(text, 'nodal_proxy_connections_total', { direction: 'inbound' }), 1);
-  });
 
   it('stays correct past the label-tuple cache bound', async () => {
     const registry = new Registry();
