@@ -3,7 +3,7 @@
 // gRPC) over one multiplexed session per pod address. Every connection leaves from the
 // proxy address, the only source the ingress guard admits for a new connection.
 
-import { Agent, request } from 'node:http';
+import { Agent, request, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
 import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
@@ -39,9 +39,12 @@ export class PodPool {
     this.agent = new Agent({ keepAlive: true, maxFreeSockets: IDLE_SOCKETS_PER_POD, localAddress: bindIp });
   }
 
-  /** send one request to the pod; resolves at the response headers */
-  send(ip: string, port: number, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
-    return head.protocol === 'h2' ? this.sendH2(ip, port, head, body, signal) : this.sendH1(ip, port, head, body, signal);
+  /**
+   * Send one request to the pod; resolves at the response headers. `traceparent` replaces
+   * the one in head.headers: the request goes on with this hop's span as its parent.
+   */
+  send(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
+    return head.protocol === 'h2' ? this.sendH2(ip, port, head, traceparent, body, signal) : this.sendH1(ip, port, head, traceparent, body, signal);
   }
 
   close(): void {
@@ -50,30 +53,60 @@ export class PodPool {
     this.sessions.clear();
   }
 
-  private sendH1(ip: string, port: number, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
+  private sendH1(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
     return new Promise((resolve, reject) => {
-      const headers: Headers = head.authority ? { ...head.headers, host: head.authority } : head.headers;
+      if (signal.aborted) {
+        reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: request cancelled before it was sent`));
+        return;
+      }
+      // a flat [name, value, ...] list: node:http writes it as it is, without building the
+      // map of an OutgoingMessage's setHeader() for each (and no copy of head.headers)
+      const h = head.headers;
+      const headers: Array<string | string[]> = [];
+      for (const k in h) if (k !== 'traceparent') headers.push(k, h[k]!);
+      if (head.authority) headers.push('host', head.authority);
+      headers.push('traceparent', traceparent);
       const req = request({
-        host: ip, port, method: head.method, path: head.path, headers, agent: this.agent,
-        localAddress: this.bindIp, setHost: false, signal,
+        host: ip, port, method: head.method, path: head.path, headers: headers as unknown as OutgoingHttpHeaders, agent: this.agent,
+        localAddress: this.bindIp, setHost: false,
       });
       let sent = false;
+      let settled = false;
+      // the client went away first: cancel upstream (an own listener, removed with the
+      // exchange; http.request's `signal` option costs a stream-wide end-of-stream watch)
+      const onAbort = (): void => { req.destroy(signal.reason instanceof Error ? signal.reason : new Error('request cancelled')); };
+      signal.addEventListener('abort', onAbort, { once: true });
+      const unwatch = (): void => signal.removeEventListener('abort', onAbort);
       req.on('socket', (s: Socket) => {
         this.onSocket(s);
         if (s.connecting) s.once('connect', () => { sent = true; });
         else sent = true;
       });
       req.on('response', (res) => {
+        settled = true;
+        res.once('close', unwatch);
         resolve({ status: res.statusCode ?? 502, headers: endToEnd(res.headers, false), body: res, trailers: () => trailersOf(res.trailers) });
       });
-      req.on('error', (err) => reject(new UpstreamError(sent ? 'reset' : 'connect-failure', `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err })));
+      req.on('error', (err) => {
+        if (settled) return;
+        settled = true;
+        unwatch();
+        reject(new UpstreamError(sent ? 'reset' : 'connect-failure', `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
+      });
+      // a body already complete and empty (a GET): end the request at once instead of
+      // piping nothing into it; the client's stream is drained so that it ends too
+      if (complete(body)) {
+        body.resume();
+        req.end();
+        return;
+      }
       // pipe, not pipeline: a failing upstream must not destroy the client's side, which
       // stays open for the error answer (and, for HTTP/1.1, the next keep-alive request)
       body.pipe(req);
     });
   }
 
-  private sendH2(ip: string, port: number, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
+  private sendH2(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
     return new Promise((resolve, reject) => {
       let session: ClientHttp2Session;
       try {
@@ -84,7 +117,7 @@ export class PodPool {
       }
       const stream = session.request({
         ':method': head.method, ':path': head.path, ':scheme': 'http',
-        ':authority': head.authority || `${ip}:${port}`, ...head.headers,
+        ':authority': head.authority || `${ip}:${port}`, ...head.headers, traceparent,
       }, { signal });
       let trailers: Headers | undefined;
       stream.on('trailers', (t: H2Headers) => { trailers = endToEnd(t, false); });
@@ -121,6 +154,15 @@ export class PodPool {
     this.sessions.set(key, s);
     return s;
   }
+}
+
+/**
+ * A request body that has fully arrived and holds nothing: an HTTP/1.1 request the server
+ * parsed to its end without a body, or a stream that already ended.
+ */
+function complete(body: Readable): boolean {
+  if (body.readableEnded) return true;
+  return (body as IncomingMessage).complete === true && body.readableLength === 0;
 }
 
 function trailersOf(t: NodeJS.Dict<string>): Headers | undefined {
