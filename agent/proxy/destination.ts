@@ -59,14 +59,14 @@ export class Destination {
   /** the policy decision for a request or (no method) a connection */
   decide(conn: InboundConn, req?: { method: string; path: string; host: string; headers: Headers; grpc: boolean }): { decision: Decision; input: PolicyRequest } {
     const view = this.ctx.view();
-    const policies = view ? view.policiesFor(conn.dst.identity) : [];
     const input = l4Input(conn);
+    const policies = view ? view.policiesForSource(conn.dst.identity, input.src) : [];
     if (req) {
       input.method = req.method;
       input.path = req.path;
       input.host = req.host;
-      // copied only when a policy could look at them
-      if (policies.length > 0) input.headers = flatHeaders(req.headers);
+      // copied only when a policy could look at them (now, or after a snapshot: revalidate)
+      if (policies.length > 0 || (view && view.policiesFor(conn.dst.identity).length > 0)) input.headers = flatHeaders(req.headers);
       if (req.grpc) {
         const m = grpcMethodOf(req.path);
         if (m) (input as PolicyRequest & { grpc?: { service: string; method: string } }).grpc = m;

@@ -3,7 +3,7 @@
 // gRPC) over one multiplexed session per pod address. Every connection leaves from the
 // proxy address, the only source the ingress guard admits for a new connection.
 
-import { Agent, request, type IncomingMessage, type OutgoingHttpHeaders } from 'node:http';
+import { Agent, IncomingMessage, request, type OutgoingHttpHeaders } from 'node:http';
 import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers } from 'node:http2';
 import { connect, type Socket } from 'node:net';
 import type { Readable } from 'node:stream';
@@ -93,9 +93,9 @@ export class PodPool {
         unwatch();
         reject(new UpstreamError(sent ? 'reset' : 'connect-failure', `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
       });
-      // a body already complete and empty (a GET): end the request at once instead of
-      // piping nothing into it; the client's stream is drained so that it ends too
-      if (complete(body)) {
+      // no body (a GET): the request ends at once instead of piping nothing into it; the
+      // client's stream is drained so that it ends too
+      if (bodiless(body)) {
         body.resume();
         req.end();
         return;
@@ -157,12 +157,15 @@ export class PodPool {
 }
 
 /**
- * A request body that has fully arrived and holds nothing: an HTTP/1.1 request the server
- * parsed to its end without a body, or a stream that already ended.
+ * A request without a body: an HTTP/1.1 request that announced none (RFC 9112 §6.3: no
+ * Transfer-Encoding and no Content-Length, or a length of 0), or a stream that already
+ * ended. Known from the head, before the parser has even reached the request's end.
  */
-function complete(body: Readable): boolean {
+function bodiless(body: Readable): boolean {
   if (body.readableEnded) return true;
-  return (body as IncomingMessage).complete === true && body.readableLength === 0;
+  if (!(body instanceof IncomingMessage)) return false;
+  const h = body.headers;
+  return h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0');
 }
 
 function trailersOf(t: NodeJS.Dict<string>): Headers | undefined {
