@@ -175,8 +175,9 @@ export class Egress {
     };
     const ac = new AbortController();
     // only a stream that closed before its answer was written cancels upstream (a completed
-    // one would build an AbortError per request for nothing)
-    stream.once('close', () => { if (!stream.writableFinished) ac.abort(); });
+    // one would build an AbortError per request for nothing). writableEnded, not
+    // writableFinished: an h2 stream often closes before 'finish' of an answer written whole
+    stream.once('close', () => { if (!stream.writableEnded) ac.abort(); });
     this.forward(conn, head, stream, stream.readableEnded, ac.signal).then((r) => writeH2(stream, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
       if (!stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);

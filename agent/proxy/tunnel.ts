@@ -232,8 +232,9 @@ export class TunnelServer {
     };
     const ac = new AbortController();
     // only a stream that closed before its answer was written cancels upstream (a completed
-    // one would build an AbortError per request for nothing)
-    stream.once('close', () => { if (!stream.writableFinished) ac.abort(); });
+    // one would build an AbortError per request for nothing). writableEnded, not
+    // writableFinished: an h2 stream often closes before 'finish' of an answer written whole
+    stream.once('close', () => { if (!stream.writableEnded) ac.abort(); });
     this.inbound.destination.exchange(conn, head, stream, ac.signal).then((r) => writeH2(stream, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'tunnel request failed unexpectedly');
       if (!stream.closed) stream.close(h2constants.NGHTTP2_INTERNAL_ERROR);
