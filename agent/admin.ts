@@ -2,7 +2,6 @@
 // :15021 (plus GET /status, the agent's JSON report for `nodal status`) and Prometheus
 // metrics on :9964. A slow scrape never touches a proxied request.
 import { createServer, type Server } from 'node:http';
-import type { Registry } from 'prom-client';
 
 export interface Readiness { ready(): { ok: boolean; reasons: string[] } }
 
@@ -14,7 +13,11 @@ function listen(server: Server, host: string, port: number): Promise<void> {
 }
 
 export async function startAdmin(opts: {
-  host: string; healthPort: number; metricsPort: number; registry: Registry; readiness: Readiness;
+  host: string; healthPort: number; metricsPort: number; readiness: Readiness;
+  /** GET /metrics: the exposition text (the agent merges its proxy workers' registries into it) */
+  metrics: () => Promise<string>;
+  /** the exposition's content type */
+  contentType: string;
   /** GET /status: the agent's report (agent/status.ts), as JSON */
   status?: () => Promise<unknown>;
 }): Promise<{ close(): Promise<void> }> {
@@ -34,8 +37,8 @@ export async function startAdmin(opts: {
   });
   const metrics = createServer((req, res) => {
     if (req.url !== '/metrics') { res.writeHead(404).end(); return; }
-    opts.registry.metrics().then((body) => {
-      res.writeHead(200, { 'content-type': opts.registry.contentType }).end(body);
+    opts.metrics().then((body) => {
+      res.writeHead(200, { 'content-type': opts.contentType }).end(body);
     }, (err: Error) => res.writeHead(500).end(err.message));
   });
   // bind both before serving either: a port conflict stops start-up loudly

@@ -3,6 +3,7 @@
 import { Command, InvalidArgumentError } from 'commander';
 import { isIP } from 'node:net';
 import { CGROUP_LAYOUTS, type CgroupLayout } from './cgroups.ts';
+import { proxyWorkerCount } from './proxy/workers.ts';
 import { ALL_ACCESS_LOG_FIELDS, type AccessLogField } from './telemetry/index.ts';
 
 export interface AgentConfig {
@@ -20,6 +21,8 @@ export interface AgentConfig {
   bpfObjects: string;
   wgMode: 'auto' | 'kernel' | 'userspace';
   flowCapacity: number;
+  /** proxy worker threads, one per core by default (agent/proxy/workers.ts) */
+  proxyWorkers: number;
   logLevel: string;
   /** write to the Kubernetes API (agent/kube.ts): the Node's nodal.io/wg-pub-key, enrolled pods' nodal.io/redirected */
   kubernetes: boolean;
@@ -56,6 +59,7 @@ export function parseAgentArgs(argv: readonly string[]): AgentConfig {
     .option('--bpf-objects <dir>', 'compiled BPF objects', 'bpf/build')
     .option('--wg-mode <mode>', 'auto | kernel | userspace', 'auto')
     .option('--flow-capacity <n>', 'flows kept in the per-node ring', '65536')
+    .option('--proxy-workers <n|auto>', 'proxy worker threads sharing the listeners; auto: one per CPU the agent may use (its cgroup CPU limit, else the CPUs it may run on)', 'auto')
     .option('--log-level <level>', 'pino log level', 'info')
     .option('--kubernetes', 'publish the WireGuard key on this Node and annotate enrolled pods (credentials: in-cluster ServiceAccount, else $KUBECONFIG)', false)
     .option('--outbound-port <port>', 'proxy outbound listener', port, 15001)
@@ -83,11 +87,15 @@ export function parseAgentArgs(argv: readonly string[]): AgentConfig {
     throw new InvalidArgumentError(`--otlp-endpoint must be an http:// or https:// URL (the OTLP/HTTP receiver, port 4318), not "${otlpEndpoint}"`);
   }
   if (!Number.isInteger(flowCapacity) || flowCapacity < 16) throw new InvalidArgumentError('--flow-capacity must be an integer >= 16');
+  const proxyWorkers = o.proxyWorkers === 'auto' ? proxyWorkerCount() : Number(o.proxyWorkers);
+  if (!Number.isInteger(proxyWorkers) || proxyWorkers < 1 || proxyWorkers > 256) {
+    throw new InvalidArgumentError(`--proxy-workers must be auto or a whole number within 1..256, not "${String(o.proxyWorkers)}"`);
+  }
   return {
     node: String(o.node), control: String(o.control), stateDir: String(o.stateDir), cgroup: String(o.cgroup), cgroupLayout,
     proxyIp: String(o.proxyIp), tunnelIp: String(o.tunnelIp), underlayIp: String(o.underlayIp),
     podCidrs: o.podCidr as string[], observerSocket: String(o.observerSocket), bpfObjects: String(o.bpfObjects),
-    wgMode: wgMode as AgentConfig['wgMode'], flowCapacity, logLevel: String(o.logLevel),
+    wgMode: wgMode as AgentConfig['wgMode'], flowCapacity, proxyWorkers, logLevel: String(o.logLevel),
     kubernetes: o.kubernetes === true,
     ports: {
       outbound: o.outboundPort as number, inbound: o.inboundPort as number, health: o.healthPort as number,

@@ -62,6 +62,7 @@ export function desiredFromSnapshot(s: Snapshot, node: string, resolve: CgroupRe
       ipcache: ipcache.filter((e) => (seen.has(e.cidr) ? false : (seen.add(e.cidr), true))),
       services,
       policy: s.l4.map((e) => ({ ...e })),
+      guards: (s.guards ?? []).map((g) => ({ identity: g.identity, policyId: g.policyId })),
     },
     byCgroup,
     enrolled,

@@ -6,7 +6,7 @@
 import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { pino } from 'pino';
-import { collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
+import { AggregatorRegistry, collectDefaultMetrics, Counter, Gauge, Registry } from 'prom-client';
 import { AgentControlClient, loadKubeClient } from '../control/index.ts';
 import { cgroupQuery, probe } from '../native/index.ts';
 import type { EndpointInfo, Snapshot } from '../control/api/types.ts';
@@ -15,12 +15,11 @@ import { Datapath } from './datapath/index.ts';
 import { PodCgroups } from './cgroups.ts';
 import { desiredFromSnapshot } from './enrollment.ts';
 import { FlowStore, flowFromVerdictEvent, nodalVersion, startObserver } from './flows/index.ts';
-import { NodeProxy } from './proxy/index.ts';
+import { ProxyWorkers } from './proxy/index.ts';
 import { WireGuard } from './wireguard/index.ts';
 import { startAdmin } from './admin.ts';
 import { agentStatus, FlowRate } from './status.ts';
 import { KubeAnnotator } from './kube.ts';
-import { AccessLog, OtlpExporter, Tracer } from './telemetry/index.ts';
 
 /** how often enrollment is re-derived even without a snapshot change (pod restarts) */
 const RECONCILE_INTERVAL_MS = 1000;
@@ -74,32 +73,35 @@ if (cfg.kubernetes) {
   annotator.setPublicKey(wg.publicKey);
 }
 
-// telemetry the proxy writes: both off unless asked for; a bad access log path stops start-up here
-const accessLog = cfg.accessLog ? await AccessLog.open({ ...cfg.accessLog, registry }) : undefined;
-const tracer = new Tracer({
-  sampleRatio: cfg.tracing.sampleRatio,
-  exporter: cfg.tracing.otlpEndpoint === undefined ? undefined : new OtlpExporter({
-    endpoint: cfg.tracing.otlpEndpoint,
-    resource: { 'service.name': 'nodal-proxy', 'service.version': nodalVersion(), 'k8s.node.name': cfg.node },
-    scope: { name: 'nodal-proxy', version: nodalVersion() },
-    registry,
-    onError: (err) => logger.warn({ err: err.message }, 'span export failed'),
-  }),
-});
-if (accessLog || tracer.exporting) logger.info({ accessLog: cfg.accessLog?.destination, otlp: cfg.tracing.otlpEndpoint, sampleRatio: cfg.tracing.sampleRatio }, 'proxy telemetry');
+// the proxy on every core it is given (--proxy-workers): each worker thread opens its own
+// access log and span exporter from this configuration (both off unless asked for)
+if (cfg.accessLog || cfg.tracing.otlpEndpoint) logger.info({ accessLog: cfg.accessLog?.destination, otlp: cfg.tracing.otlpEndpoint, sampleRatio: cfg.tracing.sampleRatio }, 'proxy telemetry');
 
 const store = new FlowStore({ capacity: cfg.flowCapacity });
 const flowRate = new FlowRate(() => store.seen).start();
-const proxy = await NodeProxy.start({
+const proxy = await ProxyWorkers.start({
+  workers: cfg.proxyWorkers,
   node: cfg.node,
+  logLevel: cfg.logLevel,
   outbound: { host: cfg.proxyIp, port: cfg.ports.outbound },
   inbound: { host: cfg.tunnelIp, port: cfg.ports.inbound },
   upstreamBindIp: cfg.proxyIp,
-  originalDestination: (ip, port) => datapath.lookupRedirect(ip, port, { remove: true }),
+  pinRoot: datapath.pinRoot,
   onFlow: (f) => store.add(f),
-  registry,
   logger,
-  telemetry: { accessLog, tracer },
+  accessLog: cfg.accessLog,
+  tracing: {
+    sampleRatio: cfg.tracing.sampleRatio,
+    otlp: cfg.tracing.otlpEndpoint === undefined ? undefined : {
+      endpoint: cfg.tracing.otlpEndpoint,
+      resource: { 'service.name': 'nodal-proxy', 'service.version': nodalVersion(), 'k8s.node.name': cfg.node },
+      scope: { name: 'nodal-proxy', version: nodalVersion() },
+    },
+  },
+});
+new Counter({
+  name: 'nodal_proxy_worker_restarts_total', help: 'proxy worker threads started again after one died', registers: [registry],
+  collect() { this.reset(); this.inc(proxy.restartCount); },
 });
 
 // one context for every kernel verdict, updated when a snapshot applies: ingest makes no
@@ -160,7 +162,10 @@ const client = new AgentControlClient({
 });
 
 const admin = await startAdmin({
-  host: '0.0.0.0', healthPort: cfg.ports.health, metricsPort: cfg.ports.metrics, registry,
+  host: '0.0.0.0', healthPort: cfg.ports.health, metricsPort: cfg.ports.metrics,
+  // the agent's own metrics and every proxy worker's, summed per series
+  metrics: async () => AggregatorRegistry.aggregate([await registry.getMetricsAsJSON(), ...await proxy.metrics()]).metrics(),
+  contentType: registry.contentType,
   readiness: {
     ready: () => {
       const reasons: string[] = [];
@@ -194,9 +199,8 @@ async function stop(signal: string): Promise<void> {
   await annotator?.close();
   await admin.close();
   await observer.close();
+  // each worker drains its access log and spans before it exits
   await proxy.close();
-  // after the proxy: the last requests' lines and spans are in
-  await Promise.all([accessLog?.close(), tracer.shutdown()]);
   await wg.close({ removeInterface: false });
   await datapath.close();
   process.exit(0);

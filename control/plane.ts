@@ -11,7 +11,7 @@ import { AgentControlServer, type AgentStatus } from './grpc/server.ts';
 import { buildModel, type Model } from './model/builder.ts';
 import { PersistentIds } from './model/ids.ts';
 import type { IdStore } from './model/ids-kubernetes.ts';
-import { modelHash, snapshotContent } from './model/snapshot.ts';
+import { modelHash, shareUnchanged, snapshotContent } from './model/snapshot.ts';
 import { NodeKeys, SnapshotVersions } from './model/versions.ts';
 
 /** what status and the relay read: the model, the agents' progress and the rejected documents */
@@ -102,7 +102,8 @@ export async function startControlPlaneWith(source: ClusterSource, opts: Control
   /** all or nothing: a failed state write leaves the previous model and snapshots in force */
   const rebuild = (): void => {
     ids.startBuild?.();
-    const next = buildModel({ state: source.state(), trustDomain, ids, wgKeys: keys.all() });
+    // parts equal to the previous model's stay the same objects: what is derived from them is kept
+    const next = shareUnchanged(buildModel({ state: source.state(), trustDomain, ids, wgKeys: keys.all() }), ready ? model : undefined);
     // ids first: no snapshot may carry an id that a crash could hand to another workload
     ids.flush();
     const missing = ids.missing?.() ?? 0;

@@ -115,6 +115,15 @@ export const policyValue = new StructCodec<PolicyValue>('policy_value', [
   ['action', 'u8'], ['flags', 'u8'], ['rule', 'u16'], ['policy_id', 'u32'],
 ]);
 
+/** dst_guard is keyed by the destination identity, a bare u32 */
+export function guardKey(identity: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(identity);
+  return b;
+}
+export interface GuardValue extends Decoded { policy_id: number }
+export const guardValue = new StructCodec<GuardValue>('guard_value', [['policy_id', 'u32']]);
+
 export interface RedirectValue extends Decoded {
   orig_addr: string; orig_port: number; endpoint_id: number; src_identity: number; dst_identity: number;
 }
@@ -143,6 +152,6 @@ export const nodalConfig = new StructCodec<NodalConfig>('nodal_config', [
 ]);
 
 export const ALL_CODECS: readonly StructCodec<Decoded>[] = [
-  endpointValue, ipcacheKey, ipcacheValue, serviceKey, serviceValue, policyKey, policyValue,
+  endpointValue, ipcacheKey, ipcacheValue, serviceKey, serviceValue, policyKey, policyValue, guardValue,
   redirectValue, sockKey, verdictEvent, nodalConfig,
 ] as unknown as readonly StructCodec<Decoded>[];

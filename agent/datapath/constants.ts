@@ -9,7 +9,7 @@ export const Direction = { EGRESS: 1, INGRESS: 2 } as const;
 export type DirectionName = 'EGRESS' | 'INGRESS';
 
 export const PolicyAction = { ALLOW: 1, DENY: 2 } as const;
-export const PolicyFlag = { DEFAULT_DENY: 1 } as const;
+export const PolicyFlag = { DEFAULT_DENY: 1, TO_PROXY: 2 } as const;
 export type PolicyActionName = 'ALLOW' | 'DENY';
 
 export const Proto = { TCP: 6, UDP: 17 } as const;
@@ -19,7 +19,7 @@ export const Verdict = { FORWARDED: 1, DROPPED: 2, REDIRECTED: 5 } as const;
 export type VerdictName = 'FORWARDED' | 'DROPPED' | 'REDIRECTED' | 'UNKNOWN';
 
 export const Reason = {
-  NONE: 0, POLICY_DENY: 1, DEFAULT_DENY: 2, NOT_FROM_PROXY: 3, POLICY_ALLOW: 4, DEFAULT_ALLOW: 5, UNSUPPORTED_L3: 6,
+  NONE: 0, POLICY_DENY: 1, DEFAULT_DENY: 2, NOT_FROM_PROXY: 3, POLICY_ALLOW: 4, DEFAULT_ALLOW: 5, UNSUPPORTED_L3: 6, TO_PROXY: 7,
 } as const;
 export type ReasonName = keyof typeof Reason | 'UNKNOWN';
 
@@ -33,6 +33,7 @@ export const MapName = {
   ipcache: 'nodal_ipcache',
   services: 'nodal_services',
   policy: 'nodal_policy',
+  guards: 'nodal_dst_guard',
   redirectsByCookie: 'nodal_redir_ck',
   redirectsBySocket: 'nodal_redir_sk',
   events: 'nodal_events',

@@ -12,8 +12,8 @@ import {
 import { nodalConfig, redirectValue, sockKey, type RedirectValue } from './codec.ts';
 import { Counter, MapName } from './constants.ts';
 import { decodeVerdictEvent, type VerdictEvent } from './events.ts';
-import { reconcileMap, type MapDiff } from './reconcile.ts';
-import { encodeEndpoints, encodeIpcache, encodePolicy, encodeServices, type DesiredState } from './state.ts';
+import { reconcileMap, reconcileTogether, type MapDiff } from './reconcile.ts';
+import { encodeEndpoints, encodeGuards, encodeIpcache, encodePolicy, encodeServices, type DesiredState } from './state.ts';
 
 export interface DatapathConfig {
   /** node name: the pin folder is <bpffs>/nodal/<node> */
@@ -42,7 +42,7 @@ export const ATTACH_POINTS: readonly AttachPoint[] = [
 
 export interface Redirect { origIp: string; origPort: number; endpointId: number; srcIdentity: number; dstIdentity: number }
 export interface Counters { dropConnect: bigint; dropIngress: bigint; eventsLost: bigint; redirects: bigint }
-export interface ReconcileResult { endpoints: MapDiff; ipcache: MapDiff; services: MapDiff; policy: MapDiff }
+export interface ReconcileResult { endpoints: MapDiff; ipcache: MapDiff; services: MapDiff; policy: MapDiff; guards: MapDiff }
 export interface OpenReport { adopted: string[]; attached: string[] }
 
 export class DatapathError extends Error {
@@ -160,13 +160,14 @@ export class Datapath {
     const ipc = encodeIpcache(desired.ipcache);
     const svc = encodeServices(desired.services);
     const pol = encodePolicy(desired.policy);
+    const grd = encodeGuards(desired.guards ?? []);
     // identities and policy before endpoints: a newly enrolled endpoint is judged by
     // its final policy from its first connection
     const ipcache = reconcileMap(this.map(MapName.ipcache), ipc);
     const services = reconcileMap(this.map(MapName.services), svc);
-    const policy = reconcileMap(this.map(MapName.policy), pol);
+    const [policy, guards] = reconcileTogether([[this.map(MapName.policy), pol], [this.map(MapName.guards), grd]]) as [MapDiff, MapDiff];
     const endpoints = reconcileMap(this.map(MapName.endpoints), eps);
-    return { endpoints, ipcache, services, policy };
+    return { endpoints, ipcache, services, policy, guards };
   }
 
   /** the original destination of a redirected connection, by the client's address */

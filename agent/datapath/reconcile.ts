@@ -17,6 +17,26 @@ export interface MapDiff { added: number; updated: number; removed: number }
 export function reconcileMap(map: ReconcilableMap, desired: Entries): MapDiff {
   const diff: MapDiff = { added: 0, updated: 0, removed: 0 };
   // write first, delete after: a key that moves never disappears in between
+  writeMap(map, desired, diff);
+  pruneMap(map, desired, diff);
+  return diff;
+}
+
+/**
+ * Maps whose entries answer one lookup together, reconciled as one: every write (in the
+ * order given), then every delete (in the reverse order). For policy entries and the
+ * guards behind them, [policy, guards]: an admit entry is in place before the guard that
+ * needs it, and a guard goes before the entries that only made exceptions to it, so no
+ * connection is refused or admitted in between that neither state would.
+ */
+export function reconcileTogether(pairs: ReadonlyArray<readonly [ReconcilableMap, Entries]>): MapDiff[] {
+  const diffs = pairs.map((): MapDiff => ({ added: 0, updated: 0, removed: 0 }));
+  pairs.forEach(([map, desired], i) => writeMap(map, desired, diffs[i]!));
+  for (let i = pairs.length - 1; i >= 0; i--) pruneMap(pairs[i]![0], pairs[i]![1], diffs[i]!);
+  return diffs;
+}
+
+function writeMap(map: ReconcilableMap, desired: Entries, diff: MapDiff): void {
   for (const { key, value } of desired.values()) {
     const cur = map.lookup(key);
     if (cur === undefined) {
@@ -27,10 +47,12 @@ export function reconcileMap(map: ReconcilableMap, desired: Entries): MapDiff {
       diff.updated++;
     }
   }
+}
+
+function pruneMap(map: ReconcilableMap, desired: Entries, diff: MapDiff): void {
   for (const key of map.keys()) {
     if (!desired.has(key.toString('hex'))) {
       if (map.delete(key)) diff.removed++;
     }
   }
-  return diff;
 }

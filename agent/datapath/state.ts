@@ -1,7 +1,7 @@
 // The desired datapath state, in the mesh's words, and its encoding into map entries.
 // Pure: no kernel, so the whole translation is unit-tested.
 import {
-  endpointKey, endpointValue, ipcacheKey, ipcacheValue, policyKey, policyValue, serviceKey, serviceValue,
+  endpointKey, endpointValue, guardKey, guardValue, ipcacheKey, ipcacheValue, policyKey, policyValue, serviceKey, serviceValue,
 } from './codec.ts';
 import { parseCidr } from './addr.ts';
 import { Direction, EndpointFlag, PolicyAction, PolicyFlag, Proto, type DirectionName, type PolicyActionName } from './constants.ts';
@@ -33,16 +33,23 @@ export interface PolicyEntry {
   rule?: number;
   /** a DENY that stands for "no ALLOW rule of policyId admits the peer" */
   defaultDeny?: boolean;
+  /** an EGRESS ALLOW that only admits the connection to the proxy (past a guard) */
+  toProxy?: boolean;
 }
+
+/** a destination identity some ALLOW policy selects: an EGRESS miss towards it is a default deny */
+export interface GuardEntry { identity: number; policyId: number }
 
 export interface DesiredState {
   endpoints: EndpointState[];
   ipcache: IpcacheEntry[];
   services: ServiceEntry[];
   policy: PolicyEntry[];
+  /** absent: none (a state written before guards existed) */
+  guards?: GuardEntry[];
 }
 
-export const emptyState = (): DesiredState => ({ endpoints: [], ipcache: [], services: [], policy: [] });
+export const emptyState = (): DesiredState => ({ endpoints: [], ipcache: [], services: [], policy: [], guards: [] });
 
 /** map contents keyed by the key's hex, as the reconciler compares them */
 export type Entries = Map<string, { key: Buffer; value: Buffer }>;
@@ -95,8 +102,20 @@ export function encodePolicy(entries: readonly PolicyEntry[]): Entries {
       local_identity: p.localIdentity, peer_identity: p.peerIdentity, port: p.port,
       proto: protoNumber(p.proto), direction: Direction[p.direction],
     }), policyValue.encode({
-      action: PolicyAction[p.action], flags: p.defaultDeny ? PolicyFlag.DEFAULT_DENY : 0, rule: p.rule ?? 0, policy_id: p.policyId,
+      action: PolicyAction[p.action], rule: p.rule ?? 0, policy_id: p.policyId,
+      flags: (p.defaultDeny ? PolicyFlag.DEFAULT_DENY : 0) | (p.toProxy ? PolicyFlag.TO_PROXY : 0),
     }));
+  }
+  return m;
+}
+
+export function encodeGuards(entries: readonly GuardEntry[]): Entries {
+  const m: Entries = new Map();
+  for (const g of entries) {
+    const key = guardKey(g.identity);
+    // one policy names a default deny: two would leave the verdict to the order of a list
+    if (m.has(key.toString('hex'))) throw new RangeError(`dst_guard: identity ${g.identity} is guarded twice in one state`);
+    put(m, key, guardValue.encode({ policy_id: g.policyId }));
   }
   return m;
 }

@@ -123,6 +123,11 @@ export class Egress {
     this.sessions.clear();
   }
 
+  /** a Service's traffic state (balancer, outlier detection, health, limits) for opaque connections */
+  serviceTraffic(namespace: string, name: string): ServiceTraffic | undefined {
+    return this.traffic.service(namespace, name);
+  }
+
   /**
    * A health probe's connection to an endpoint: from the proxy address on this node, as a
    * CONNECT stream claiming the reserved health identity on another (the destination admits

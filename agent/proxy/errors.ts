@@ -7,7 +7,9 @@ export type ProxyErrorCode =
   /** start options that cannot work (bad address, missing callback) */
   | 'NODAL_ERR_PROXY_CONFIG'
   /** used after close() */
-  | 'NODAL_ERR_PROXY_CLOSED';
+  | 'NODAL_ERR_PROXY_CLOSED'
+  /** a proxy worker thread could not start (it exited, or threw before listening) */
+  | 'NODAL_ERR_PROXY_WORKER';
 
 /**
  * The errno code of a socket error when there is one (ECONNREFUSED says more than a

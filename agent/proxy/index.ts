@@ -2,6 +2,8 @@
 // :15008, HTTP/1.1 with per-request MeshPolicy, opaque TCP with an L4 decision.
 export { NodeProxy } from './proxy.ts';
 export type { ProxyOptions } from './proxy.ts';
+export { ProxyWorkers, proxyWorkerCount } from './workers.ts';
+export type { ProxyWorkersOptions } from './workers.ts';
 export type { Redirect } from './context.ts';
 export { ProxyError } from './errors.ts';
 export type { ProxyErrorCode } from './errors.ts';

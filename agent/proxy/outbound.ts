@@ -21,6 +21,7 @@ import type { Inbound } from './inbound.ts';
 import { abort, DETECT_WAIT_MS, normalizeIp, sniff, splice } from './stream.ts';
 import { formatAuthority, Header, type TunnelPool } from './tunnel.ts';
 import { newTrace, type TraceParent } from './trace.ts';
+import { hashKeyFor } from './traffic/index.ts';
 import { WORLD_ENDPOINT, type MeshView, type ServiceTarget } from './view.ts';
 
 export type OriginalDestination = (clientIp: string, clientPort: number) => Redirect | undefined;
@@ -33,6 +34,8 @@ interface OutboundRecord {
   src: SourceInfo; dst: Addr; dstFlow: FlowEndpoint; trace: TraceParent;
   /** the connection's FORWARDED flow is already out (an upgraded HTTP/1.1 connection) */
   recorded?: boolean;
+  /** an ERROR flow went out: the backend could not be reached (outlier detection counts it) */
+  failed?: boolean;
 }
 
 export class Outbound {
@@ -43,7 +46,6 @@ export class Outbound {
   private readonly listen: () => Addr;
   private readonly egress: Egress;
   /** round-robin position per service port; survives snapshots so that an update does not reset the spread */
-  private readonly rr = new Map<string, number>();
 
   constructor(ctx: ProxyContext, inbound: Inbound, pool: TunnelPool, originalDestination: OriginalDestination, listen: () => Addr) {
     this.ctx = ctx;
@@ -131,21 +133,40 @@ export class Outbound {
     let target: Target;
     const svc = conn.service;
     if (svc) {
-      const backends = svc.service.backends;
-      if (backends.length === 0) {
-        return this.fail(socket, view, src, `no backends for service ${svc.service.namespace}/${svc.service.name}`, src, orig);
+      const name = `${svc.service.namespace}/${svc.service.name}`;
+      if (svc.service.backends.length === 0) return this.fail(socket, view, src, `no backends for service ${name}`, src, orig);
+      // the Service's own balancer, outlier detection, health checks and connection limit:
+      // TrafficPolicy applies to opaque connections as it does to requests
+      const st = this.egress.serviceTraffic(svc.service.namespace, svc.service.name);
+      if (!st) return this.fail(socket, view, src, `no traffic state for service ${name}`, src, orig);
+      const hashOn = st.policy?.loadBalancer?.hashOn;
+      // a connection has no headers: only a source-IP hash can pin it
+      const hashKey = hashOn ? hashKeyFor(hashOn, { headers: {}, path: '', sourceIp: src.ip }) : undefined;
+      const b = st.balancer.pick(hashKey !== undefined ? { hashKey } : undefined);
+      if (!b) return this.fail(socket, view, src, `no healthy backend for service ${name}`, src, orig);
+      if (!st.limits.connections.tryAcquire()) {
+        return this.fail(socket, view, src, `connection limit of service ${name} reached (connectionPool.maxConnections)`, src, orig);
       }
-      const i = this.rr.get(svc.key) ?? 0;
-      this.rr.set(svc.key, (i + 1) % backends.length);
-      const b = backends[i % backends.length]!;
+      const lb = st.balancer.start(b);
       target = { ip: b.ip, port: svc.port.targetPort, node: b.node, identity: b.identity, endpoint: view.endpointByIp(b.ip) };
-    } else {
-      const ep = conn.endpoint!;
-      target = { ip: ep.ip, port: orig.port, node: ep.node, identity: ep.identity, endpoint: ep };
+      const rec = this.record(view, src, target, conn.trace, recorded);
+      socket.once('close', () => {
+        st.release();
+        lb.done({ ok: !rec.failed });
+        st.outlier?.report(b.key, { connectFailure: rec.failed === true });
+      });
+      return this.forward(socket, view, rec, target);
     }
-    const rec: OutboundRecord = {
-      src, dst: { ip: target.ip, port: target.port }, dstFlow: view.flowEndpoint(target.endpoint, target.identity), trace: conn.trace, recorded,
-    };
+    const ep = conn.endpoint!;
+    target = { ip: ep.ip, port: orig.port, node: ep.node, identity: ep.identity, endpoint: ep };
+    this.forward(socket, view, this.record(view, src, target, conn.trace, recorded), target);
+  }
+
+  private record(view: MeshView, src: SourceInfo, target: Target, trace: TraceParent, recorded: boolean): OutboundRecord {
+    return { src, dst: { ip: target.ip, port: target.port }, dstFlow: view.flowEndpoint(target.endpoint, target.identity), trace, recorded };
+  }
+
+  private forward(socket: Socket, view: MeshView, rec: OutboundRecord, target: Target): void {
     if (target.node === this.ctx.node) this.local(socket, view, rec, target);
     else this.remote(socket, view, rec, target);
   }
@@ -157,6 +178,7 @@ export class Outbound {
     const conn: InboundConn = {
       src: rec.src, dst, port: target.port, appProtocol: view.appProtocol(dst.ip, target.port),
       trace: rec.trace, via: 'local', peer: undefined,
+      upstreamResult: (ok) => { if (!ok) rec.failed = true; },
     };
     const early = this.inbound.preflight(conn);
     if (early && !early.allowed) {
@@ -229,6 +251,7 @@ export class Outbound {
   }
 
   private emit(rec: OutboundRecord, verdict: FlowVerdict, summary?: string): void {
+    if (verdict === 'ERROR') rec.failed = true;
     if (rec.recorded && verdict === 'FORWARDED') return;
     const f = newFlow(this.ctx.node, verdict, 'L3_L4', 'EGRESS', rec.src, rec.dst);
     f.source = rec.src.flow;

@@ -3,10 +3,11 @@
 // gRPC) over one multiplexed session per pod address. Every connection leaves from the
 // proxy address, the only source the ingress guard admits for a new connection.
 
-import { Agent, IncomingMessage, request, type OutgoingHttpHeaders } from 'node:http';
+import { Agent, IncomingMessage, request, type ClientRequest, type OutgoingHttpHeaders } from 'node:http';
 import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers } from 'node:http2';
-import { connect, type Socket } from 'node:net';
-import type { Readable } from 'node:stream';
+import { connect, Socket } from 'node:net';
+import type { Duplex, Readable } from 'node:stream';
+import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
 import { endToEnd, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 
@@ -27,16 +28,92 @@ export class UpstreamError extends Error {
   }
 }
 
+/** a TrafficPolicy's connectionPool settings that shape the connections to one pod port */
+export interface PodConnectionSettings {
+  /** requests a connection (HTTP/1.1) or session (HTTP/2) carries before it is retired; 0/absent: unlimited */
+  maxRequestsPerConnection?: number | undefined;
+  /** an idle connection or session is closed after this long */
+  idleTimeoutMs?: number | undefined;
+}
+
+/**
+ * The settings per local pod port (`ip:port`) from the snapshot's TrafficPolicies: the
+ * destination proxy opens the pod connections, so it applies the connectionPool settings
+ * of every Service the pod backs on that port — the strictest when several do.
+ */
+export function podSettings(snapshot: Snapshot, node: string): Map<string, PodConnectionSettings> {
+  const out = new Map<string, PodConnectionSettings>();
+  const services = new Map(snapshot.services.map((s) => [`${s.namespace}/${s.name}`, s]));
+  const min = (a: number | undefined, b: number | undefined): number | undefined =>
+    a === undefined || a <= 0 ? (b !== undefined && b > 0 ? b : undefined) : b === undefined || b <= 0 ? a : Math.min(a, b);
+  for (const tp of snapshot.trafficPolicies ?? []) {
+    const cp = tp.connectionPool;
+    if (!cp || (!cp.maxRequestsPerConnection && !cp.idleTimeoutMs)) continue;
+    const svc = services.get(`${tp.target.namespace}/${tp.target.name}`);
+    if (!svc) continue;
+    for (const b of svc.backends) {
+      if (b.node !== node) continue;
+      for (const port of svc.ports) {
+        const key = `${b.ip}:${port.targetPort}`;
+        const prev = out.get(key);
+        out.set(key, {
+          maxRequestsPerConnection: min(prev?.maxRequestsPerConnection, cp.maxRequestsPerConnection),
+          idleTimeoutMs: min(prev?.idleTimeoutMs, cp.idleTimeoutMs),
+        });
+      }
+    }
+  }
+  return out;
+}
+
+/** the keep-alive agent, with each pod port's idle timeout on the sockets it keeps */
+class PodAgent extends Agent {
+  settings = new Map<string, PodConnectionSettings>();
+
+  // Node's agent returns whether the socket is kept (its types say void)
+  override keepSocketAlive(socket: Duplex): void {
+    const kept = super.keepSocketAlive(socket) as unknown as boolean;
+    if (!kept || !(socket instanceof Socket)) return kept as unknown as void;
+    const idle = this.settings.get(`${socket.remoteAddress}:${socket.remotePort}`)?.idleTimeoutMs;
+    // a free socket that times out is destroyed by the agent (its 'timeout' handler)
+    if (idle) socket.setTimeout(idle);
+    return true as unknown as void;
+  }
+
+  override reuseSocket(socket: Duplex, req: ClientRequest): void {
+    // in use again: the idle timer must not cut a slow answer
+    if (socket instanceof Socket) socket.setTimeout(0);
+    super.reuseSocket(socket, req);
+  }
+}
+
 export class PodPool {
   private readonly bindIp: string;
-  private readonly agent: Agent;
+  private readonly agent: PodAgent;
   private readonly sessions = new Map<string, ClientHttp2Session>();
   private readonly onSocket: (s: Socket) => void;
+  /** requests each HTTP/1.1 connection or HTTP/2 session to a pod has carried */
+  private readonly carried = new WeakMap<object, number>();
 
   constructor(bindIp: string, onSocket: (s: Socket) => void) {
     this.bindIp = bindIp;
     this.onSocket = onSocket;
-    this.agent = new Agent({ keepAlive: true, maxFreeSockets: IDLE_SOCKETS_PER_POD, localAddress: bindIp });
+    this.agent = new PodAgent({ keepAlive: true, maxFreeSockets: IDLE_SOCKETS_PER_POD, localAddress: bindIp });
+  }
+
+  /** connectionPool settings per pod port (podSettings()); applied to connections opened or reused from now on */
+  configure(settings: Map<string, PodConnectionSettings>): void {
+    this.agent.settings = settings;
+  }
+
+  /** one more request on `conn`; true when it is the last one the pod port's limit allows */
+  private count(conn: object, ip: string, port: number): boolean {
+    const n = (this.carried.get(conn) ?? 0) + 1;
+    this.carried.set(conn, n);
+    const settings = this.agent.settings;
+    if (settings.size === 0) return false; // no TrafficPolicy limits a pod here: no key to build
+    const max = settings.get(`${ip}:${port}`)?.maxRequestsPerConnection;
+    return max !== undefined && max > 0 && n >= max;
   }
 
   /**
@@ -71,6 +148,7 @@ export class PodPool {
         localAddress: this.bindIp, setHost: false,
       });
       let sent = false;
+      let last = false;
       let settled = false;
       // the client went away first: cancel upstream (an own listener, removed with the
       // exchange; http.request's `signal` option costs a stream-wide end-of-stream watch)
@@ -78,13 +156,18 @@ export class PodPool {
       signal.addEventListener('abort', onAbort, { once: true });
       const unwatch = (): void => signal.removeEventListener('abort', onAbort);
       req.on('socket', (s: Socket) => {
-        this.onSocket(s);
+        // a reused socket is counted once per request, a new one is announced once
+        if (!this.carried.has(s)) this.onSocket(s);
+        last = this.count(s, ip, port);
         if (s.connecting) s.once('connect', () => { sent = true; });
         else sent = true;
       });
       req.on('response', (res) => {
         settled = true;
         res.once('close', unwatch);
+        // the connection's last allowed request: retire it once the answer is read, before
+        // the agent can hand it out again
+        if (last) res.once('end', () => req.socket?.destroy());
         resolve({ status: res.statusCode ?? 502, headers: endToEnd(res.headers, false), body: res, trailers: () => trailersOf(res.trailers) });
       });
       req.on('error', (err) => {
@@ -114,6 +197,12 @@ export class PodPool {
       } catch (err) {
         reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: ${(err as Error).message}`, { cause: err }));
         return;
+      }
+      if (this.count(session, ip, port)) {
+        // its last allowed stream: the next request opens a new session; this one ends
+        // gracefully once its streams are done
+        if (this.sessions.get(`${ip}:${port}`) === session) this.sessions.delete(`${ip}:${port}`);
+        setImmediate(() => session.close());
       }
       const stream = session.request({
         ':method': head.method, ':path': head.path, ':scheme': 'http',
@@ -146,7 +235,7 @@ export class PodPool {
       },
     });
     s.once('connect', () => connected.add(s));
-    s.setTimeout(H2_IDLE_MS, () => s.close());
+    s.setTimeout(this.agent.settings.get(key)?.idleTimeoutMs ?? H2_IDLE_MS, () => s.close());
     s.on('error', () => { /* each stream reports its own failure */ });
     const forget = (): void => { if (this.sessions.get(key) === s) this.sessions.delete(key); };
     s.on('close', forget);

@@ -13,6 +13,7 @@ import { ProxyError } from './errors.ts';
 import { Inbound } from './inbound.ts';
 import { ProxyMetrics, type Direction } from './metrics.ts';
 import { Outbound } from './outbound.ts';
+import { podSettings } from './pods.ts';
 import { DEFAULT_TUNNEL_PORT, TunnelPool, TunnelServer } from './tunnel.ts';
 import { MeshView } from './view.ts';
 import { Tracer } from '../telemetry/index.ts';
@@ -34,6 +35,13 @@ export interface ProxyOptions {
   registry: Registry;
   logger: Logger;
   telemetry?: import('../telemetry/index.ts').ProxyTelemetry; // access log (--access-log) and per-hop spans (--otlp-endpoint)
+  /**
+   * bind with SO_REUSEPORT so that several proxies (ProxyWorkers' threads) share the two
+   * listeners and the kernel spreads new connections over them; default false (exclusive)
+   */
+  reusePort?: boolean;
+  /** every accepted connection, before it is served (ProxyWorkers counts them per worker) */
+  onAccept?(side: Direction): void;
 }
 
 export class NodeProxy {
@@ -111,6 +119,8 @@ export class NodeProxy {
     const first = this.view === undefined;
     this.view = view;
     this.outbound.update(view);
+    // the destination side opens pod connections: TrafficPolicy connectionPool limits apply there
+    this.inbound.destination.pods.configure(podSettings(snapshot, this.opts.node));
     // what the new policy no longer allows must not stay open
     if (!first) {
       const closed = this.inbound.destination.revalidate();
@@ -134,8 +144,8 @@ export class NodeProxy {
 
   private async bind(): Promise<void> {
     const results = await Promise.allSettled([
-      listen(this.outboundServer, 'outbound', this.opts.outbound),
-      listen(this.inboundServer, 'inbound', this.opts.inbound),
+      listen(this.outboundServer, 'outbound', this.opts.outbound, this.opts.reusePort === true),
+      listen(this.inboundServer, 'inbound', this.opts.inbound, this.opts.reusePort === true),
     ]);
     const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failed) {
@@ -154,6 +164,7 @@ export class NodeProxy {
       socket.destroy();
       return;
     }
+    this.opts.onAccept?.(side);
     if (side === 'outbound') this.outbound.accept(socket);
     else this.tunnel.accept(socket);
   }
@@ -209,16 +220,19 @@ function validate(opts: ProxyOptions): void {
   if (typeof opts.onFlow !== 'function') bad('onFlow is not a function');
 }
 
-function listen(server: Server, side: Direction, at: { host: string; port: number }): Promise<void> {
+/** a listener that could not bind, naming the address and the likely reason */
+export function bindError(side: Direction, at: { host: string; port: number }, err: NodeJS.ErrnoException): ProxyError {
+  const where = isIP(at.host) === 6 ? `[${at.host}]:${at.port}` : `${at.host}:${at.port}`;
+  const hint = err.code === 'EADDRNOTAVAIL' ? ' (is the address configured on this node?)'
+    : err.code === 'EADDRINUSE' ? ' (is another agent running?)' : '';
+  return new ProxyError('NODAL_ERR_PROXY_BIND', `bind ${side} listener ${where}: ${err.code ?? err.message}${hint}`, { cause: err });
+}
+
+function listen(server: Server, side: Direction, at: { host: string; port: number }, reusePort: boolean): Promise<void> {
   return new Promise((resolve, reject) => {
-    const onError = (err: NodeJS.ErrnoException): void => {
-      const where = isIP(at.host) === 6 ? `[${at.host}]:${at.port}` : `${at.host}:${at.port}`;
-      const hint = err.code === 'EADDRNOTAVAIL' ? ' (is the address configured on this node?)'
-        : err.code === 'EADDRINUSE' ? ' (is another agent running?)' : '';
-      reject(new ProxyError('NODAL_ERR_PROXY_BIND', `bind ${side} listener ${where}: ${err.code ?? err.message}${hint}`, { cause: err }));
-    };
+    const onError = (err: NodeJS.ErrnoException): void => reject(bindError(side, at, err));
     server.once('error', onError);
-    server.listen({ host: at.host, port: at.port, exclusive: true }, () => {
+    server.listen({ host: at.host, port: at.port, exclusive: true, reusePort }, () => {
       server.removeListener('error', onError);
       resolve();
     });

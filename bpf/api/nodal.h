@@ -66,7 +66,8 @@ struct service_value {
 /* policy: one entry per (local identity, peer identity, port, protocol, direction).
  * peer_identity IDENTITY_ANY and port 0 are wildcards. Lookup order, first match wins:
  * (peer, port), (peer, any port), (any peer, port), (any peer, any port). The policy
- * compiler resolves DENY-over-ALLOW before writing entries. */
+ * compiler resolves DENY-over-ALLOW before writing entries. An EGRESS lookup that finds
+ * nothing falls to dst_guard: a default deny needs no entry of its own. */
 #define DIR_EGRESS  1
 #define DIR_INGRESS 2
 
@@ -84,12 +85,22 @@ struct policy_key {
 /* a DENY the compiler wrote because no ALLOW rule of the selecting policy admits the
  * peer (not an explicit DENY rule): reported as a default deny naming that policy */
 #define POLICY_F_DEFAULT_DENY (1u << 0)
+/* an EGRESS ALLOW that only lets the connection reach the proxy, which decides (L7, and
+ * DENY rules that depend on the request): written where a guard would otherwise deny */
+#define POLICY_F_TO_PROXY     (1u << 1)
 
 struct policy_value {
 	__u8  action;
 	__u8  flags;
 	__u16 rule;       /* index of the rule within the policy */
 	__u32 policy_id;  /* user space maps this to namespace/name */
+};
+
+/* dst_guard: destination identity (__u32) -> struct guard_value, for every identity that
+ * some ALLOW policy selects. A connect() towards it that no policy entry matches is a
+ * default deny naming policy_id (the first such policy), as Cilium denies by absence. */
+struct guard_value {
+	__u32 policy_id;
 };
 
 /* the original destination of a redirected connection: by socket cookie at connect()
@@ -122,6 +133,7 @@ struct sock_key {
 #define REASON_POLICY_ALLOW    4
 #define REASON_DEFAULT_ALLOW   5 /* no policy selects the endpoint */
 #define REASON_UNSUPPORTED_L3  6 /* IPv6 extension headers in front of TCP */
+#define REASON_TO_PROXY        7 /* L4 admits the source to the proxy, which decides */
 
 #define HOOK_CONNECT4 1
 #define HOOK_CONNECT6 2

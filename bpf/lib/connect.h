@@ -30,10 +30,17 @@ static __always_inline int connect_decide(struct bpf_sock_addr *ctx, __u8 hook,
 	__u32 dst_identity = dst_identity_of(daddr, dport, IPPROTO_TCP);
 	struct verdict v = {};
 	if (!policy_lookup(DIR_EGRESS, ep->identity, dst_identity, dport, IPPROTO_TCP, &v)) {
+		struct guard_value *g;
 		if (ep->flags & EP_F_EGRESS_ENFORCED) {
 			v.action = POLICY_DENY;
 			v.reason = REASON_DEFAULT_DENY;
 			v.policy_id = ep->egress_policy_id;
+		} else if ((g = bpf_map_lookup_elem(&nodal_dst_guard, &dst_identity))) {
+			/* an ALLOW policy selects the destination and no entry admits this
+			 * source: deny by absence, named after that policy */
+			v.action = POLICY_DENY;
+			v.reason = REASON_DEFAULT_DENY;
+			v.policy_id = g->policy_id;
 		} else {
 			v.action = POLICY_ALLOW;
 			v.reason = REASON_DEFAULT_ALLOW;

@@ -89,7 +89,7 @@ static __always_inline bool policy_probe(struct policy_key *k, struct verdict *o
 		return false;
 	out->action = pv->action;
 	if (pv->action != POLICY_DENY)
-		out->reason = REASON_POLICY_ALLOW;
+		out->reason = (pv->flags & POLICY_F_TO_PROXY) ? REASON_TO_PROXY : REASON_POLICY_ALLOW;
 	else if (pv->flags & POLICY_F_DEFAULT_DENY)
 		out->reason = REASON_DEFAULT_DENY;
 	else

@@ -12,6 +12,7 @@
 #define MAX_IPCACHE     65536  /* pod CIDRs and pod IPs cluster-wide */
 #define MAX_SERVICES    16384
 #define MAX_POLICY      262144 /* compiled (local, peer, port) entries for local endpoints */
+#define MAX_GUARDS      65536  /* guarded identities cluster-wide: at most one per identity */
 #define MAX_REDIRECTS   65536  /* connections in flight between connect() and accept() */
 #define EVENTS_BYTES    (1 << 22) /* 4 MiB: ~47k verdict events before loss */
 
@@ -48,6 +49,15 @@ struct {
 	__uint(map_flags, BPF_F_NO_PREALLOC);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } nodal_policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, MAX_GUARDS);
+	__type(key, __u32);
+	__type(value, struct guard_value);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} nodal_dst_guard SEC(".maps");
 
 /* LRU: a connect() that never completes must not leak an entry */
 struct {

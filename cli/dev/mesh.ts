@@ -49,6 +49,9 @@ export function agentArgv(node: NodeRecord, layout: SandboxLayout): string[] {
     '--pod-cidr', node.podCidr,
     '--observer-socket', layout.observerSocket(node.name),
     '--bpf-objects', bpfObjectsDir,
+    // two proxy workers whatever this machine's CPU count: the sandbox exercises the
+    // listeners shared between worker threads as a multi-core node does
+    '--proxy-workers', '2',
   ];
 }
 

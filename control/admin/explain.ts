@@ -3,7 +3,8 @@
 // the mesh runs:
 //   1. the source's cgroup/connect hook: the node's L4 entries (l4ForNode, exactly what
 //      its agent writes into the BPF policy map), looked up in the kernel's first-match
-//      order (peer, port), (peer, any), (any, port), (any, any);
+//      order (peer, port), (peer, any), (any, port), (any, any), and on no match the
+//      destination's guard (an ALLOW policy selects it: default deny by absence);
 //   2. for a source outside the mesh, the destination's cgroup_skb/ingress guard, from the
 //      destination node's INGRESS entries in the same order;
 //   3. otherwise the destination proxy: agent/policy evaluate(), L7 when the request's
@@ -13,7 +14,7 @@
 import type { ClusterView } from '../plane.ts';
 import type { CompiledPolicy, CompiledRule, EndpointInfo, L4Entry, ServiceInfo } from '../api/types.ts';
 import { ReservedIdentity } from '../api/types.ts';
-import { l4ForNode, principalOf } from '../model/policy.ts';
+import { firstAllowSelecting, l4ForNode, principalOf } from '../model/policy.ts';
 import { declaredProtocol as proxyProtocol, evaluate, matchRule, type Decision, type PolicyRequest } from '../../agent/policy/index.ts';
 import { AdminErrorCode, ExplainError } from './errors.ts';
 import { findEndpoint, findService, notFound, parseRef, refText, type Ref } from './resolve.ts';
@@ -234,10 +235,10 @@ function lookup(entries: readonly L4Entry[], direction: L4Entry['direction'], lo
   return probe(peer, port) ?? probe(peer, 0) ?? probe(0, port) ?? probe(0, 0);
 }
 
-function lookupText(direction: string, local: number, peer: number, port: number, e: L4Entry | undefined): string {
+function lookupText(direction: string, local: number, peer: number, port: number, e: L4Entry | undefined, guard?: CompiledPolicy): string {
   const asked = `${direction} ${local} ↔ ${peer} port ${port}`;
-  if (!e) return `${asked}: no entry`;
-  return `${asked}: entry (peer ${e.peerIdentity === 0 ? 'any' : e.peerIdentity}, port ${e.port === 0 ? 'any' : e.port}) ${e.action}`;
+  if (!e) return `${asked}: no entry${guard ? `; guard of ${peer} (${policyName(guard)}) DENY` : ''}`;
+  return `${asked}: entry (peer ${e.peerIdentity === 0 ? 'any' : e.peerIdentity}, port ${e.port === 0 ? 'any' : e.port}) ${e.action}${e.toProxy ? ' to the proxy' : ''}`;
 }
 
 const peerAdmits = (r: CompiledRule, identity: number): boolean => r.from.length === 0 || r.from.some((f) => f.identities?.includes(identity) === true);
@@ -252,8 +253,15 @@ function l4Traces(ctx: Ctx, policies: readonly CompiledPolicy[], peer: number): 
 
 function connectStage(ctx: Ctx, src: EndpointInfo, dst: DestinationInfo): Stage {
   const { m } = ctx;
-  const e = lookup(entriesFor(ctx, src.node), 'EGRESS', src.identity, dst.identity, dst.port);
-  const base = { where: 'connect' as const, hasRule: false, rule: 0, lookup: lookupText('EGRESS', src.identity, dst.identity, dst.port, e), rules: [] as RuleTrace[] };
+  const found = lookup(entriesFor(ctx, src.node), 'EGRESS', src.identity, dst.identity, dst.port);
+  // no entry: the destination's guard denies by absence (the kernel's dst_guard, Snapshot.guards)
+  const guard = found ? undefined : firstAllowSelecting(m.policies, dst.identity);
+  const e: L4Entry | undefined = found ?? (guard
+    ? { direction: 'EGRESS', localIdentity: src.identity, peerIdentity: dst.identity, port: 0, action: 'DENY', policyId: guard.id, rule: 0, defaultDeny: true }
+    : undefined);
+  const base = {
+    where: 'connect' as const, hasRule: false, rule: 0, lookup: lookupText('EGRESS', src.identity, dst.identity, dst.port, found, guard), rules: [] as RuleTrace[],
+  };
   const srcName = `${refText(src)} (${principalOf(m.trustDomain, src)})`;
   const dstName = `${dst.kind === 'service' ? 'Service ' : ''}${refText(dst)}`;
   if (e?.action === 'DENY') {
@@ -274,6 +282,9 @@ function connectStage(ctx: Ctx, src: EndpointInfo, dst: DestinationInfo): Stage 
     };
   }
   const to = `redirected to the ${src.node} proxy (:${PROXY_OUTBOUND_PORT})`;
+  if (e?.toProxy) {
+    return { ...base, verdict: 'ALLOW', reason: 'TO_PROXY', text: `${to}: an ALLOW rule could admit it past the destination's guard, the destination proxy decides` };
+  }
   if (e) {
     const p = policyById(m, e.policyId);
     return {

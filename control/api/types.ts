@@ -272,6 +272,16 @@ export interface L4Entry {
   rule?: number;
   /** a DENY standing for "no ALLOW rule of policyId admits the peer" (a default deny) */
   defaultDeny?: boolean;
+  /** an EGRESS ALLOW (policy 0) that only admits the source to the proxy, which decides:
+   * it exists so that the destination's guard does not deny the connection */
+  toProxy?: boolean;
+}
+
+/** a destination identity some ALLOW MeshPolicy selects: an EGRESS connect() towards it
+ * that no L4 entry matches is a default deny naming policyId, the first such policy */
+export interface Guard {
+  identity: number;
+  policyId: number;
 }
 
 export interface Snapshot {
@@ -288,6 +298,8 @@ export interface Snapshot {
   policies: CompiledPolicy[];
   /** compiled L4 entries for this node's local endpoints */
   l4: L4Entry[];
+  /** guarded destination identities, the same on every node, by identity (absent: none) */
+  guards?: Guard[];
   /** NetworkPolicy ipBlock prefixes and their identities, for the ipcache (absent: none) */
   cidrIdentities?: Array<{ cidr: string; identity: number }>;
   /** the Kubernetes NetworkPolicies behind L4 entries' policy ids, to name them in verdicts (absent: none) */

@@ -2,18 +2,17 @@
 // last good snapshot is persisted and applied first on start, and a snapshot is replaced
 // only by a newer one that the agent applied without error (ACK); a failed apply is
 // NACKed with its message and the previous snapshot stays in force.
-import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Snapshot } from '../api/types.ts';
-import { readJson, writeJsonAtomic } from '../persist.ts';
+import { SnapshotStore } from './persisted.ts';
 import { applyDelta, deltaBase, loadAgentControl, snapshotFromWire, type WireAgentMessage, type WireSnapshotMessage } from './proto.ts';
 
 export interface AgentControlClientOptions {
   /** host:port of the control plane */
   address: string;
   node: string;
-  /** the last good snapshot persists here as snapshot.json */
+  /** the last good snapshot persists here (snapshot.json and snapshot/, persisted.ts) */
   stateDir: string;
   /** asked on every (re)connect, so a rotated WireGuard key is published */
   hello: () => { wgPublicKey: string };
@@ -28,8 +27,16 @@ export interface AgentControlClientOptions {
 const BACKOFF_MIN_MS = 100;
 const BACKOFF_MAX_MS = 5_000;
 
+/**
+ * A whole snapshot carries every endpoint, service and policy of the cluster: about 12 MB
+ * at 50,000 pods and 1,000 policies. gRPC's default limit (4 MiB) would refuse it, and the
+ * agent would reconnect, be resent the same snapshot and refuse it again, forever.
+ */
+const MAX_SNAPSHOT_BYTES = 256 * 1024 * 1024;
+
 /** pings detect a control plane that vanished without closing the connection */
 const CLIENT_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': MAX_SNAPSHOT_BYTES,
   'grpc.keepalive_time_ms': 30_000,
   'grpc.keepalive_timeout_ms': 10_000,
   'grpc.keepalive_permit_without_calls': 1,
@@ -44,7 +51,7 @@ type Stream = grpc.ClientDuplexStream<WireAgentMessage, WireSnapshotMessage>;
 export class AgentControlClient {
   readonly #opts: AgentControlClientOptions;
   readonly #log: Logger;
-  readonly #path: string;
+  readonly #store: SnapshotStore;
   readonly #client: grpc.Client & { Stream(): Stream };
   #current: Snapshot | undefined;
   #stream: Stream | undefined;
@@ -59,7 +66,7 @@ export class AgentControlClient {
   constructor(opts: AgentControlClientOptions) {
     this.#opts = opts;
     this.#log = opts.logger.child({ component: 'control-client', node: opts.node });
-    this.#path = join(opts.stateDir, 'snapshot.json');
+    this.#store = new SnapshotStore(opts.stateDir);
     const Ctor = loadAgentControl().client;
     this.#client = new Ctor(opts.address, grpc.credentials.createInsecure(), CLIENT_OPTIONS) as unknown as grpc.Client & { Stream(): Stream };
   }
@@ -99,14 +106,14 @@ export class AgentControlClient {
   async #restore(): Promise<void> {
     let saved: Snapshot | undefined;
     try {
-      saved = readJson(this.#path) as Snapshot | undefined;
+      saved = this.#store.load();
     } catch (err) {
       this.#log.error({ err }, 'persisted snapshot unreadable; waiting for the control plane');
       return;
     }
     if (!saved) return;
     if (saved.node !== this.#opts.node || !Number.isSafeInteger(saved.version)) {
-      this.#log.warn({ path: this.#path, node: saved.node }, 'persisted snapshot is for another node; ignored');
+      this.#log.warn({ stateDir: this.#opts.stateDir, node: saved.node }, 'persisted snapshot is for another node; ignored');
       return;
     }
     try {
@@ -195,7 +202,7 @@ export class AgentControlClient {
     }
     this.#current = snap;
     try {
-      writeJsonAtomic(this.#path, snap);
+      await this.#store.save(snap);
     } catch (err) {
       // enforcement already follows the new snapshot; only an offline restart would miss it
       this.#log.error({ err }, 'cannot persist the snapshot');

@@ -7,10 +7,10 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import { loadSync } from '@grpc/proto-loader';
 import type {
-  CompiledPolicy, EndpointInfo, IdentityInfo, L4Entry, L7Match, NodeInfo, PeerMatch, ServiceInfo, Snapshot,
+  CompiledPolicy, CompiledRoute, CompiledTrafficPolicy, EndpointInfo, IdentityInfo, L4Entry, L7Match, NodeInfo, PeerMatch, ServiceInfo, Snapshot,
 } from '../api/types.ts';
 import { SnapshotDecodeError } from '../errors.ts';
-import { stableStringify } from '../persist.ts';
+import { fingerprint } from '../persist.ts';
 import { routeFromWire, routeToWire, trafficPolicyFromWire, trafficPolicyToWire } from './proto-traffic.ts';
 
 const PROTO = 'control/proto/nodal/v1/control.proto';
@@ -52,16 +52,16 @@ export interface WireSnapshotMessage {
 }
 
 /** the top-level sections of a Snapshot a delta can carry, in proto order */
-export const SNAPSHOT_SECTIONS = ['nodes', 'identities', 'endpoints', 'services', 'policies', 'l4', 'cidrIdentities', 'networkPolicies', 'routes', 'trafficPolicies'] as const;
+export const SNAPSHOT_SECTIONS = ['nodes', 'identities', 'endpoints', 'services', 'policies', 'l4', 'cidrIdentities', 'networkPolicies', 'routes', 'trafficPolicies', 'guards'] as const;
 export type SnapshotSection = typeof SNAPSHOT_SECTIONS[number];
 const SECTION_ENUM: Record<SnapshotSection, string> = {
   nodes: 'SNAPSHOT_SECTION_NODES', identities: 'SNAPSHOT_SECTION_IDENTITIES', endpoints: 'SNAPSHOT_SECTION_ENDPOINTS',
   services: 'SNAPSHOT_SECTION_SERVICES', policies: 'SNAPSHOT_SECTION_POLICIES', l4: 'SNAPSHOT_SECTION_L4',
   cidrIdentities: 'SNAPSHOT_SECTION_CIDR_IDENTITIES', networkPolicies: 'SNAPSHOT_SECTION_NETWORK_POLICIES',
-  routes: 'SNAPSHOT_SECTION_ROUTES', trafficPolicies: 'SNAPSHOT_SECTION_TRAFFIC_POLICIES',
+  routes: 'SNAPSHOT_SECTION_ROUTES', trafficPolicies: 'SNAPSHOT_SECTION_TRAFFIC_POLICIES', guards: 'SNAPSHOT_SECTION_GUARDS',
 };
 /** sections whose model field is optional (absent when empty) */
-const OPTIONAL_SECTIONS: ReadonlySet<SnapshotSection> = new Set(['cidrIdentities', 'networkPolicies', 'routes', 'trafficPolicies']);
+const OPTIONAL_SECTIONS: ReadonlySet<SnapshotSection> = new Set(['cidrIdentities', 'networkPolicies', 'routes', 'trafficPolicies', 'guards']);
 
 const PROTOCOL = { PROTOCOL_TCP: 'TCP', PROTOCOL_UDP: 'UDP' } as const;
 const POLICY_ACTION = { POLICY_ACTION_ALLOW: 'ALLOW', POLICY_ACTION_DENY: 'DENY', POLICY_ACTION_AUDIT: 'AUDIT' } as const;
@@ -80,35 +80,54 @@ const l7ToWire = (m: L7Match): Record<string, unknown> => ({
 });
 const peerToWire = (m: PeerMatch): Record<string, unknown> => ({ ...m, any: m.any === true });
 
-export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
-  return {
-    snapshot: {
-      version: s.version, node: s.node, trustDomain: s.trustDomain,
-      nodes: s.nodes,
-      identities: s.identities,
-      // EndpointInfo, its workload included, is already the wire shape
-      endpoints: s.endpoints,
-      services: s.services.map((svc) => ({ ...svc, ports: svc.ports.map((p) => ({ ...p, protocol: toEnum(PROTOCOL, p.protocol) })) })),
-      policies: s.policies.map((p) => ({
+/** one section of a Snapshot in its wire shape (absent optional sections go out empty) */
+export function sectionToWire<K extends SnapshotSection>(k: K, v: Snapshot[K]): unknown[] {
+  switch (k) {
+    case 'services':
+      return (v as ServiceInfo[]).map((svc) => ({ ...svc, ports: svc.ports.map((p) => ({ ...p, protocol: toEnum(PROTOCOL, p.protocol) })) }));
+    case 'policies':
+      return (v as CompiledPolicy[]).map((p) => ({
         ...p, action: toEnum(POLICY_ACTION, p.action),
         rules: p.rules.map((r) => ({ ...r, from: r.from.map(peerToWire), to: r.to.map(l7ToWire) })),
-      })),
-      l4: s.l4.map((e) => ({
+      }));
+    case 'l4':
+      return (v as L4Entry[]).map((e) => ({
         ...e, direction: toEnum(DIRECTION, e.direction), action: toEnum(L4_ACTION, e.action),
-        proto: e.proto ? toEnum(PROTOCOL, e.proto) : 'PROTOCOL_UNSPECIFIED', defaultDeny: e.defaultDeny === true,
-      })),
-      cidrIdentities: s.cidrIdentities ?? [],
-      networkPolicies: s.networkPolicies ?? [],
-      routes: (s.routes ?? []).map(routeToWire),
-      trafficPolicies: (s.trafficPolicies ?? []).map(trafficPolicyToWire),
-    },
-  };
+        proto: e.proto ? toEnum(PROTOCOL, e.proto) : 'PROTOCOL_UNSPECIFIED', defaultDeny: e.defaultDeny === true, toProxy: e.toProxy === true,
+      }));
+    case 'routes':
+      return ((v as CompiledRoute[] | undefined) ?? []).map(routeToWire);
+    case 'trafficPolicies':
+      return ((v as CompiledTrafficPolicy[] | undefined) ?? []).map(trafficPolicyToWire);
+    default:
+      // NodeInfo, IdentityInfo, EndpointInfo (its workload included), and the optional
+      // lists are already the wire shape
+      return (v as unknown[] | undefined) ?? [];
+  }
 }
+
+export function snapshotToWire(s: Snapshot): WireSnapshotMessage {
+  const snapshot: Record<string, unknown> = { version: s.version, node: s.node, trustDomain: s.trustDomain };
+  for (const k of SNAPSHOT_SECTIONS) snapshot[k] = sectionToWire(k, s[k]);
+  return { snapshot };
+}
+
+/**
+ * A digest of one section's content (persist.ts fingerprint), once per section array: the
+ * sections a model version shares (every node's endpoints, services, policies ...) are the
+ * same arrays, so a delta decision for 1,000 agents serialises each of them once, not once
+ * per agent. An absent optional section is an empty one.
+ */
+const EMPTY: readonly unknown[] = Object.freeze([]);
+export const sectionFingerprint = (v: readonly unknown[] | undefined): string => fingerprint(v === undefined || v.length === 0 ? EMPTY : v);
 
 /** the sections of `next` that differ from `base` (an absent optional section equals an empty one) */
 export function changedSections(base: Snapshot, next: Snapshot): SnapshotSection[] {
-  return SNAPSHOT_SECTIONS.filter((k) => base[k] !== next[k] && stableStringify(base[k] ?? []) !== stableStringify(next[k] ?? []));
+  return SNAPSHOT_SECTIONS.filter((k) => base[k] !== next[k] && sectionFingerprint(base[k]) !== sectionFingerprint(next[k]));
 }
+
+/** the enum name of a section on the wire */
+export const sectionEnum = (k: SnapshotSection): string => SECTION_ENUM[k];
 
 /** `next` as a delta from `base`: only `sections` are filled, the others go out empty */
 export function deltaToWire(base: Snapshot, next: Snapshot, sections: readonly SnapshotSection[]): WireSnapshotMessage {
@@ -217,10 +236,12 @@ export function snapshotFromWire(msg: WireSnapshotMessage): Snapshot {
       action: fromEnum(L4_ACTION, 'L4Entry.action', e.action), policyId: num(e.policyId),
       ...(e.rule !== undefined ? { rule: num(e.rule) } : {}),
       ...(e.defaultDeny === true ? { defaultDeny: true } : {}),
+      ...(e.toProxy === true ? { toProxy: true } : {}),
     })),
     ...optList('cidrIdentities', arr(s.cidrIdentities).map((c) => ({ cidr: str(c.cidr), identity: num(c.identity) }))),
     ...optList('networkPolicies', arr(s.networkPolicies).map((p) => ({ id: num(p.id), namespace: str(p.namespace), name: str(p.name) }))),
     ...optList('routes', arr(s.routes).map(routeFromWire)),
     ...optList('trafficPolicies', arr(s.trafficPolicies).map(trafficPolicyFromWire)),
+    ...optList('guards', arr(s.guards).map((g) => ({ identity: num(g.identity), policyId: num(g.policyId) }))),
   };
 }

@@ -8,9 +8,8 @@ import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import type { Snapshot } from '../api/types.ts';
 import { ControlListenError } from '../errors.ts';
-import {
-  SNAPSHOT_SECTIONS, changedSections, deltaToWire, loadAgentControl, snapshotToWire, type WireAgentMessage, type WireSnapshotMessage,
-} from './proto.ts';
+import { encodeSnapshotMessage } from './encode.ts';
+import { SNAPSHOT_SECTIONS, changedSections, loadAgentControl, type SnapshotSection, type WireAgentMessage } from './proto.ts';
 
 export interface AgentStatus {
   node: string;
@@ -35,11 +34,12 @@ export interface AgentControlServerOptions {
   onAgentChange?: () => void;
   /** send deltas to agents that accept them (default true); false: always whole snapshots */
   deltas?: boolean;
-  /** every message written to an agent, e.g. to count bytes (serializing costs: tests and diagnostics) */
-  onSend?: (sent: { node: string; version: number; deltaFrom: number; message: WireSnapshotMessage }) => void;
+  /** every message written to an agent, as the bytes that go on the wire (tests and diagnostics) */
+  onSend?: (sent: { node: string; version: number; deltaFrom: number; sections: SnapshotSection[] | undefined; bytes: Buffer }) => void;
 }
 
-type Call = grpc.ServerDuplexStream<WireAgentMessage, WireSnapshotMessage>;
+/** snapshots go out already encoded (encode.ts): the stream writes their bytes as they are */
+type Call = grpc.ServerDuplexStream<WireAgentMessage, Buffer>;
 
 interface Session {
   call: Call;
@@ -75,7 +75,10 @@ export class AgentControlServer {
   constructor(opts: AgentControlServerOptions) {
     this.#opts = opts;
     this.#log = opts.logger.child({ component: 'agent-control' });
-    this.#server.addService(loadAgentControl().definition, { Stream: (call: Call) => this.#stream(call) });
+    const { definition } = loadAgentControl();
+    const stream = definition.Stream!;
+    const passBytes: grpc.ServiceDefinition = { ...definition, Stream: { ...stream, responseSerialize: (b: Buffer) => b } };
+    this.#server.addService(passBytes, { Stream: (call: Call) => this.#stream(call) });
   }
 
   /** binds before anything is served, so a taken port stops start-up loudly */
@@ -206,17 +209,17 @@ export class AgentControlServer {
     const settled = s.status.sentVersion === s.status.ackedVersion;
     s.status.sentVersion = snap.version;
     const base = this.#acked.get(node);
-    let message: WireSnapshotMessage | undefined;
+    let delta: { from: number; sections: SnapshotSection[] } | undefined;
     if (!whole && settled && s.deltas && this.#opts.deltas !== false && base !== undefined && base.version === s.status.ackedVersion
       && base.version < snap.version && base.node === snap.node && base.trustDomain === snap.trustDomain) {
       const sections = changedSections(base, snap);
-      if (sections.length < SNAPSHOT_SECTIONS.length) message = deltaToWire(base, snap, sections);
+      if (sections.length < SNAPSHOT_SECTIONS.length) delta = { from: base.version, sections };
     }
-    message ??= snapshotToWire(snap);
+    const bytes = encodeSnapshotMessage(snap, delta);
     s.inflight.set(snap.version, snap);
     if (s.inflight.size > MAX_INFLIGHT) s.inflight.delete(s.inflight.keys().next().value!);
-    s.call.write(message);
-    this.#opts.onSend?.({ node, version: snap.version, deltaFrom: message.deltaFrom ?? 0, message });
-    this.#log.debug({ node, version: snap.version, deltaFrom: message.deltaFrom, sections: message.sections }, 'snapshot sent');
+    s.call.write(bytes);
+    this.#opts.onSend?.({ node, version: snap.version, deltaFrom: delta?.from ?? 0, sections: delta?.sections, bytes });
+    this.#log.debug({ node, version: snap.version, deltaFrom: delta?.from, sections: delta?.sections }, 'snapshot sent');
   }
 }

@@ -2,12 +2,12 @@
 // One code path for every source. Pure apart from the injected id allocator, and
 // deterministic: inputs are walked in sorted order so ids are allocated the same way
 // whatever order a source delivered its objects in.
-import type { CompiledPolicy, CompiledRoute, CompiledTrafficPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, ServicePort } from '../api/types.ts';
+import type { CompiledPolicy, CompiledRoute, CompiledTrafficPolicy, EndpointInfo, Guard, IdentityInfo, NodeInfo, ServiceInfo, ServicePort } from '../api/types.ts';
 import type { ClusterState, EndpointSliceObject, PodObject } from '../cluster/state.ts';
 import type { IdAllocator } from './ids.ts';
 import { identityKey, identityLabels, matchesLabels, spiffeId } from './identity.ts';
 import { compileNetworkPolicies, type NetworkPolicyModel } from './networkpolicy.ts';
-import { compilePolicies, firstAllowSelecting } from './policy.ts';
+import { compilePolicies, firstAllowSelecting, guardsOf } from './policy.ts';
 import { compileRoutes, compileTrafficPolicies } from './traffic.ts';
 
 export interface Model {
@@ -17,6 +17,8 @@ export interface Model {
   endpoints: EndpointInfo[];
   services: ServiceInfo[];
   policies: CompiledPolicy[];
+  /** destination identities ALLOW policies select, and the policy a default deny names (guardsOf) */
+  guards: Guard[];
   /** Kubernetes NetworkPolicy, resolved (control/model/networkpolicy.ts); absent when there is none */
   networkPolicy?: NetworkPolicyModel;
   /** accepted routes with an existing Service parent (control/model/traffic.ts); absent when there is none */
@@ -129,7 +131,7 @@ export function buildModel(input: BuildInput): Model {
   const routes = compileRoutes(state.routes ?? [], state.services);
   const trafficPolicies = compileTrafficPolicies(state.trafficPolicies ?? [], state.services);
   return {
-    trustDomain, nodes, identities: identityList, endpoints, services, policies, ...(networkPolicy ? { networkPolicy } : {}),
+    trustDomain, nodes, identities: identityList, endpoints, services, policies, guards: guardsOf(policies), ...(networkPolicy ? { networkPolicy } : {}),
     ...(routes.length > 0 ? { routes } : {}), ...(trafficPolicies.length > 0 ? { trafficPolicies } : {}),
   };
 }

@@ -41,8 +41,10 @@
 //   4. INGRESS only: NetworkPolicy ALLOW but MeshPolicy undecided (its admission needs L7,
 //      which a connection that bypasses the proxy cannot get) → dropped, as MeshPolicy alone
 //      would, written as a default deny of the MeshPolicy.
-// The cells are then written back as the fewest entries whose first-match lookup yields the
-// same answer for every cell. Without any NetworkPolicy opinion for a (local, direction), the
+// A MeshPolicy EGRESS default deny is not an entry but the destination's guard (policy.ts):
+// a cell towards a guarded peer that no MeshPolicy entry matches is that default deny.
+// The cells are then written back as the fewest entries whose first-match lookup, followed
+// by the guard for EGRESS, yields the same answer for every cell. Without any NetworkPolicy opinion for a (local, direction), the
 // MeshPolicy entries are kept exactly as policy.ts wrote them.
 //
 // MESH TRAFFIC. A connection between two enrolled pods goes source → source-node proxy →
@@ -66,7 +68,7 @@
 //   - a source that is not enrolled reaching an enrolled pod is checked by the INGRESS map
 //     (it bypasses the proxy); one reaching a non-enrolled pod is not enforced at all (no
 //     hooks on non-enrolled pods).
-import type { EndpointInfo, IdentityInfo, L4Entry, ServiceInfo } from '../api/types.ts';
+import type { EndpointInfo, Guard, IdentityInfo, L4Entry, ServiceInfo } from '../api/types.ts';
 import { ReservedIdentity } from '../api/types.ts';
 import { ipBits } from '../cluster/kinds.ts';
 import type { LabelSelector, NamespaceObject, NetworkPolicyObject, PodObject } from '../cluster/state.ts';
@@ -220,7 +222,7 @@ export function compileNetworkPolicies(
 
 // ---- per-node L4 entries -------------------------------------------------------------
 
-interface Verdict { action: 'ALLOW' | 'DENY'; policyId: number; rule: number; defaultDeny?: boolean }
+interface Verdict { action: 'ALLOW' | 'DENY'; policyId: number; rule: number; defaultDeny?: boolean; toProxy?: boolean }
 type Dir = 'INGRESS' | 'EGRESS';
 /** the peer of no known identity: the (any, ...) row */
 const ANY = 0;
@@ -274,9 +276,10 @@ export function lookupL4(entries: readonly L4Entry[], dir: Dir, local: number, p
 }
 
 const toVerdict = (e: L4Entry | undefined): Verdict | undefined =>
-  e ? { action: e.action, policyId: e.policyId, rule: e.rule ?? 0, ...(e.defaultDeny ? { defaultDeny: true } : {}) } : undefined;
+  e ? { action: e.action, policyId: e.policyId, rule: e.rule ?? 0, ...(e.defaultDeny ? { defaultDeny: true } : {}), ...(e.toProxy ? { toProxy: true } : {}) } : undefined;
 const sameVerdict = (a: Verdict | undefined, b: Verdict | undefined): boolean =>
-  a === b || (a !== undefined && b !== undefined && a.action === b.action && a.policyId === b.policyId && a.rule === b.rule && !a.defaultDeny === !b.defaultDeny);
+  a === b || (a !== undefined && b !== undefined && a.action === b.action && a.policyId === b.policyId && a.rule === b.rule
+    && !a.defaultDeny === !b.defaultDeny && !a.toProxy === !b.toProxy);
 
 /**
  * the combined BPF policy entries for one node: MeshPolicy entries (policy.ts l4ForNode)
@@ -284,9 +287,15 @@ const sameVerdict = (a: Verdict | undefined, b: Verdict | undefined): boolean =>
  */
 export function mergeNetworkPolicyL4(
   node: string, endpoints: readonly EndpointInfo[], identities: readonly IdentityInfo[], mesh: readonly L4Entry[], np: NetworkPolicyModel | undefined,
-  services: readonly ServiceInfo[] = [],
+  services: readonly ServiceInfo[] = [], guards: readonly Guard[] = [],
 ): L4Entry[] {
   if (!np) return [...mesh];
+  // an EGRESS cell no entry matches is the destination's guard, a default deny (policy.ts)
+  const guardOf = new Map(guards.map((g) => [g.identity, g.policyId]));
+  const guardVerdict = (peer: number): Verdict | undefined => {
+    const id = guardOf.get(peer);
+    return id === undefined ? undefined : { action: 'DENY', policyId: id, rule: 0, defaultDeny: true };
+  };
   // VIP port → target ports, per backend identity (services whose backends share one)
   const vip = new Map<number, Map<number, number[]>>();
   for (const svc of services) {
@@ -334,7 +343,8 @@ export function mergeNetworkPolicyL4(
         const n = npVerdict(np, own, dir, l, peer, q);
         const d = peer !== ANY ? npVerdict(np, destPols.get(peer) ?? [], 'INGRESS', peer, l, q) : undefined;
         const mp = peer === ANY ? ANY : meshPeer(peer);
-        const m = toVerdict(meshAt.get(`${mp}/${q}`) ?? meshAt.get(`${mp}/0`) ?? meshAt.get(`${ANY}/${q}`) ?? meshAt.get(`${ANY}/0`));
+        const m = toVerdict(meshAt.get(`${mp}/${q}`) ?? meshAt.get(`${mp}/0`) ?? meshAt.get(`${ANY}/${q}`) ?? meshAt.get(`${ANY}/0`))
+          ?? (dir === 'EGRESS' && mp !== ANY ? guardVerdict(mp) : undefined);
         if (n?.action === 'DENY') return n;
         if (d?.action === 'DENY') return d;
         if (m?.action === 'DENY') return m;
@@ -355,7 +365,8 @@ export function mergeNetworkPolicyL4(
       // an undefined cell that must shadow a wider entry: what the kernel does on no match
       const express = (v: Verdict | undefined): Verdict => v ?? (dir === 'INGRESS' ? drop : { action: 'ALLOW', policyId: 0, rule: 0 });
       const entry = (peer: number, port: number, v: Verdict): L4Entry =>
-        ({ direction: dir, localIdentity: l, peerIdentity: peer, port, action: v.action, policyId: v.policyId, rule: v.rule, ...(v.defaultDeny ? { defaultDeny: true } : {}) });
+        ({ direction: dir, localIdentity: l, peerIdentity: peer, port, action: v.action, policyId: v.policyId, rule: v.rule,
+          ...(v.defaultDeny ? { defaultDeny: true } : {}), ...(v.toProxy ? { toProxy: true } : {}) });
 
       const anyPorts = new Set<number>();
       portsNamed(np, own, dir, dir === 'INGRESS' ? l : ANY, anyPorts);
@@ -367,7 +378,13 @@ export function mergeNetworkPolicyL4(
         anyRow.set(q, v);
         if (!sameVerdict(v, any0)) out.push(entry(ANY, q, express(v)));
       }
-      const viaAny = (q: number): Verdict | undefined => (anyRow.has(q) ? anyRow.get(q) : any0);
+      // what the kernel finds for (p, q) when p has no entry of its own: an (any, q) entry,
+      // else (any, any), else for EGRESS the guard of p (deny by absence needs no entry)
+      const viaAny = (p: number, q: number): Verdict | undefined => {
+        if (anyRow.has(q) && !sameVerdict(anyRow.get(q), any0)) return anyRow.get(q);
+        if (any0 !== undefined) return any0;
+        return dir === 'EGRESS' ? guardVerdict(meshPeer(p)) : undefined;
+      };
 
       for (const p of peers) {
         const ports = new Set(anyPorts);
@@ -375,11 +392,11 @@ export function mergeNetworkPolicyL4(
         if (destPols.has(p)) portsNamed(np, destPols.get(p)!, 'INGRESS', p, ports);
         if (dir === 'EGRESS') for (const q of vip.get(p)?.keys() ?? []) ports.add(q);
         const p0 = cell(p, 0);
-        const own0 = !sameVerdict(p0, any0);
+        const own0 = !sameVerdict(p0, viaAny(p, 0));
         if (own0) out.push(entry(p, 0, express(p0)));
         for (const q of [...ports].sort((a, b) => a - b)) {
           const v = cell(p, q);
-          if (!sameVerdict(v, own0 ? p0 : viaAny(q))) out.push(entry(p, q, express(v)));
+          if (!sameVerdict(v, own0 ? p0 : viaAny(p, q))) out.push(entry(p, q, express(v)));
         }
       }
     }

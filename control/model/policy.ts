@@ -8,14 +8,21 @@
 // first-match by specificity ((peer, port), (peer, any), (any, port), (any, any); see
 // bpf/api/nodal.h), not by action, so it cannot combine an ALLOW and a DENY that cover
 // the same connection. The compiler therefore writes, per (local, peer) pair, only the
-// one entry that is already the final answer:
+// one entry that is already the final answer, and denies by absence (as Cilium does):
+//   - a guard      per destination identity that ALLOW policies select (Snapshot.guards,
+//                  BPF dst_guard; guardsOf): a connect() towards it that no entry matches
+//                  is refused, "default deny because policy X selects this workload",
+//                  named after the first such ALLOW policy, rule 0. No per-pair entry;
 //   - EGRESS DENY  when a DENY rule that is pure L4 (no `to`, no `when`) matches the source:
 //                  refused at connect() and named after that policy and rule;
-//   - EGRESS DENY  when ALLOW policies select the destination and none of their rules could
-//                  admit the source whatever the request ("default deny because policy X
-//                  selects this workload", named after the first such ALLOW policy, rule 0);
-//   - nothing      otherwise: the connection goes to the proxy, which evaluates L7 (`to`,
-//                  `when`) and the DENY rules that depend on them.
+//   - EGRESS ALLOW (toProxy, policy 0) when the destination is guarded and some ALLOW rule's
+//                  `from` admits the source: it only lets the connection past the guard to
+//                  the proxy, which evaluates L7 (`to`, `when`) and the DENY rules that
+//                  depend on the request (connect() sends every allowed connection there);
+//   - nothing      otherwise (no ALLOW policy selects the destination): the connection goes
+//                  to the proxy, as above.
+// So a node holds entries for the pairs some rule names, not for every (local, guarded)
+// pair: at 1,000 policies that is the difference between ~200 and ~45,000 per node.
 // Destinations are identities, never IPs: a connect() to a Service VIP is judged by the
 // service's identity (ServiceInfo.identity), which is one of these when its backends share it.
 //
@@ -25,9 +32,10 @@
 // need no L7 are written: ALLOW from any peer for a workload no policy selects, ALLOW
 // from the host (kubelet probes must keep working under any policy, as in Istio), and for
 // selected workloads, per non-enrolled peer identity, the DENY or ALLOW of a pure-L4 rule.
-import type { CompiledPolicy, CompiledRule, EndpointInfo, IdentityInfo, L4Entry, L7Match, PeerMatch } from '../api/types.ts';
+import type { CompiledPolicy, CompiledRule, EndpointInfo, Guard, IdentityInfo, L4Entry, L7Match, PeerMatch } from '../api/types.ts';
 import { ReservedIdentity } from '../api/types.ts';
 import type { MeshPolicyObject, PolicySource } from '../cluster/state.ts';
+import { fingerprint, stableStringify } from '../persist.ts';
 import type { IdAllocator } from './ids.ts';
 import { matchesLabels } from './identity.ts';
 
@@ -59,6 +67,14 @@ function sourceMatchesPrincipal(src: PolicySource, i: Pick<IdentityInfo, 'namesp
 const byNsName = (a: MeshPolicyObject, b: MeshPolicyObject): number =>
   a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0;
 
+/**
+ * The last compile's policies by input (id and content), for the next compile: a change to
+ * one policy then compiles that one alone, and the others stay the same objects (so what is
+ * derived per object, such as the resolved peer sets, carries over). Valid only for the same
+ * identities and trust domain; compiling is pure given those, so sharing is safe.
+ */
+let lastCompile: { context: string; byInput: Map<string, CompiledPolicy> } | undefined;
+
 /** compiled in namespace/name order, which is also the order "first policy" refers to */
 export function compilePolicies(policies: readonly MeshPolicyObject[], identities: readonly IdentityInfo[], ids: IdAllocator, trustDomain: string): CompiledPolicy[] {
   // per identity once, not per policy × rule: principals, and identities by namespace
@@ -74,8 +90,8 @@ export function compilePolicies(policies: readonly MeshPolicyObject[], identitie
     for (let k = 0; k < identities.length; k++) if (sourceMatchesPrincipal(src, identities[k]!, principals[k]!)) out.push(identities[k]!.id);
     return out;
   };
-  return [...policies].sort(byNsName).map((p) => ({
-    id: ids.id('policies', `${p.namespace}/${p.name}`),
+  const compileOne = (p: MeshPolicyObject, id: number): CompiledPolicy => ({
+    id,
     namespace: p.namespace,
     name: p.name,
     action: p.action,
@@ -94,7 +110,20 @@ export function compilePolicies(policies: readonly MeshPolicyObject[], identitie
       to: r.to.map((op): L7Match => ({ ...op })),
       when: r.when.map((w) => ({ ...w })),
     })),
-  }));
+  });
+  const context = `${trustDomain}\n${fingerprint(identities)}`;
+  const reuse = lastCompile?.context === context ? lastCompile.byInput : undefined;
+  const byInput = new Map<string, CompiledPolicy>();
+  const out = [...policies].sort(byNsName).map((p) => {
+    // every policy's id is asked for, reused or not: the allocator keeps only ids in use
+    const id = ids.id('policies', `${p.namespace}/${p.name}`);
+    const key = `${id}\n${stableStringify(p)}`;
+    const compiled = reuse?.get(key) ?? compileOne(p, id);
+    byInput.set(key, compiled);
+    return compiled;
+  });
+  lastCompile = { context, byInput };
+  return out;
 }
 
 /** the ALLOW policy whose name a default deny of this identity carries */
@@ -102,17 +131,26 @@ export function firstAllowSelecting(policies: readonly CompiledPolicy[], identit
   return indexOf(policies).allow.get(identity)?.[0];
 }
 
+/** the guards of a policy list: every identity an ALLOW policy selects, by identity */
+export function guardsOf(policies: readonly CompiledPolicy[]): Guard[] {
+  const ix = indexOf(policies);
+  return [...ix.allow].map(([identity, l]) => ({ identity, policyId: l[0]!.id })).sort((a, b) => a.identity - b.identity);
+}
+
 /**
  * Derived once per compiled policy list (the model's, which is never mutated) and shared
  * by every node: at 1,000 nodes the per-node work would otherwise redo the same scans.
  * deny/allow: per destination identity, the policies selecting it, in policy order;
+ * named: per source identity, the destinations some rule's `from` names it for, and
+ * anySource: the destinations with a rule that has no `from` (it names every source);
  * egress: per source identity, its EGRESS entries, which depend on the policies alone.
  */
 interface PolicyIndex {
-  guarded: number[];
   guardedSet: Set<number>;
   deny: Map<number, CompiledPolicy[]>;
   allow: Map<number, CompiledPolicy[]>;
+  named: Map<number, Set<number>>;
+  anySource: Set<number>;
   egress: Map<number, L4Entry[]>;
 }
 const indexes = new WeakMap<readonly CompiledPolicy[], PolicyIndex>();
@@ -122,17 +160,33 @@ function indexOf(policies: readonly CompiledPolicy[]): PolicyIndex {
   const deny = new Map<number, CompiledPolicy[]>();
   const allow = new Map<number, CompiledPolicy[]>();
   const guardedSet = new Set<number>();
+  const named = new Map<number, Set<number>>();
+  const anySource = new Set<number>();
   for (const p of policies) {
     if (p.action === 'AUDIT') continue;
     const into = p.action === 'DENY' ? deny : allow;
-    for (const id of new Set(p.selects)) {
+    const selects = new Set(p.selects);
+    for (const id of selects) {
       guardedSet.add(id);
       const l = into.get(id);
       if (l) l.push(p);
       else into.set(id, [p]);
     }
+    for (const r of p.rules) {
+      if (r.from.length === 0) {
+        for (const d of selects) anySource.add(d);
+        continue;
+      }
+      for (const m of r.from) {
+        for (const s of m.identities ?? []) {
+          let ds = named.get(s);
+          if (!ds) named.set(s, (ds = new Set()));
+          for (const d of selects) ds.add(d);
+        }
+      }
+    }
   }
-  ix = { guarded: [...guardedSet].sort((a, b) => a - b), guardedSet, deny, allow, egress: new Map() };
+  ix = { guardedSet, deny, allow, named, anySource, egress: new Map() };
   indexes.set(policies, ix);
   return ix;
 }
@@ -179,6 +233,8 @@ interface Verdict { action: 'ALLOW' | 'DENY'; policyId: number; rule: number; de
 
 /** the default for a workload no ALLOW policy selects; policy id 0 names no policy */
 const DEFAULT_ALLOW: Verdict = { action: 'ALLOW', policyId: 0, rule: 0 };
+/** past the guard to the proxy, which decides: names no policy, as no L4 rule decided */
+const TO_PROXY: Verdict = { action: 'ALLOW', policyId: 0, rule: 0 };
 
 /**
  * what L4 alone can decide for `source` → `dest`: a DENY is final; an ALLOW is final only
@@ -232,10 +288,19 @@ export function l4ForNode(node: string, endpoints: readonly EndpointInfo[], poli
     let row = ix.egress.get(s);
     if (!row) {
       row = [];
-      for (const d of ix.guarded) {
+      // only destinations some rule names this source for (or names every source for) can
+      // need an entry: for any other guarded one no rule admits it, and the guard denies
+      const named = ix.named.get(s);
+      const candidates = named ? [...new Set([...named, ...ix.anySource])] : [...ix.anySource];
+      for (const d of candidates.sort((a, b) => a - b)) {
         const { verdict } = decideL4(ix, s, d);
-        // an L4 ALLOW would skip the proxy's L7 and DENY checks: egress only ever writes denials
-        if (verdict?.action === 'DENY') row.push(entry('EGRESS', s, d, verdict));
+        // no EGRESS ALLOW names a policy: the proxy still judges L7 and the DENY rules that
+        // depend on the request. A default deny is the guard's, with no entry
+        if (verdict?.action === 'DENY') {
+          if (!verdict.defaultDeny) row.push(entry('EGRESS', s, d, verdict));
+        } else if (ix.allow.has(d)) {
+          row.push({ ...entry('EGRESS', s, d, TO_PROXY), toProxy: true });
+        }
       }
       ix.egress.set(s, row);
     }
@@ -243,7 +308,7 @@ export function l4ForNode(node: string, endpoints: readonly EndpointInfo[], poli
     for (const e of row) out.push(e);
   }
 
-  // EGRESS is already in compareL4 order (local, then guarded, ascending; one entry per
+  // EGRESS is already in compareL4 order (local, then peer, ascending; one entry per
   // pair): only INGRESS needs sorting, which saves sorting tens of thousands of entries per node
   const egressEnd = out.length;
 

@@ -502,6 +502,25 @@ spec:
     assert.match(metrics[metricsUrls[1]!]!.body!, /^nodal_proxy_requests_total\{[^}]*code_class="2xx"[^}]*\} [1-9]/m, 'node-2 counts 2xx requests');
   });
 
+  it('the proxy uses both of its workers: new connections spread over the threads sharing the listener', async () => {
+    // 16 new connections from the frontend; SO_REUSEPORT hashes each over node-1's two
+    // workers (all on one would be a 1-in-32,768 chance)
+    for (let i = 0; i < 16; i++) ok200(await podGet(sb, 'demo/frontend', `http://${BACKEND_VIP}/api/items?spread=${i}`), `request ${i}`);
+    const url = `http://${nodeOf('node-1').underlayIp}:9964/metrics`;
+    const text = (await underlayGet([url]))[url]?.body ?? '';
+    const perWorker = new Map<string, number>();
+    for (const m of text.matchAll(/^nodal_proxy_worker_connections_total\{([^}]*)\} (\d+)/gm)) {
+      if (!m[1]!.includes('direction="outbound"')) continue;
+      const worker = /worker="(\d+)"/.exec(m[1]!)![1]!;
+      perWorker.set(worker, (perWorker.get(worker) ?? 0) + Number(m[2]));
+    }
+    assert.deepEqual([...perWorker.keys()].sort(), ['0', '1'], `two workers on node-1: ${JSON.stringify([...perWorker])}`);
+    for (const [w, n] of perWorker) assert.ok(n > 0, `worker ${w} accepted connections: ${JSON.stringify([...perWorker])}`);
+    // the merged exposition still counts requests once per series, whichever worker served them
+    assert.match(text, /^# TYPE nodal_proxy_requests_total counter$/m);
+    assert.equal(text.match(/^# TYPE nodal_proxy_requests_total /gm)?.length, 1, 'one family, not one per worker');
+  });
+
   it('operator commands: nodal status, policy check and top describe the live mesh', () => {
     const cli = (...args: string[]): Record<string, unknown> => JSON.parse(execFileSync(process.execPath,
       [join(repoRoot, 'dist/cli/main.js'), ...args, '-o', 'json'], { encoding: 'utf8', timeout: 30_000 })) as Record<string, unknown>;

@@ -155,6 +155,46 @@ describe('kernel datapath', () => {
     }
   });
 
+  it('denies by absence: a guarded destination refuses a source with no entry (EPERM, default deny naming the guard\'s policy), and redirects an admitted one', async () => {
+    const POLICY_GUARD_B = 44;
+    const d2 = desired();
+    d2.guards = [{ identity: ID.b, policyId: POLICY_GUARD_B }];
+    const res = dp.reconcile(d2);
+    assert.deepEqual(res.guards, { added: 1, updated: 0, removed: 0 });
+    try {
+      const before = dp.counters().dropConnect;
+      const seen = events.length;
+      assert.deepEqual(await lab.inPod(a, ['connect', b.ip, '8080']), { ok: false, error: 'EPERM' });
+      const ev = await waitForEvent((e) => events.indexOf(e) >= seen && e.verdict === 'DROPPED' && e.destination.ip === b.ip && e.hook === 'connect4', 'guard a->b');
+      assert.equal(ev.reason, 'DEFAULT_DENY');
+      assert.equal(ev.policyId, POLICY_GUARD_B);
+      assert.equal(ev.srcIdentity, ID.a);
+      assert.equal(ev.dstIdentity, ID.b);
+      assert.equal(dp.counters().dropConnect, before + 1n);
+      // a Service VIP is judged by its backends' identity: the same guard
+      assert.deepEqual(await lab.inPod(a, ['connect', VIP, '80']), { ok: false, error: 'EPERM' });
+
+      // some ALLOW rule's `from` admits a: its entry lets the connection past the guard to the proxy
+      d2.policy.push({ direction: 'EGRESS', localIdentity: ID.a, peerIdentity: ID.b, port: 0, action: 'ALLOW', policyId: 0, toProxy: true });
+      dp.reconcile(d2);
+      const r = await lab.inPod(a, ['connect', VIP, '80', 'admitted']);
+      assert.equal(r.reply, `proxy ${VIP}:80 from ${ID.a}`, JSON.stringify(r));
+      const fwd = await waitForEvent((e) => e.verdict === 'REDIRECTED' && e.destination.ip === VIP && e.reason === 'TO_PROXY', 'admitted a->VIP');
+      assert.equal(fwd.policyId, 0);
+      // an explicit entry still wins over a guard: a -> c stays a DENY rule's verdict
+      d2.guards.push({ identity: ID.c, policyId: POLICY_GUARD_B });
+      dp.reconcile(d2);
+      assert.deepEqual(await lab.inPod(a, ['connect', c.ip, '9000']), { ok: false, error: 'EPERM' });
+      const explicit = await waitForEvent((e) => e.verdict === 'DROPPED' && e.destination.ip === c.ip && e.policyId === POLICY_DENY_C && e.timeNs > ev.timeNs, 'explicit a->c');
+      assert.equal(explicit.reason, 'POLICY_DENY');
+    } finally {
+      dp.reconcile(desired());
+    }
+    // no guard: the same connect goes to the proxy again
+    const again = await lab.inPod(a, ['connect', b.ip, '8080', 'open']);
+    assert.equal(again.reply, `proxy ${b.ip}:8080 from ${ID.a}`);
+  });
+
   it('drops a direct connection to an enrolled pod, lets the proxy through and a policy-allowed identity', async () => {
     const direct = await lab.inPod(d, ['connect', b.ip, '8080', 'sneak']);
     assert.equal(direct.ok, false, 'a direct connection from outside the mesh must not reach the enrolled pod');

@@ -172,8 +172,8 @@ ALLOWED: allowed by demo/api-allow rule 0 (at the node-2 proxy)
 
 source       demo/frontend on node-1 (10.244.1.2), identity 257 (demo/frontend), enrolled
 destination  Service demo/backend 10.96.0.20:80 → target port 8080, appProtocol http, 1 backend, identity 256
-connect()    ALLOW: redirected to the node-1 proxy (:15001): no L4 entry refuses it, the destination proxy decides
-             lookup EGRESS 257 ↔ 256 port 80: no entry
+connect()    ALLOW: redirected to the node-1 proxy (:15001): an ALLOW rule could admit it past the destination's guard, the destination proxy decides
+             lookup EGRESS 257 ↔ 256 port 80: entry (peer 256, port any) ALLOW to the proxy
 backend      demo/backend, identity 256 (demo/backend), port 8080
   path       cross-node: node-1 proxy → WireGuard → node-2 proxy (10.99.0.2:15008) → pod 10.244.2.10:8080
   protocol   HTTP/1.1 (appProtocol http): this request judged at L7

@@ -44,8 +44,8 @@ describe('codec layout', () => {
     assert.deepEqual([def('VERDICT_FORWARDED'), def('VERDICT_DROPPED'), def('VERDICT_REDIRECTED')],
       [C.Verdict.FORWARDED, C.Verdict.DROPPED, C.Verdict.REDIRECTED]);
     for (const [k, v] of Object.entries(C.Reason)) assert.equal(def(`REASON_${k}`), v, `REASON_${k}`);
-    assert.deepEqual([def('DIR_EGRESS'), def('DIR_INGRESS'), def('POLICY_ALLOW'), def('POLICY_DENY'), def('POLICY_F_DEFAULT_DENY')],
-      [C.Direction.EGRESS, C.Direction.INGRESS, C.PolicyAction.ALLOW, C.PolicyAction.DENY, C.PolicyFlag.DEFAULT_DENY]);
+    assert.deepEqual([def('DIR_EGRESS'), def('DIR_INGRESS'), def('POLICY_ALLOW'), def('POLICY_DENY'), def('POLICY_F_DEFAULT_DENY'), def('POLICY_F_TO_PROXY')],
+      [C.Direction.EGRESS, C.Direction.INGRESS, C.PolicyAction.ALLOW, C.PolicyAction.DENY, C.PolicyFlag.DEFAULT_DENY, C.PolicyFlag.TO_PROXY]);
     assert.deepEqual([def('COUNTER_DROP_CONNECT'), def('COUNTER_DROP_INGRESS'), def('COUNTER_EVENTS_LOST'), def('COUNTER_REDIRECTS'), def('COUNTER_MAX')],
       [C.Counter.DROP_CONNECT, C.Counter.DROP_INGRESS, C.Counter.EVENTS_LOST, C.Counter.REDIRECTS, C.Counter.MAX]);
   });

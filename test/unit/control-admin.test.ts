@@ -118,7 +118,7 @@ describe('agent /status', () => {
     const [health, metrics] = [await freePort(), await freePort()];
     const deps = fakeDeps();
     const admin = await startAdmin({
-      host: '127.0.0.1', healthPort: health, metricsPort: metrics, registry: new Registry(),
+      host: '127.0.0.1', healthPort: health, metricsPort: metrics, metrics: () => new Registry().metrics(), contentType: new Registry().contentType,
       readiness: { ready: () => ({ ok: true, reasons: [] }) }, status: () => agentStatus(deps),
     });
     closers.push(() => admin.close());
@@ -179,7 +179,7 @@ describe('Admin on a unix socket', () => {
     [agentPort, deadPort] = [await freePort(), await freePort()];
     const deps = fakeDeps();
     const agent = await startAdmin({
-      host: '127.0.0.1', healthPort: agentPort, metricsPort: await freePort(), registry: new Registry(),
+      host: '127.0.0.1', healthPort: agentPort, metricsPort: await freePort(), metrics: () => new Registry().metrics(), contentType: new Registry().contentType,
       readiness: { ready: () => ({ ok: true, reasons: [] }) }, status: () => agentStatus(deps),
     });
     closers.push(() => agent.close());

@@ -3,13 +3,18 @@
 // a delta only onto that very version and otherwise asks for the whole snapshot.
 import { after, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { AgentControlClient, type Snapshot } from '../../control/index.ts';
+import { encodeSnapshotMessage } from '../../control/grpc/encode.ts';
 import { AgentControlServer } from '../../control/grpc/server.ts';
 import {
-  applyDelta, changedSections, deltaToWire, loadAgentControl, snapshotFromWire, snapshotToWire,
+  applyDelta, changedSections, deltaToWire, loadAgentControl, sectionEnum, sectionFingerprint, snapshotFromWire, snapshotToWire,
   type WireAgentMessage, type WireSnapshotMessage,
 } from '../../control/grpc/proto.ts';
+import { SnapshotStore } from '../../control/grpc/persisted.ts';
+import { writeJsonAtomic } from '../../control/persist.ts';
 import { TempDirs, silent } from '../fixtures/control/helpers.ts';
 
 const tmp = new TempDirs();
@@ -86,6 +91,28 @@ describe('snapshot deltas: encoding', () => {
     assert.ok(small * 20 < full, `delta ${small} bytes vs whole ${full} bytes`);
   });
 
+  it('the server\'s piecewise encoding (each shared section once) reads back as the generic one', () => {
+    const base = bigSnapshot(1);
+    const next: Snapshot = { ...bigSnapshot(2), policies: [policy(1, 'p1', 257)], guards: [{ identity: 256, policyId: 1 }] };
+    const read = (b: Buffer): WireSnapshotMessage => method.responseDeserialize(b) as WireSnapshotMessage;
+    assert.deepEqual(read(encodeSnapshotMessage(next)), overWire(snapshotToWire(next)));
+    const sections = changedSections(base, next);
+    assert.deepEqual(sections, ['policies', 'guards']);
+    assert.deepEqual(read(encodeSnapshotMessage(next, { from: 1, sections })), overWire(deltaToWire(base, next, sections)));
+    assert.deepEqual(applyDelta(base, read(encodeSnapshotMessage(next, { from: 1, sections }))), next);
+    // a second node of the same version shares every section but its own
+    const other: Snapshot = { ...next, node: 'node-b', l4: [] };
+    assert.deepEqual(snapshotFromWire(read(encodeSnapshotMessage(other))), other);
+  });
+
+  it('compares sections by content once per section array, not by identity', () => {
+    const a = bigSnapshot(1), b = bigSnapshot(2);
+    assert.notEqual(a.endpoints, b.endpoints);
+    assert.deepEqual(changedSections(a, b), []);
+    assert.equal(sectionFingerprint(a.endpoints), sectionFingerprint(b.endpoints));
+    assert.equal(sectionFingerprint(undefined), sectionFingerprint([]));
+  });
+
   it('refuses a delta naming an unknown section', () => {
     const base = bigSnapshot(1);
     const m = { ...deltaToWire(base, bigSnapshot(2), ['policies']), sections: ['SNAPSHOT_SECTION_BOGUS'] };
@@ -100,7 +127,7 @@ async function server(initial: Snapshot): Promise<{ srv: AgentControlServer; add
   const sent: Sent[] = [];
   const srv = new AgentControlServer({
     logger: silent, snapshotFor: () => current, onHello: () => {},
-    onSend: (s) => sent.push({ node: s.node, version: s.version, deltaFrom: s.deltaFrom, bytes: wireBytes(s.message), sections: s.message.sections ?? [] }),
+    onSend: (s) => sent.push({ node: s.node, version: s.version, deltaFrom: s.deltaFrom, bytes: s.bytes.length, sections: (s.sections ?? []).map(sectionEnum) }),
   });
   const address = await srv.bind('127.0.0.1:0');
   closers.push(() => srv.close());
@@ -138,6 +165,20 @@ describe('snapshot deltas on the stream', { timeout: 30_000 }, () => {
     await eventually(ackedBy(srv, 3), 'ack of v3');
     assert.deepEqual(sent.at(-1)!.sections, ['SNAPSHOT_SECTION_CIDR_IDENTITIES']);
     assert.deepEqual(c.current(), s3);
+  });
+
+  it('delivers a whole snapshot larger than gRPC\'s default 4 MiB limit (tens of thousands of pods)', async () => {
+    const s = bigSnapshot(1);
+    const huge: Snapshot = {
+      ...s,
+      endpoints: Array.from({ length: 40_000 }, (_, i) => ({ ...s.endpoints[0]!, name: `pod-${i}-${'x'.repeat(40)}`, uid: `uid-${i}`, ip: `10.${i >> 16}.${(i >> 8) & 255}.${i & 255}` })),
+    };
+    const { srv, address, sent } = await server(huge);
+    const { applied } = client(address, tmp.make());
+    await eventually(ackedBy(srv, 1), 'ack of v1', 20_000);
+    assert.ok(sent[0]!.bytes > 4 * 1024 * 1024, `whole snapshot is ${sent[0]!.bytes} bytes`);
+    assert.equal(sent.length, 1, 'received at the first attempt, not resent after a reconnect');
+    assert.equal(applied[0]!.endpoints.length, 40_000);
   });
 
   it('an agent that does not take deltas gets whole snapshots', async () => {
@@ -228,5 +269,39 @@ describe('snapshot deltas on the stream', { timeout: 30_000 }, () => {
     assert.deepEqual(sent.map((x) => [x.version, x.deltaFrom]), [[1, 0], [2, 1]]);
     assert.deepEqual(third.c.current(), s2);
     assert.deepEqual(third.applied.at(-1), s2);
+  });
+});
+
+describe('the agent\'s persisted snapshot', () => {
+  it('writes a section file per section, and after a delta only the sections it changed', async () => {
+    const dir = tmp.make();
+    const store = new SnapshotStore(dir);
+    const s1 = bigSnapshot(1);
+    await store.save(s1);
+    const files1 = readdirSync(join(dir, 'snapshot')).sort();
+    assert.ok(files1.includes('endpoints.1.json') && files1.includes('policies.1.json'));
+    // a delta leaves unchanged sections as the very same arrays
+    const s2: Snapshot = applyDelta(s1, overWire(deltaToWire(s1, { ...bigSnapshot(2), policies: [policy(1, 'p1', 257)] }, ['policies'])));
+    assert.equal(s2.endpoints, s1.endpoints);
+    await store.save(s2);
+    const files2 = readdirSync(join(dir, 'snapshot')).sort();
+    assert.deepEqual(files2, files1.map((f) => (f === 'policies.1.json' ? 'policies.2.json' : f)).sort(), 'only policies rewritten, the old file gone');
+    assert.deepEqual(new SnapshotStore(dir).load(), s2);
+  });
+
+  it('reads the whole-snapshot file agents wrote before, and replaces it on the next save', async () => {
+    const dir = tmp.make();
+    writeJsonAtomic(join(dir, 'snapshot.json'), bigSnapshot(7));
+    const store = new SnapshotStore(dir);
+    assert.deepEqual(store.load(), bigSnapshot(7));
+    await store.save(bigSnapshot(8));
+    assert.deepEqual(new SnapshotStore(dir).load(), bigSnapshot(8));
+  });
+
+  it('says which file is missing rather than loading half a snapshot', async () => {
+    const dir = tmp.make();
+    await new SnapshotStore(dir).save(bigSnapshot(3));
+    rmSync(join(dir, 'snapshot', 'l4.3.json'));
+    assert.throws(() => new SnapshotStore(dir).load(), { code: 'NODAL_ERR_CONTROL_STATE', message: /names l4\.3\.json, which is missing/ });
   });
 });

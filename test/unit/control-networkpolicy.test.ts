@@ -57,9 +57,13 @@ function compile(networkPolicies: NetworkPolicyObject[], policies: MeshPolicyObj
   /** a non-proxy connection from `peer` (an identity) to an enrolled pod: cgroup_skb/ingress */
   const ingress = (dst: string, peer: number, port: number): L4Entry | 'DROP' =>
     lookupL4(l4(ep(dst).node), 'INGRESS', id(dst), peer, port) ?? 'DROP';
-  /** connect() of an enrolled pod to `peer` (an identity): the egress hook; no entry = allowed */
-  const egress = (src: string, peer: number, port: number): L4Entry | 'ALLOW' =>
-    lookupL4(l4(ep(src).node), 'EGRESS', id(src), peer, port) ?? 'ALLOW';
+  /** connect() of an enrolled pod to `peer` (an identity): the egress hook; no entry = the peer's guard (a default deny), else allowed */
+  const egress = (src: string, peer: number, port: number): L4Entry | 'ALLOW' => {
+    const e = lookupL4(l4(ep(src).node), 'EGRESS', id(src), peer, port);
+    if (e) return e;
+    const g = m.guards.find((x) => x.identity === peer);
+    return g ? { direction: 'EGRESS', localIdentity: id(src), peerIdentity: peer, port: 0, action: 'DENY', policyId: g.policyId, rule: 0, defaultDeny: true } : 'ALLOW';
+  };
   /** pod to pod as the datapath decides it: enrolled sources at connect(), the others at the destination's ingress */
   const reach = (src: string, dst: string, port: number): boolean => {
     if (ep(src).enrolled) { const v = egress(src, id(dst), port); return v === 'ALLOW' || v.action === 'ALLOW'; }
@@ -311,6 +315,28 @@ describe('NetworkPolicy compile (kubernetes.io Network Policies)', () => {
 });
 
 describe('NetworkPolicy with MeshPolicy', () => {
+  it('a MeshPolicy default deny behind a NetworkPolicy that admits every egress: written where an (any) entry would hide the guard', () => {
+    const c = compile(
+      [np('db-egress-all', { podSelector: { matchLabels: { app: 'db' } }, policyTypes: ['Egress'], egress: [{}] })],
+      [policy('prod', 'web-from-dev', { matchLabels: { app: 'web' }, rules: [{ from: [{ namespaces: ['dev'] }], to: [], when: [] }] })],
+    );
+    const web = c.id('prod/web'), pid = c.m.policies[0]!.id;
+    assert.deepEqual(c.m.guards, [{ identity: web, policyId: pid }]);
+    // prod/db is isolated for egress with an allow-all rule: an (any, any) ALLOW entry exists,
+    // so the kernel would never reach web's guard; the compiler writes the default deny itself
+    const entries = c.l4('node-a').filter((e) => e.direction === 'EGRESS' && e.localIdentity === c.id('prod/db'));
+    assert.ok(entries.some((e) => e.peerIdentity === 0 && e.port === 0 && e.action === 'ALLOW'));
+    const v = c.egress('prod/db', web, 8080);
+    assert.ok(v !== 'ALLOW' && v.action === 'DENY' && v.defaultDeny === true && v.policyId === pid, JSON.stringify(v));
+    assert.ok(entries.some((e) => e.peerIdentity === web && e.action === 'DENY'), 'an explicit entry, not the guard');
+    // prod/web itself has no NetworkPolicy opinion: its default deny is the guard, no entry
+    assert.ok(!c.l4('node-a').some((e) => e.direction === 'EGRESS' && e.localIdentity === web && e.peerIdentity === web));
+    const w = c.egress('prod/web', web, 8080);
+    assert.ok(w !== 'ALLOW' && w.action === 'DENY' && w.policyId === pid);
+    // dev/web is admitted past the guard to the proxy
+    assert.ok(isAllow(c.egress('dev/web', web, 8080)));
+  });
+
   it('both must allow: a MeshPolicy DENY wins over a NetworkPolicy ALLOW', () => {
     const c = compile(
       [np('allow-all', { podSelector: {}, ingress: [{}] })],

@@ -27,7 +27,14 @@ function compile(policies: MeshPolicyObject[], state = base()) {
   const pid = (name: string) => m.policies.find((p) => p.name === name)!.id;
   const egress = (n: string) => l4ForNode(n, m.endpoints, m.policies).filter((e) => e.direction === 'EGRESS');
   const ingress = (n: string) => l4ForNode(n, m.endpoints, m.policies).filter((e) => e.direction === 'INGRESS');
-  return { m, id, pid, egress, ingress };
+  /** what cgroup/connect decides (bpf/lib/connect.h): the node's entry, else the destination's guard, else the proxy */
+  const connect = (n: string, source: number, dest: number): L4Entry | 'PROXY' => {
+    const e = egress(n).find((x) => x.localIdentity === source && x.peerIdentity === dest && x.port === 0);
+    if (e) return e.toProxy ? 'PROXY' : e;
+    const g = m.guards.find((x) => x.identity === dest);
+    return g ? deny(source, dest, g.policyId) : 'PROXY';
+  };
+  return { m, id, pid, egress, ingress, connect };
 }
 
 /** a DENY rule matched: named after that rule */
@@ -36,6 +43,9 @@ const explicit = (localIdentity: number, peerIdentity: number, policyId: number,
 /** no ALLOW rule of the selecting policy admits the peer: a default deny naming that policy */
 const deny = (localIdentity: number, peerIdentity: number, policyId: number, rule = 0, direction: L4Entry['direction'] = 'EGRESS'): L4Entry =>
   ({ ...explicit(localIdentity, peerIdentity, policyId, rule, direction), defaultDeny: true });
+/** some ALLOW rule could admit the source: past the destination's guard, to the proxy */
+const admit = (localIdentity: number, peerIdentity: number): L4Entry =>
+  ({ direction: 'EGRESS', localIdentity, peerIdentity, port: 0, action: 'ALLOW', policyId: 0, rule: 0, toProxy: true });
 
 /** the compiler's order: by local identity, then peer */
 const sorted = (l: L4Entry[]): L4Entry[] => [...l].sort((x, y) => x.localIdentity - y.localIdentity || x.peerIdentity - y.peerIdentity);
@@ -49,6 +59,7 @@ describe('MeshPolicy compile', () => {
   it('writes nothing for egress when no policy selects anything', () => {
     const c = compile([]);
     assert.deepEqual(c.egress('node-a'), []);
+    assert.deepEqual(c.m.guards, []);
     assert.ok(c.m.endpoints.every((e) => e.defaultDenyPolicyId === undefined));
   });
 
@@ -71,9 +82,11 @@ describe('MeshPolicy compile', () => {
     const c = compile([onlyClient]);
     const api = c.id('api-1');
     // client may reach api (the proxy checks port and method); api itself may not
-    assert.deepEqual(c.egress('node-a'), [deny(api, api, c.pid('api-allow'))]);
+    assert.equal(c.connect('node-a', c.id('client'), api), 'PROXY');
+    assert.deepEqual(c.connect('node-a', api, api), deny(api, api, c.pid('api-allow')));
     // node-b's local enrolled sources are api and db
-    assert.deepEqual(c.egress('node-b'), sorted([deny(api, api, c.pid('api-allow')), deny(c.id('db'), api, c.pid('api-allow'))]));
+    assert.deepEqual(c.connect('node-b', api, api), deny(api, api, c.pid('api-allow')));
+    assert.deepEqual(c.connect('node-b', c.id('db'), api), deny(c.id('db'), api, c.pid('api-allow')));
     assert.equal(c.m.endpoints.find((e) => e.name === 'api-1')!.defaultDenyPolicyId, c.pid('api-allow'));
     assert.equal(c.m.endpoints.find((e) => e.name === 'client')!.defaultDenyPolicyId, undefined);
   });
@@ -90,7 +103,8 @@ describe('MeshPolicy compile', () => {
       }),
     ]);
     const api = c.id('api-1');
-    assert.deepEqual(c.egress('node-a'), sorted([deny(api, api, c.pid('api-allow')), explicit(c.id('client'), api, c.pid('no-client'), 1)]));
+    assert.deepEqual(c.egress('node-a'), [explicit(c.id('client'), api, c.pid('no-client'), 1)]);
+    assert.deepEqual(c.connect('node-a', api, api), deny(api, api, c.pid('api-allow')));
   });
 
   it('leaves DENY rules that depend on the request to the proxy', () => {
@@ -116,8 +130,11 @@ describe('MeshPolicy compile', () => {
       policy('demo', 'db-open', { matchLabels: { app: 'db' }, rules: [{ from: [], to: [{ ports: [5432] }], when: [] }] }),
       policy('demo', 'api-nothing', { matchLabels: { app: 'api' } }),
     ]);
-    const api = c.id('api-1');
-    assert.deepEqual(c.egress('node-a'), sorted([deny(c.id('client'), api, c.pid('api-nothing')), deny(api, api, c.pid('api-nothing'))]));
+    const api = c.id('api-1'), db = c.id('db');
+    // any source may reach db's proxy, which checks the port; api admits no one
+    assert.deepEqual(c.egress('node-a'), sorted([admit(c.id('client'), db), admit(api, db)]));
+    assert.deepEqual(c.connect('node-a', c.id('client'), api), deny(c.id('client'), api, c.pid('api-nothing')));
+    assert.deepEqual(c.connect('node-a', api, api), deny(api, api, c.pid('api-nothing')));
   });
 
   it('admits when any of several ALLOW policies could, and names the first otherwise', () => {
@@ -126,7 +143,9 @@ describe('MeshPolicy compile', () => {
       policy('demo', 'a-allow-client', { matchLabels: { app: 'api' }, rules: [{ from: [{ principals: ['*/sa/client'] }], to: [], when: [] }] }),
     ]);
     const api = c.id('api-1');
-    assert.deepEqual(c.egress('node-b'), [deny(api, api, c.pid('a-allow-client'))]);
+    assert.deepEqual(c.egress('node-b'), [admit(c.id('db'), api)]);
+    assert.deepEqual(c.connect('node-b', api, api), deny(api, api, c.pid('a-allow-client')));
+    assert.deepEqual(c.m.guards, [{ identity: api, policyId: c.pid('a-allow-client') }]);
   });
 
   it('applies Istio source semantics: wildcards, namespaces and not-lists are ANDed', () => {
@@ -136,12 +155,14 @@ describe('MeshPolicy compile', () => {
     })]);
     const api = c.id('api-1');
     assert.deepEqual(c.m.policies[0]!.rules[0]!.from[0]!.identities, [c.id('client'), api].sort((a, b) => a - b));
-    assert.deepEqual(c.egress('node-b'), [deny(c.id('db'), api, c.pid('api-demo'))]);
+    assert.deepEqual(c.egress('node-b'), [admit(api, api)]);
+    assert.deepEqual(c.connect('node-b', c.id('db'), api), deny(c.id('db'), api, c.pid('api-demo')));
   });
 
   it('ignores AUDIT policies for verdicts', () => {
     const c = compile([policy('demo', 'watch', { action: 'AUDIT', matchLabels: { app: 'api' } })]);
     assert.deepEqual(c.egress('node-a'), []);
+    assert.deepEqual(c.m.guards, []);
     assert.equal(c.m.endpoints.find((e) => e.name === 'api-1')!.defaultDenyPolicyId, undefined);
   });
 
@@ -149,7 +170,7 @@ describe('MeshPolicy compile', () => {
     const c = compile([onlyClient]);
     const s = c.m.services[0]!;
     assert.equal(s.identity, c.id('api-1'));
-    assert.ok(c.egress('node-b').some((e) => e.peerIdentity === s.identity && e.localIdentity === c.id('db')));
+    assert.deepEqual(c.connect('node-b', c.id('db'), s.identity), deny(c.id('db'), s.identity, c.pid('api-allow')));
   });
 
   it('only emits entries for local enrolled sources', () => {
@@ -169,6 +190,62 @@ describe('MeshPolicy compile', () => {
     assert.deepEqual(l4ForNode('node-b', a.m.endpoints, a.m.policies), l4ForNode('node-b', b.m.endpoints, b.m.policies));
     const l4 = l4ForNode('node-b', a.m.endpoints, a.m.policies);
     assert.deepEqual(l4, [...l4].sort((x, y) => (x.direction === y.direction ? x.localIdentity - y.localIdentity || x.peerIdentity - y.peerIdentity : x.direction < y.direction ? -1 : 1)));
+  });
+});
+
+describe('recompiling after a change', () => {
+  it('compiles only the changed policy again; the others stay the same objects', () => {
+    const ids = new PersistentIds(tmp.make());
+    const state = base();
+    const other = policy('demo', 'db-demo', { matchLabels: { app: 'db' }, rules: [{ from: [{ namespaces: ['demo'] }], to: [], when: [] }] });
+    const a = buildModel({ state: { ...state, policies: [onlyClient, other] }, trustDomain: 'cluster.local', ids });
+    const changed = policy('demo', 'api-allow', { matchLabels: { app: 'api' }, rules: [{ from: [{ principals: ['cluster.local/ns/demo/sa/db'] }], to: [], when: [] }] });
+    const b = buildModel({ state: { ...state, policies: [changed, other] }, trustDomain: 'cluster.local', ids });
+    const find = (m: typeof a, name: string) => m.policies.find((p) => p.name === name)!;
+    assert.equal(find(b, 'db-demo'), find(a, 'db-demo'));
+    assert.notEqual(find(b, 'api-allow'), find(a, 'api-allow'));
+    assert.deepEqual(find(b, 'api-allow').rules[0]!.from[0]!.identities, [b.endpoints.find((e) => e.name === 'db')!.identity]);
+    // new identities: everything is compiled again, against them
+    const grown = base();
+    grown.pods.push(pod('demo', 'db-2', { labels: { app: 'db', extra: 'x' }, serviceAccount: 'db', podIp: '10.0.2.41', nodeName: 'node-b' }));
+    const c = buildModel({ state: { ...grown, policies: [changed, other] }, trustDomain: 'cluster.local', ids });
+    assert.notEqual(find(c, 'db-demo'), find(b, 'db-demo'));
+    assert.equal(find(c, 'db-demo').rules[0]!.from[0]!.identities!.length, find(b, 'db-demo').rules[0]!.from[0]!.identities!.length + 1);
+  });
+});
+
+describe('deny by absence: guards instead of per-pair default-deny entries', () => {
+  it('a default-denied pair has no entry of its own, only the guard of its destination, naming the ALLOW policy', () => {
+    const c = compile([onlyClient]);
+    const api = c.id('api-1'), db = c.id('db');
+    assert.deepEqual(c.m.guards, [{ identity: api, policyId: c.pid('api-allow') }]);
+    assert.ok(!c.egress('node-b').some((e) => e.peerIdentity === api), 'no entry for db → api or api → api');
+    assert.ok(c.egress('node-b').every((e) => !e.defaultDeny), 'no default-deny entry at all');
+    assert.deepEqual(c.connect('node-b', db, api), deny(db, api, c.pid('api-allow')));
+  });
+
+  it('an admitted pair gets its admit entry, which names no policy (the proxy decides)', () => {
+    const c = compile([onlyClient]);
+    const api = c.id('api-1');
+    assert.deepEqual(c.egress('node-a'), [admit(c.id('client'), api)]);
+  });
+
+  it('keeps the entries per node to the pairs some rule names, however many destinations are guarded', () => {
+    // 40 guarded workloads, each admitting only demo/client: every other source is denied by the guards
+    const state = base();
+    const policies: MeshPolicyObject[] = [];
+    for (let i = 0; i < 40; i++) {
+      state.pods.push(pod('demo', `w-${i}`, { labels: { app: `w-${i}` }, serviceAccount: `w-${i}`, podIp: `10.0.3.${i + 1}`, nodeName: 'node-b' }));
+      policies.push(policy('demo', `w-${i}-allow`, { matchLabels: { app: `w-${i}` }, rules: [{ from: [{ principals: ['cluster.local/ns/demo/sa/client'] }], to: [], when: [] }] }));
+    }
+    const c = compile(policies, state);
+    assert.equal(c.m.guards.length, 40);
+    // node-b runs 42 enrolled identities (api, db and the 40): none of them is admitted anywhere
+    assert.deepEqual(c.egress('node-b'), []);
+    // node-a's client is admitted to all 40, api to none
+    assert.equal(c.egress('node-a').length, 40);
+    assert.ok(c.egress('node-a').every((e) => e.localIdentity === c.id('client') && e.toProxy === true));
+    assert.deepEqual(c.connect('node-a', c.id('api-2'), c.id('w-7')), deny(c.id('api-2'), c.id('w-7'), c.pid('w-7-allow')));
   });
 });
 

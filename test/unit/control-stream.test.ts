@@ -1,9 +1,10 @@
 import { after, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentControlClient, startControlPlane, type ControlPlane, type Snapshot } from '../../control/index.ts';
 import { writeJsonAtomic } from '../../control/persist.ts';
+import { SnapshotStore } from '../../control/grpc/persisted.ts';
 import { loadAgentControl, snapshotFromWire, snapshotToWire, type WireSnapshotMessage } from '../../control/grpc/proto.ts';
 import { TempDirs, Waiter, configDirWithCluster, silent, write } from '../fixtures/control/helpers.ts';
 
@@ -85,7 +86,9 @@ describe('snapshot protobuf', () => {
       l4: [
         { direction: 'EGRESS', localIdentity: 256, peerIdentity: 257, port: 0, action: 'DENY', policyId: 3, rule: 0 },
         { direction: 'INGRESS', localIdentity: 256, peerIdentity: 0, port: 53, proto: 'UDP', action: 'ALLOW', policyId: 0 },
+        { direction: 'EGRESS', localIdentity: 256, peerIdentity: 258, port: 0, action: 'ALLOW', policyId: 0, rule: 0, toProxy: true },
       ],
+      guards: [{ identity: 257, policyId: 3 }, { identity: 258, policyId: 4 }],
     };
     const method = loadAgentControl().definition.Stream!;
     const bytes = method.responseSerialize(snapshotToWire(full));
@@ -119,7 +122,7 @@ describe('agent control stream', { timeout: 30_000 }, () => {
     assert.ok(latest.l4.some((e) => e.direction === 'EGRESS' && e.action === 'DENY' && e.policyId === latest.policies[0]!.id && e.rule === 0));
     await changed.until(acked(cp, 'node-a'));
     assert.deepEqual(a.client.current(), cp.snapshotFor('node-a'));
-    assert.deepEqual(JSON.parse(readFileSync(join(agentDir, 'snapshot.json'), 'utf8')), latest);
+    assert.deepEqual(new SnapshotStore(agentDir).load(), latest);
   });
 
   it('publishes a node\'s new WireGuard key to the other nodes and keeps it across a restart', async () => {
@@ -151,7 +154,7 @@ describe('agent control stream', { timeout: 30_000 }, () => {
     assert.equal(status.lastNack!.version, cp.snapshotFor('node-a').version);
     assert.equal(status.ackedVersion, good.version);
     assert.deepEqual(a.client.current(), good);
-    assert.equal((JSON.parse(readFileSync(join(agentDir, 'snapshot.json'), 'utf8')) as Snapshot).version, good.version);
+    assert.equal(new SnapshotStore(agentDir).load()!.version, good.version);
   });
 
   it('keeps enforcing the persisted snapshot while the control plane is down, and resumes when it returns', async () => {
@@ -210,6 +213,7 @@ describe('agent control stream', { timeout: 30_000 }, () => {
     const agentDir = tmp.make();
     const { cp, changed } = await plane(configDirWithCluster(tmp), tmp.make());
     const held: Snapshot = { ...cp.snapshotFor('node-a'), version: 1000 };
+    // the layout agents wrote before sections had files of their own: the whole snapshot in snapshot.json
     writeJsonAtomic(join(agentDir, 'snapshot.json'), held);
     const a = agent(cp.address, 'node-a', agentDir);
     await changed.until(acked(cp, 'node-a'));

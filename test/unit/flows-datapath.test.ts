@@ -121,6 +121,12 @@ describe('flowFromVerdictEvent', () => {
     assert.equal(f.egressAllowedBy, undefined);
   });
 
+  it('a source admitted past the destination\'s guard reads like any redirect: the proxy decides', () => {
+    const f = flowFromVerdictEvent(ev({ verdict: 'REDIRECTED', reason: 'TO_PROXY', policyId: 0 }), { node: 'node-a', snapshot });
+    assert.equal(f.summary, 'redirected to the node proxy');
+    assert.equal(f.egressAllowedBy, undefined);
+  });
+
   it('names the source pod of a connect() by its cgroup: the socket has no address yet', () => {
     const client = snapshot.endpoints[0]!;
     const f = flowFromVerdictEvent(ev({ source: { ip: '::', port: 0 }, verdict: 'REDIRECTED', reason: 'DEFAULT_ALLOW', policyId: 0 }),

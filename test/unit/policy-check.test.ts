@@ -99,8 +99,9 @@ describe('explain: the demo verdicts', () => {
     // normalized as the proxy sees a request: method upper-cased, the query string dropped
     assert.deepEqual(e.request, { from: 'demo/frontend', to: 'demo/backend', port: 80, method: 'GET', path: '/api/x', host: '' });
     assert.equal(e.connect?.verdict, 'ALLOW');
-    assert.equal(e.connect?.reason, 'DEFAULT_ALLOW');
-    assert.match(e.connect!.lookup, /no entry/);
+    // admitted past backend's guard by the entry some ALLOW rule's `from` earns it
+    assert.equal(e.connect?.reason, 'TO_PROXY');
+    assert.match(e.connect!.lookup, /^EGRESS \d+ ↔ \d+ port 80: entry \(peer \d+, port any\) ALLOW to the proxy$/);
     assert.equal(e.backends.length, 1);
     const b = e.backends[0]!;
     assert.deepEqual(b.pods.map((p) => [p.pod, p.node, p.path]), [['demo/backend', 'node-2', 'cross-node']]);
@@ -159,7 +160,8 @@ describe('explain: the demo verdicts', () => {
     assert.equal(e.connect?.reason, 'DEFAULT_DENY');
     assert.equal(e.connect?.policy?.name, 'api-allow');
     assert.equal(e.connect!.text, 'refused at connect() (EPERM) on node-1: default deny, demo/api-allow selects Service demo/backend and none of its rules admits demo/sneaky (cluster.local/ns/demo/sa/sneaky)');
-    assert.match(e.connect!.lookup, /^EGRESS \d+ ↔ \d+ port 80: entry \(peer \d+, port any\) DENY$/);
+    // denied by absence: no entry, the destination's guard
+    assert.match(e.connect!.lookup, /^EGRESS \d+ ↔ \d+ port 80: no entry; guard of \d+ \(demo\/api-allow\) DENY$/);
     assert.deepEqual(e.connect!.rules.map((r) => [r.policy, r.from, r.to]), [['demo/api-allow', 'no match', 'n/a']]);
     assert.equal(e.summary, e.connect!.text);
     assert.deepEqual(e.backends, [], 'a refused connect() reaches no backend');

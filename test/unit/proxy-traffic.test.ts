@@ -21,10 +21,12 @@ import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
 const run = promisify(execFile);
 const TRUST = 'cluster.local';
 const ID = { client: 256, web: 257 } as const;
-const POD = { 'web-1': '127.0.32.1', 'web-2': '127.0.32.2', 'web-3': '127.0.32.3' } as const;
+const POD = { 'web-1': '127.0.32.1', 'web-2': '127.0.32.2', 'web-3': '127.0.32.3', 'web-4': '127.0.32.4', 'web-5': '127.0.32.5' } as const;
 type PodName = keyof typeof POD;
-const NODE_OF: Record<PodName, string> = { 'web-1': 'node-b', 'web-2': 'node-b', 'web-3': 'node-a' };
-const VIP = { web: '127.0.42.1', stable: '127.0.42.2', canary: '127.0.42.3', flaky: '127.0.42.4', limited: '127.0.42.5', faulty: '127.0.42.6', sticky: '127.0.42.7', probed: '127.0.42.8' } as const;
+const NODE_OF: Record<PodName, string> = { 'web-1': 'node-b', 'web-2': 'node-b', 'web-3': 'node-a', 'web-4': 'node-b', 'web-5': 'node-b' };
+const VIP = { web: '127.0.42.1', stable: '127.0.42.2', canary: '127.0.42.3', flaky: '127.0.42.4', limited: '127.0.42.5', faulty: '127.0.42.6', sticky: '127.0.42.7', probed: '127.0.42.8', tcpSticky: '127.0.42.9', tcpFlaky: '127.0.42.10', pooled: '127.0.42.11', idle: '127.0.42.12' } as const;
+/** a pod on node-a whose process is gone: connections to it are refused */
+const DEAD_POD = '127.0.32.9';
 type SvcName = keyof typeof VIP;
 
 interface Answer { status: number; headers: Record<string, string>; body: { pod?: string; path?: string; headers?: Record<string, string> } }
@@ -38,6 +40,8 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
   const once = new Map<string, number>();
   /** requests each pod saw */
   const hits = new Map<string, number>();
+  /** per pod: the proxy's source port of each request, in order (which pod connection carried it) */
+  const conns = new Map<string, number[]>();
   /** pods that answer 503 to everything (a broken instance) */
   const broken = new Set<string>();
   let a: NodeProxy;
@@ -51,6 +55,7 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
       const path = req.url ?? '/';
       // active health probes (the `probed` Service) are not requests anyone sent
       if (path !== '/healthz') hits.set(name, (hits.get(name) ?? 0) + 1);
+      conns.set(name, [...conns.get(name) ?? [], req.socket.remotePort ?? 0]);
       const send = (status: number): void => {
         const body = JSON.stringify({ pod: name, path, headers: req.headers });
         res.writeHead(status, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
@@ -102,6 +107,11 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
     policy('faulty', { faultInjection: { abort: { percent: 100, httpStatus: 418 } } }),
     policy('sticky', { loadBalancer: { algorithm: 'CONSISTENT_HASH', hashOn: { header: 'x-user' } } }),
     policy('probed', { healthCheck: { protocol: 'HTTP', path: '/healthz', intervalMs: 100, timeoutMs: 500, healthyThreshold: 1, unhealthyThreshold: 1 } }),
+    // opaque TCP Services (appProtocol: tcp): the same balancer and outlier detection per connection
+    policy('tcpSticky', { loadBalancer: { algorithm: 'CONSISTENT_HASH', hashOn: { sourceIP: true } } }),
+    policy('pooled', { connectionPool: { maxRequestsPerConnection: 2 } }),
+    policy('idle', { connectionPool: { idleTimeoutMs: 150 } }),
+    policy('tcpFlaky', { outlierDetection: { consecutive5xxErrors: 1, intervalMs: 1000, baseEjectionMs: 60_000, maxEjectionPercent: 50 } }),
   ];
 
   before(async () => {
@@ -121,14 +131,20 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
     ];
     const ep = (name: string, node: string, ip: string, id: number): EndpointInfo =>
       ({ namespace: 'app', name, uid: name, node, ip, identity: id, labels: { app: name }, serviceAccount: name, enrolled: true });
-    const endpoints = [ep('client', 'node-a', '127.0.0.1', ID.client), ...(Object.keys(POD) as PodName[]).map((n) => ep(n, NODE_OF[n], POD[n], ID.web))];
-    const svc = (name: SvcName, id: number, b: ServiceInfo['backends']): ServiceInfo => ({
-      namespace: 'app', name, id, clusterIp: VIP[name], identity: ID.web, ports: [{ name: 'http', port: 80, targetPort: webPort, protocol: 'TCP', appProtocol: 'http' }], backends: b,
+    const endpoints = [
+      ep('client', 'node-a', '127.0.0.1', ID.client), ...(Object.keys(POD) as PodName[]).map((n) => ep(n, NODE_OF[n], POD[n], ID.web)),
+      ep('dead', 'node-a', DEAD_POD, ID.web),
+    ];
+    const svc = (name: SvcName, id: number, b: ServiceInfo['backends'], appProtocol = 'http'): ServiceInfo => ({
+      namespace: 'app', name, id, clusterIp: VIP[name], identity: ID.web, ports: [{ name: 'http', port: 80, targetPort: webPort, protocol: 'TCP', appProtocol }], backends: b,
     });
     const services = [
       svc('web', 1, backends('web-1', 'web-2', 'web-3')), svc('stable', 2, backends('web-1', 'web-2')), svc('canary', 3, backends('web-3')),
       svc('flaky', 4, backends('web-1', 'web-3')), svc('limited', 5, backends('web-3')), svc('faulty', 6, backends('web-3')),
       svc('sticky', 7, backends('web-1', 'web-2', 'web-3')), svc('probed', 8, backends('web-1', 'web-3')),
+      svc('pooled', 11, backends('web-4')), svc('idle', 12, backends('web-5')),
+      svc('tcpSticky', 9, backends('web-1', 'web-2', 'web-3'), 'tcp'),
+      svc('tcpFlaky', 10, [{ ip: DEAD_POD, node: 'node-a', identity: ID.web, pod: 'dead' }, ...backends('web-3')], 'tcp'),
     ];
     const identities: IdentityInfo[] = [ID.client, ID.web].map((id) => ({ id, namespace: 'app', serviceAccount: String(id), labels: {}, spiffeId: `spiffe://${TRUST}/ns/app/sa/${id}` }));
     const snapshot = (node: string): Snapshot => ({ version, node, trustDomain: TRUST, nodes, identities, endpoints, services, policies: [], l4: [], routes, trafficPolicies });
@@ -277,5 +293,50 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
     } finally {
       broken.delete('web-1');
     }
+  });
+
+  it('opaque TCP: a TrafficPolicy\'s source-IP hash keeps every connection of a client on one endpoint', async () => {
+    const pods = new Set<string>();
+    for (let i = 0; i < 6; i++) {
+      const r = await curl('tcpSticky', '/');
+      assert.equal(r.status, 200);
+      pods.add(r.body.pod ?? '');
+    }
+    assert.equal(pods.size, 1, `one client, one endpoint: went to ${[...pods].join(', ')}`);
+  });
+
+  it('opaque TCP: a refused connection ejects its endpoint, and the next connections go to the others', async () => {
+    const results: string[] = [];
+    for (let i = 0; i < 8; i++) {
+      try {
+        results.push((await curl('tcpFlaky', '/')).body.pod ?? '?');
+      } catch {
+        results.push('refused');
+      }
+    }
+    assert.ok(results.filter((r) => r === 'refused').length <= 1, `at most the first connection to the dead pod fails: ${results.join(', ')}`);
+    assert.deepEqual(results.slice(-6), Array(6).fill('web-3'), results.join(', '));
+    const ejected = flows.filter((f) => f.Type === 'L3_L4' && f.verdict === 'ERROR' && f.IP?.destination === DEAD_POD);
+    assert.ok(ejected.length <= 1, 'the ejected endpoint is not tried again');
+  });
+
+  it('connectionPool.maxRequestsPerConnection: the pod sees a new connection every 2 requests', async () => {
+    for (let i = 0; i < 6; i++) assert.equal((await curl('pooled', `/pooled/${i}`)).status, 200);
+    const ports = conns.get('web-4') ?? [];
+    assert.equal(ports.length, 6);
+    // without the limit the keep-alive pool would carry all six on one connection
+    assert.deepEqual([ports[0] === ports[1], ports[2] === ports[3], ports[4] === ports[5]], [true, true, true], `pairs share a connection: ${ports.join(', ')}`);
+    assert.equal(new Set(ports).size, 3, `three connections for six requests: ${ports.join(', ')}`);
+  });
+
+  it('connectionPool.idleTimeoutMs: a pod connection idle longer than that is closed, the next request opens another', async () => {
+    assert.equal((await curl('idle', '/idle/1')).status, 200);
+    assert.equal((await curl('idle', '/idle/2')).status, 200);
+    await new Promise((r) => setTimeout(r, 500));
+    assert.equal((await curl('idle', '/idle/3')).status, 200);
+    const ports = conns.get('web-5') ?? [];
+    assert.equal(ports.length, 3);
+    // curl's next request follows within the idle time here; the one after the pause cannot
+    assert.notEqual(ports[2], ports[1], `a new connection after the idle time: ${ports.join(', ')}`);
   });
 });
