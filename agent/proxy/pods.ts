@@ -1,7 +1,9 @@
 // Upstream connections from the destination proxy to its local pods, pooled per pod:
-// HTTP/1.1 over a keep-alive agent (one request per connection at a time), HTTP/2 (h2c,
-// gRPC) over one multiplexed session per pod address. Every connection leaves from the
-// proxy address, the only source the ingress guard admits for a new connection.
+// HTTP/1.1 requests without a body on the lean client's keep-alive connections
+// (pod-h1.ts), those with a body over node:http's keep-alive agent (one request per
+// connection at a time), HTTP/2 (h2c, gRPC) over one multiplexed session per pod address.
+// Every connection leaves from the proxy address, the only source the ingress guard admits
+// for a new connection.
 
 import { Agent, IncomingMessage, request, type ClientRequest, type OutgoingHttpHeaders } from 'node:http';
 import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers } from 'node:http2';
@@ -10,6 +12,9 @@ import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
 import { endToEnd, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { LeanPodClient, leanClientAvailable, UpstreamError } from './pod-h1.ts';
+
+export { UpstreamError };
 
 /** idle HTTP/1.1 sockets kept per pod: enough for bursts, few enough not to pin pod memory */
 const IDLE_SOCKETS_PER_POD = 64;
@@ -17,16 +22,6 @@ const IDLE_SOCKETS_PER_POD = 64;
 const H2_IDLE_MS = 5 * 60 * 1000;
 /** a pod's h2 stream window: generous, as for the tunnel (in-node, no real RTT) */
 const H2_WINDOW = 1 << 20;
-
-export class UpstreamError extends Error {
-  /** 'connect-failure': nothing reached the pod; 'reset': the pod or the connection failed mid-exchange */
-  readonly kind: 'connect-failure' | 'reset';
-  constructor(kind: UpstreamError['kind'], message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'UpstreamError';
-    this.kind = kind;
-  }
-}
 
 /** a TrafficPolicy's connectionPool settings that shape the connections to one pod port */
 export interface PodConnectionSettings {
@@ -94,16 +89,20 @@ export class PodPool {
   private readonly onSocket: (s: Socket) => void;
   /** requests each HTTP/1.1 connection or HTTP/2 session to a pod has carried */
   private readonly carried = new WeakMap<object, number>();
+  /** HTTP/1.1 requests without a body (pod-h1.ts); undefined where node's parser cannot be reached */
+  private readonly lean: LeanPodClient | undefined;
 
   constructor(bindIp: string, onSocket: (s: Socket) => void) {
     this.bindIp = bindIp;
     this.onSocket = onSocket;
     this.agent = new PodAgent({ keepAlive: true, maxFreeSockets: IDLE_SOCKETS_PER_POD, localAddress: bindIp });
+    this.lean = leanClientAvailable ? new LeanPodClient(bindIp, IDLE_SOCKETS_PER_POD, onSocket) : undefined;
   }
 
   /** connectionPool settings per pod port (podSettings()); applied to connections opened or reused from now on */
   configure(settings: Map<string, PodConnectionSettings>): void {
     this.agent.settings = settings;
+    this.lean?.configure(settings);
   }
 
   /** one more request on `conn`; true when it is the last one the pod port's limit allows */
@@ -121,10 +120,16 @@ export class PodPool {
    * the one in head.headers: the request goes on with this hop's span as its parent.
    */
   send(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
-    return head.protocol === 'h2' ? this.sendH2(ip, port, head, traceparent, body, signal) : this.sendH1(ip, port, head, traceparent, body, signal);
+    if (head.protocol === 'h2') return this.sendH2(ip, port, head, traceparent, body, signal);
+    if (this.lean && bodiless(body)) {
+      body.resume(); // nothing to send; drained so that the client's side ends
+      return this.lean.send(ip, port, head, traceparent, signal).then(answer);
+    }
+    return this.sendH1(ip, port, head, traceparent, body, signal);
   }
 
   close(): void {
+    this.lean?.close();
     this.agent.destroy();
     for (const s of this.sessions.values()) s.destroy();
     this.sessions.clear();
@@ -255,6 +260,10 @@ function bodiless(body: Readable): boolean {
   if (!(body instanceof IncomingMessage)) return false;
   const h = body.headers;
   return h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0');
+}
+
+function answer(res: IncomingMessage): L7Response {
+  return { status: res.statusCode ?? 502, headers: endToEnd(res.headers, false), body: res, trailers: () => trailersOf(res.trailers) };
 }
 
 function trailersOf(t: NodeJS.Dict<string>): Headers | undefined {

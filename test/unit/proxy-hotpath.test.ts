@@ -8,12 +8,14 @@ import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import { Agent, createServer as httpServer, request, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { createServer as netServer, Socket, type AddressInfo, type Server } from 'node:net';
+import { Readable } from 'node:stream';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { CompiledPolicy, Snapshot } from '../../control/api/types.ts';
 import type { Flow } from '../../agent/flows/flow.ts';
 import type { InboundConn, ProxyContext } from '../../agent/proxy/context.ts';
 import { Destination } from '../../agent/proxy/destination.ts';
+import { PodPool, UpstreamError } from '../../agent/proxy/pods.ts';
 import { connectionClosed } from '../../agent/proxy/exchange.ts';
 import { HttpIngress } from '../../agent/proxy/http.ts';
 import { ProxyMetrics } from '../../agent/proxy/metrics.ts';
@@ -187,6 +189,148 @@ describe('proxy hot path: HTTP/1.1 through the destination side', () => {
     while (!seen.some((x) => x.url === '/stall')) await new Promise((r) => setTimeout(r, 5));
     s.destroy();
     await upstreamClosed;
+  });
+});
+
+describe('proxy hot path: the lean pod client against odd answers', () => {
+  // a pod that answers each request with what the test scripted for its path, byte for byte
+  const RAW_POD = '127.0.32.5';
+  const script = new Map<string, string | ((s: Socket) => void)>();
+  const podConns = new Set<Socket>();
+  let opened = 0;
+  let pods: PodPool;
+  let rawPort = 0;
+  let rawPod: Server;
+
+  before(async () => {
+    rawPod = netServer((s) => {
+      opened++;
+      podConns.add(s);
+      s.on('close', () => podConns.delete(s));
+      let buf = '';
+      s.on('data', (d: Buffer) => {
+        buf += d.toString('latin1');
+        for (let end = buf.indexOf('\r\n\r\n'); end >= 0; end = buf.indexOf('\r\n\r\n')) {
+          const head = buf.slice(0, end);
+          buf = buf.slice(end + 4);
+          const path = head.split(' ')[1]!;
+          const answer = script.get(path) ?? 'HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n';
+          if (typeof answer === 'function') answer(s);
+          else s.write(answer, 'latin1');
+        }
+      });
+    });
+    await new Promise<void>((r) => rawPod.listen(0, RAW_POD, r));
+    rawPort = (rawPod.address() as AddressInfo).port;
+    pods = new PodPool(BIND, () => {});
+  });
+
+  after(() => {
+    pods.close();
+    for (const s of podConns) s.destroy();
+    rawPod.close();
+  });
+
+  /** a body that has ended: what pods.ts sends on the lean client */
+  async function none(): Promise<Readable> {
+    const b = Readable.from([]);
+    b.resume();
+    await once(b, 'end');
+    return b;
+  }
+
+  async function send(path: string, method = 'GET'): Promise<{ status: number; body: string; headers: Record<string, string | string[]>; trailers: Record<string, string | string[]> | undefined }> {
+    const head = { method, path, authority: 'pod', headers: {}, protocol: 'http1' as const };
+    const res = await pods.send(RAW_POD, rawPort, head, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', await none(), new AbortController().signal);
+    let text = '';
+    for await (const c of res.body) text += (c as Buffer).toString('latin1');
+    return { status: res.status, body: text, headers: res.headers, trailers: res.trailers() };
+  }
+
+  it('reuses the connection for keep-alive answers and leaves it after connection: close', async () => {
+    script.set('/ka', 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+    script.set('/bye', 'HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: close\r\n\r\nbye');
+    const before = opened;
+    assert.equal((await send('/ka')).body, 'ok');
+    assert.equal((await send('/ka')).body, 'ok');
+    assert.equal(opened - before, 1, 'one connection for two requests');
+    assert.equal((await send('/bye')).body, 'bye');
+    assert.equal((await send('/ka')).body, 'ok');
+    assert.equal(opened - before, 2, 'a new connection after the pod said close');
+  });
+
+  it('skips informational answers, reads a body that runs to the close, and no body for HEAD, 204 and 304', async () => {
+    script.set('/early', 'HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nreal');
+    const early = await send('/early');
+    assert.equal(early.status, 200);
+    assert.equal(early.body, 'real');
+    script.set('/eof', (s) => s.end('HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n\r\nuntil the end', 'latin1'));
+    assert.equal((await send('/eof')).body, 'until the end');
+    script.set('/head', 'HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n');
+    const head = await send('/head', 'HEAD');
+    assert.equal(head.body, '');
+    assert.equal(head.headers['content-length'], '1000');
+    script.set('/none', 'HTTP/1.1 204 No Content\r\n\r\n');
+    script.set('/same', 'HTTP/1.1 304 Not Modified\r\netag: "x"\r\n\r\n');
+    assert.equal((await send('/none')).status, 204);
+    assert.equal((await send('/same')).status, 304);
+    assert.equal((await send('/head', 'HEAD')).status, 200, 'the connection is still in step after the bodiless answers');
+  });
+
+  it('keeps a long head and joins duplicate headers as node:http does', async () => {
+    let many = 'HTTP/1.1 200 OK\r\n';
+    for (let i = 0; i < 60; i++) many += `x-h${i}: v${i}\r\n`;
+    many += 'set-cookie: a=1\r\nset-cookie: b=2\r\nx-dup: one\r\nx-dup: two\r\ncontent-length: 1\r\n\r\n!';
+    script.set('/many', many);
+    const r = await send('/many');
+    assert.equal(r.headers['x-h59'], 'v59');
+    assert.deepEqual(r.headers['set-cookie'], ['a=1', 'b=2']);
+    assert.equal(r.headers['x-dup'], 'one, two');
+    assert.equal(r.body, '!');
+  });
+
+  it('reads a head split over segments and trailers after a chunked body', async () => {
+    script.set('/split', (s) => {
+      s.write('HTTP/1.1 200 OK\r\ntransfer-enc');
+      setTimeout(() => s.write('oding: chunked\r\n\r\n5\r\nhello\r\n'), 10);
+      setTimeout(() => s.write('0\r\nx-sum: 42\r\n\r\n'), 20);
+    });
+    const r = await send('/split');
+    assert.equal(r.body, 'hello');
+    assert.deepEqual(r.trailers, { 'x-sum': '42' });
+  });
+
+  it('a garbled answer, a reset and a refused connection are upstream errors of the right kind', async () => {
+    script.set('/garbage', 'NOT HTTP AT ALL\r\n\r\n');
+    await assert.rejects(send('/garbage'), (e: UpstreamError) => e instanceof UpstreamError && e.kind === 'reset');
+    script.set('/reset', (s) => s.destroy());
+    await assert.rejects(send('/reset'), (e: UpstreamError) => e instanceof UpstreamError && e.kind === 'reset');
+    script.set('/cut', (s) => s.end('HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly some'));
+    await assert.rejects(send('/cut'), 'a body cut short fails the stream');
+    const closed = netServer();
+    await new Promise<void>((r) => closed.listen(0, RAW_POD, r));
+    const port = (closed.address() as AddressInfo).port;
+    closed.close();
+    const head = { method: 'GET', path: '/', authority: '', headers: {}, protocol: 'http1' as const };
+    await assert.rejects(pods.send(RAW_POD, port, head, '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', await none(), new AbortController().signal),
+      (e: UpstreamError) => e instanceof UpstreamError && e.kind === 'connect-failure');
+  });
+
+  it('a pod that closes an idle connection: the next request opens a new one', async () => {
+    script.set('/ka', 'HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok');
+    assert.equal((await send('/ka')).body, 'ok');
+    for (const s of podConns) s.end();
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal((await send('/ka')).body, 'ok');
+  });
+
+  it('refuses what node:http refuses to send: a bad header value, an unescaped path', async () => {
+    const sig = new AbortController().signal;
+    const tp = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    await assert.rejects(pods.send(RAW_POD, rawPort, { method: 'GET', path: '/', authority: '', headers: { 'x-bad': 'a\r\nb' }, protocol: 'http1' }, tp, await none(), sig),
+      { code: 'ERR_INVALID_CHAR' });
+    await assert.rejects(pods.send(RAW_POD, rawPort, { method: 'GET', path: '/a b', authority: '', headers: {}, protocol: 'http1' }, tp, await none(), sig),
+      { code: 'ERR_UNESCAPED_CHARACTERS' });
   });
 });
 
