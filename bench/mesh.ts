@@ -7,10 +7,11 @@
 // plus the agents' memory (RSS) idle and under that load. The server is nginx in every
 // row, so the differences are the path. Needs root and no other sandbox running.
 // Run: flock /tmp/nodal-sandbox.lock node dist/bench/mesh.js [--seconds S] [--connections C]
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Sandbox } from '../cli/dev/index.ts';
+import { nginxConf } from './helpers/nginx.ts';
 import { machine, table, writeSection } from './report.ts';
 
 const arg = (name: string, dflt: number): number => {
@@ -22,27 +23,6 @@ const CONNECTIONS = arg('--connections', 16);
 const VIP = '10.96.1.10';
 const PLAIN_SERVER = '10.244.2.50';
 const NGINX_PROXY = '10.244.1.50';
-
-function nginxConf(dir: string, name: string, body: string): string {
-  const path = join(dir, `${name}.conf`);
-  writeFileSync(path, `worker_processes 1;
-pid ${dir}/${name}.pid;
-error_log stderr warn;
-daemon off;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  client_body_temp_path ${dir}/${name}-body;
-  proxy_temp_path ${dir}/${name}-proxy;
-  fastcgi_temp_path ${dir}/${name}-fcgi;
-  uwsgi_temp_path ${dir}/${name}-uwsgi;
-  scgi_temp_path ${dir}/${name}-scgi;
-  keepalive_requests 1000000;
-${body}
-}
-`);
-  return path;
-}
 
 function manifests(dir: string): string {
   const server = nginxConf(dir, 'server', '  server { listen 8080; location / { return 200 "ok\\n"; } }');

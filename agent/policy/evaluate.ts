@@ -110,6 +110,35 @@ export function evaluate(policies: readonly CompiledPolicy[], req: PolicyRequest
   return d;
 }
 
+/**
+ * The policies as they stand for one source: every rule whose `from` cannot match `src`
+ * is dropped, the others keep only what is left to check (`to`, `when`), and a DENY or
+ * AUDIT policy left without rules goes (it can match nothing). An ALLOW policy stays even
+ * without rules: that it selects the workload is what makes an unmatched request denied.
+ * For every request from `src` (same identity, principal and namespace),
+ * evaluate(forSource(policies, src), req) decides as evaluate(policies, req): `from` reads
+ * only those three fields. The proxy keeps the result per source and destination.
+ */
+export function forSource(policies: readonly CompiledPolicy[], src: PolicySource): CompiledPolicy[] {
+  const out: CompiledPolicy[] = [];
+  for (const p of policies) {
+    let rules: CompiledRule[] | undefined;
+    for (const [i, r] of p.rules.entries()) {
+      const keep = r.from.length === 0 || r.from.some((f) => matchPeer(f, src));
+      if (keep && r.from.length === 0 && rules === undefined) continue; // unchanged so far
+      rules ??= p.rules.slice(0, i);
+      if (keep) rules.push(r.from.length === 0 ? r : { ...r, from: [] });
+    }
+    if (rules === undefined) {
+      out.push(p);
+      continue;
+    }
+    if (rules.length === 0 && p.action !== 'ALLOW') continue;
+    out.push({ ...p, rules });
+  }
+  return out;
+}
+
 /** one line for logs, flows and the CLI: why the decision came out this way */
 export function describeDecision(d: Decision): string {
   const p = d.policy;

@@ -59,14 +59,14 @@ export class Destination {
   /** the policy decision for a request or (no method) a connection */
   decide(conn: InboundConn, req?: { method: string; path: string; host: string; headers: Headers; grpc: boolean }): { decision: Decision; input: PolicyRequest } {
     const view = this.ctx.view();
-    const policies = view ? view.policiesFor(conn.dst.identity) : [];
     const input = l4Input(conn);
+    const policies = view ? view.policiesForSource(conn.dst.identity, input.src) : [];
     if (req) {
       input.method = req.method;
       input.path = req.path;
       input.host = req.host;
-      // copied only when a policy could look at them
-      if (policies.length > 0) input.headers = flatHeaders(req.headers);
+      // copied only when a policy could look at them (now, or after a snapshot: revalidate)
+      if (policies.length > 0 || (view && view.policiesFor(conn.dst.identity).length > 0)) input.headers = flatHeaders(req.headers);
       if (req.grpc) {
         const m = grpcMethodOf(req.path);
         if (m) (input as PolicyRequest & { grpc?: { service: string; method: string } }).grpc = m;
@@ -84,10 +84,10 @@ export class Destination {
     const grpc = isGrpc(head.headers);
     const q = head.path.indexOf('?');
     const path = q < 0 ? head.path : head.path.slice(0, q);
-    const hop = this.ctx.tracer.start(parseTraceparent(headerValue(head.headers.traceparent)) ?? childSpan(conn.trace), 'server');
+    const hop = this.ctx.tracer.start(parentOf(headerValue(head.headers.traceparent), conn.trace), 'server');
     const trace = hop.context;
     const { decision, input } = this.decide(conn, { method: head.method, path, host: head.authority, headers: head.headers, grpc });
-    const rec: RequestRecord = { conn, head, grpc, trace, start, startMs: Date.now(), decision, hop };
+    const rec: RequestRecord = { conn, head, grpc, trace, start, startMs: this.ctx.accessLog ? Date.now() : 0, decision, hop };
 
     if (!decision.allowed) {
       body.resume(); // the body is not wanted; drain it so the client's side can finish
@@ -98,10 +98,9 @@ export class Destination {
       return res;
     }
 
-    const headers = { ...head.headers, traceparent: trace.header };
     let res: L7Response;
     try {
-      res = await this.pods.send(conn.dst.ip, conn.port, { ...head, headers }, body, signal);
+      res = await this.pods.send(conn.dst.ip, conn.port, head, trace.header, body, signal);
     } catch (err) {
       const kind = err instanceof UpstreamError ? err.kind : 'reset';
       const res503 = localResponse(503, 'upstream connect error or disconnect/reset before headers', grpc, { [UPSTREAM_FAILURE_HEADER]: kind });
@@ -110,23 +109,23 @@ export class Destination {
       return res503;
     }
 
-    const live: Live = {
-      conn, request: input,
-      close: () => res.body.destroy(),
-    };
+    const live = new LiveRequest(conn, input, res.body);
     this.live.add(live);
+    // plain HTTP's outcome is known at the response head; gRPC's (grpc-status) at the end
+    if (!grpc) {
+      this.finish(rec, res.status, undefined, 'FORWARDED');
+      res.body.once('close', () => this.live.delete(live));
+      return res;
+    }
     let recorded = false;
-    const record = (): void => {
+    res.body.once('end', () => {
       if (recorded) return;
       recorded = true;
-      this.finish(rec, res.status, grpc ? grpcStatusOf(res) : undefined, 'FORWARDED');
-    };
-    // gRPC's outcome (grpc-status) is known at the end; plain HTTP's at the response head
-    if (!grpc) record();
-    res.body.once('end', record);
+      this.finish(rec, res.status, grpcStatusOf(res), 'FORWARDED');
+    });
     res.body.once('close', () => {
       this.live.delete(live);
-      if (grpc && !recorded) {
+      if (!recorded) {
         recorded = true;
         this.finish(rec, res.status, grpcStatusOf(res), 'ERROR', 'stream ended before its trailers');
       }
@@ -176,24 +175,26 @@ export class Destination {
     this.ctx.metrics.request({
       direction: 'inbound', src: conn.src.identity, dst: conn.dst.identity, route: '', code, grpcStatus, verdict, seconds: Number(elapsed) / 1e9,
     });
-    const q = head.path.indexOf('?');
-    const path = q < 0 ? head.path : head.path.slice(0, q);
-    const policy = policyLabel(rec.decision.policy);
     const protocolName = head.protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1';
-    this.ctx.tracer.end(rec.hop, {
-      method: head.method, path, status: code, grpcStatus, ...(rec.grpc ? { grpcMethod: path.slice(1) } : {}),
-      serverAddress: head.authority, protocol: protocolName,
-      src: { identity: conn.src.identity, namespace: conn.src.endpoint?.namespace, pod: conn.src.endpoint?.name },
-      dst: { identity: conn.dst.identity, namespace: conn.dst.namespace, pod: conn.dst.name },
-      verdict, policy, ...(verdict === 'ERROR' && summary ? { error: summary } : {}),
-    });
+    // span details and the access log line are built only for a span that is exported and a log that is on
+    if (this.ctx.tracer.records(rec.hop)) {
+      const q = head.path.indexOf('?');
+      const path = q < 0 ? head.path : head.path.slice(0, q);
+      this.ctx.tracer.end(rec.hop, {
+        method: head.method, path, status: code, grpcStatus, ...(rec.grpc ? { grpcMethod: path.slice(1) } : {}),
+        serverAddress: head.authority, protocol: protocolName,
+        src: { identity: conn.src.identity, namespace: conn.src.endpoint?.namespace, pod: conn.src.endpoint?.name },
+        dst: { identity: conn.dst.identity, namespace: conn.dst.namespace, pod: conn.dst.name },
+        verdict, policy: policyLabel(rec.decision.policy), ...(verdict === 'ERROR' && summary ? { error: summary } : {}),
+      });
+    }
     this.ctx.accessLog?.write({
       startMs: rec.startMs, direction: 'inbound', traceId: rec.trace.traceId, spanId: rec.trace.spanId,
       src: { identity: conn.src.identity, ...(conn.src.endpoint ? { workload: `${conn.src.endpoint.namespace}/${conn.src.endpoint.name}` } : {}) },
       dst: { identity: conn.dst.identity, workload: `${conn.dst.namespace}/${conn.dst.name}` },
       method: head.method, authority: head.authority, path: head.path, protocol: rec.grpc ? 'gRPC' : protocolName,
       status: code, grpcStatus, route: '', upstream: `${conn.dst.ip}:${conn.port}`, bytesIn: 0, bytesOut: 0,
-      durationMs: Number(elapsed) / 1e6, retries: 0, verdict, policy,
+      durationMs: Number(elapsed) / 1e6, retries: 0, verdict, policy: policyLabel(rec.decision.policy),
     });
     // health probes are not traffic anyone asked to see
     if (conn.src.identity === ReservedIdentity.HEALTH) return;
@@ -203,12 +204,11 @@ export class Destination {
     const view = this.ctx.view();
     f.source = conn.src.flow;
     if (view) f.destination = view.flowEndpoint(conn.dst);
-    const protocol = head.protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1';
     const url = `http://${head.authority}${head.path}`;
     f.l7 = {
       type: verdict === 'FORWARDED' ? 'RESPONSE' : 'REQUEST',
       latencyNs: Number(elapsed),
-      http: code > 0 ? { code, method: head.method, url, protocol } : { method: head.method, url, protocol },
+      http: code > 0 ? { code, method: head.method, url, protocol: protocolName } : { method: head.method, url, protocol: protocolName },
     };
     if (grpcStatus !== undefined) f.l7.http!.headers = [{ key: 'grpc-status', value: String(grpcStatus) }];
     f.traceContext = { parent: { traceId: rec.trace.traceId, spanId: rec.trace.spanId } };
@@ -216,6 +216,19 @@ export class Destination {
     applyDecision(f, rec.decision);
     this.ctx.emit(f);
   }
+}
+
+/** a forwarded request a new policy may have to cut off: closing it destroys the answer's body */
+class LiveRequest implements Live {
+  readonly conn: InboundConn;
+  readonly request: PolicyRequest;
+  private readonly body: Readable;
+  constructor(conn: InboundConn, request: PolicyRequest, body: Readable) {
+    this.conn = conn;
+    this.request = request;
+    this.body = body;
+  }
+  close(): void { this.body.destroy(); }
 }
 
 interface RequestRecord {
@@ -227,6 +240,16 @@ interface RequestRecord {
   startMs: number;
   decision: Decision;
   hop: HopSpan;
+}
+
+/**
+ * The parent of a request's hop: the traceparent it carries, else a span of its
+ * connection's trace. In-process (and from a source proxy) the header is the one the
+ * connection's trace was made from: no need to parse it back.
+ */
+function parentOf(header: string | undefined, connTrace: TraceParent): TraceParent {
+  if (header !== undefined && header === connTrace.header) return connTrace;
+  return parseTraceparent(header) ?? childSpan(connTrace);
 }
 
 const HEALTH_PROBE: Decision = Object.freeze({ allowed: true, verdict: 'ALLOW', reason: 'NO_POLICY' }) as Decision;

@@ -14,19 +14,19 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { Duplex, Readable } from 'node:stream';
 import type { EndpointInfo, RouteFilter, RouteRule } from '../../control/api/types.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
-import type { HopSpan, SpanContext } from '../telemetry/index.ts';
+import type { HopSpan } from '../telemetry/index.ts';
 import type { RequestVerdict } from './metrics.ts';
 import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
-  closedEarly, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Request, headerValue, isGrpc, localResponse, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
 import {
   applyRequestFilters, decideFault, findFilter, grpcMethodOf, hashKeyFor, pickBackend, redirectLocation, responseHeaders, RetryPolicy, rewrite,
-  type AttemptResult, type HealthEndpoint, type RouteRequest,
+  type AttemptResult, type HealthEndpoint, type RouteRequest, type RouteRetry, type TrafficRetry,
 } from './traffic/index.ts';
 import { newFlow, type Addr } from './flows.ts';
 import { guardRequest, guardUpgrade, h2cServerOptions, hardenHttpServer, http1ServerOptions } from './limits.ts';
@@ -161,9 +161,8 @@ export class Egress {
       res.destroy();
       return;
     }
-    const { head, signal } = h1Request(req, res);
     const empty = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
-    this.forward(conn, head, req, empty, signal).then((r) => writeH1(res, r), (err) => {
+    this.forward(conn, h1Head(req), req, empty, connectionClosed(req.socket)).then((r) => writeH1(res, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
       res.destroy();
     });
@@ -288,11 +287,15 @@ export class Egress {
       return this.answer(req, 429, `rate limited by TrafficPolicy ${policy!.namespace}/${policy!.name}`, body, 'DROPPED',
         { 'retry-after': String(st.bucket.retryAfterSeconds()) });
     }
-    if (st && !await st.acquire()) {
-      return this.answer(req, 503, `overflow: connection pool of service ${st.name} is full`, body, 'DROPPED', { 'x-nodal-overloaded': 'true' });
+    let slot = st ? st.acquire() : true;
+    if (slot !== true && slot !== false) slot = await slot;
+    if (!slot) {
+      return this.answer(req, 503, `overflow: connection pool of service ${st!.name} is full`, body, 'DROPPED', { 'x-nodal-overloaded': 'true' });
     }
     try {
-      const res = await this.withTimeout(req, () => this.attempts(req, view, st, body, empty, signal));
+      const res = req.rule?.timeouts?.requestMs
+        ? await this.withTimeout(req, () => this.attempts(req, view, st, body, empty, signal))
+        : await this.attempts(req, view, st, body, empty, signal);
       if (responseFilters) {
         const h = flatHeaders(res.headers);
         responseHeaders(h, responseFilters);
@@ -326,7 +329,7 @@ export class Egress {
   private async attempts(req: RequestRecord, view: MeshView, st: ServiceTraffic | undefined, body: Readable, empty: boolean,
     signal: AbortSignal): Promise<L7Response> {
     const { head } = req;
-    const retry = new RetryPolicy(st?.policy?.retry, req.rule?.retry);
+    const retry = retryPolicy(st?.policy?.retry, req.rule?.retry);
     const perTryMs = req.rule?.timeouts?.backendRequestMs ?? retry.perTryTimeoutMs;
     // a body can be sent again only if the proxy holds all of it: small and of known length
     let held: Buffer | undefined;
@@ -336,7 +339,8 @@ export class Egress {
       if (held !== undefined && cutOff(body)) return this.answer(req, 400, 'request body reset by the client', undefined);
     }
     const retryable = retry.attempts > 0 && (empty || held !== undefined);
-    const tried = new Set<string>();
+    // endpoints already tried: only a request that may be retried needs to remember them
+    const tried = retryable ? new Set<string>() : undefined;
     st?.budget.startRequest();
     try {
       for (let n = 0; ; n++) {
@@ -345,8 +349,8 @@ export class Egress {
           const svc = req.service?.service;
           return this.answer(req, 503, `no healthy upstream for service ${svc?.namespace}/${svc?.name}`, body);
         }
-        tried.add(target.ip);
-        req.upstream = formatAuthority(target.ip, target.port);
+        tried?.add(target.ip);
+        req.upstream = target;
         const lb = target.backend && st ? st.balancer.start(target.backend) : undefined;
         const attemptSignal = perTryMs ? AbortSignal.any([signal, AbortSignal.timeout(perTryMs)]) : signal;
         const sendBody = held !== undefined ? Readable.from([held]) : body;
@@ -355,7 +359,7 @@ export class Egress {
         lb?.done({ ok: !result.connectFailure && !result.reset && !result.timeout && (result.status ?? 0) < 500 });
         if (target.backend) st?.outlier?.report(target.backend.key, { status: result.status, connectFailure: result.connectFailure || result.timeout });
         if (!retryable || signal.aborted || !retry.shouldRetry(head.method, n, result)) {
-          if (result.timeout && res.status === 503) return this.answer(req, 504, `upstream ${req.upstream} did not answer within ${perTryMs} ms`, undefined);
+          if (result.timeout && res.status === 503) return this.answer(req, 504, `upstream ${formatAuthority(target.ip, target.port)} did not answer within ${perTryMs} ms`, undefined);
           return res;
         }
         if (!st?.budget.tryStartRetry()) {
@@ -381,7 +385,7 @@ export class Egress {
       if (!dst) return Promise.resolve(this.answer(req, 503, `backend ${target.ip} is not a known local endpoint`, body));
       const inbound: InboundConn = {
         src: conn.src, dst, port: target.port, appProtocol: view.appProtocol(dst.ip, target.port),
-        trace: traceOf(req.hop.context), via: 'local', peer: undefined,
+        trace: req.hop.context, via: 'local', peer: undefined,
       };
       return this.destination.exchange(inbound, head, body, signal);
     }
@@ -432,9 +436,9 @@ export class Egress {
   }
 
   /** the backend for one request: the pod itself, or one of the Service's backends by its balancer */
-  private pick(req: RequestRecord, view: MeshView, st: ServiceTraffic | undefined, tried: ReadonlySet<string>): Target | undefined {
+  private pick(req: RequestRecord, view: MeshView, st: ServiceTraffic | undefined, tried: ReadonlySet<string> | undefined): Target | undefined {
     const ep = req.conn.endpoint;
-    if (ep) return tried.has(ep.ip) ? undefined : { ip: ep.ip, port: req.conn.orig.port, node: ep.node, identity: ep.identity, endpoint: ep, backend: undefined };
+    if (ep) return tried?.has(ep.ip) ? undefined : { ip: ep.ip, port: req.conn.orig.port, node: ep.node, identity: ep.identity, endpoint: ep, backend: undefined };
     const svc = req.service;
     if (!svc || !st) return undefined;
     const hashOn = st.policy?.loadBalancer?.hashOn;
@@ -455,18 +459,8 @@ export class Egress {
         direction: 'outbound', src: req.conn.src.identity, dst: dstIdentity, route: req.route, code: res.status,
         grpcStatus, verdict, seconds,
       });
-      const q = req.head.path.indexOf('?');
-      const path = q < 0 ? req.head.path : req.head.path.slice(0, q);
       const svc = req.service?.service;
-      this.ctx.tracer.end(req.hop, {
-        method: req.head.method, path, status: res.status, grpcStatus,
-        ...(req.grpc ? { grpcMethod: path.slice(1) } : {}),
-        serverAddress: svc ? `${svc.name}.${svc.namespace}` : req.conn.orig.ip, serverPort: req.conn.orig.port,
-        protocol: req.head.protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1',
-        src: { identity: req.conn.src.identity, namespace: req.conn.src.endpoint?.namespace, pod: req.conn.src.endpoint?.name },
-        dst: { identity: dstIdentity, namespace: svc?.namespace ?? req.conn.endpoint?.namespace, pod: req.conn.endpoint?.name },
-        route: req.route, verdict, ...(req.error ? { error: req.error } : {}),
-      });
+      if (this.ctx.tracer.records(req.hop)) this.endSpan(req, res.status, grpcStatus, verdict, dstIdentity);
       this.ctx.accessLog?.write({
         startMs: req.startedMs,
         direction: 'outbound', traceId: req.hop.context.traceId, spanId: req.hop.context.spanId,
@@ -474,13 +468,29 @@ export class Egress {
         dst: { identity: dstIdentity, ...(svc ? { workload: `${svc.namespace}/${svc.name}` } : {}) },
         method: req.head.method, authority: req.head.authority, path: req.head.path,
         protocol: req.grpc ? 'gRPC' : req.head.protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1',
-        status: res.status, grpcStatus, route: req.route, upstream: req.upstream ?? '', bytesIn: 0, bytesOut: 0,
+        status: res.status, grpcStatus, route: req.route, upstream: req.upstream ? formatAuthority(req.upstream.ip, req.upstream.port) : '', bytesIn: 0, bytesOut: 0,
         durationMs: seconds * 1000, retries: req.retries, verdict, policy: '',
       });
     };
     // gRPC's outcome is in its trailers: record when the body ends
     if (req.grpc && !res.empty) res.body.once('close', done);
     else done();
+  }
+
+  /** the CLIENT span of a request, for a hop that is exported */
+  private endSpan(req: RequestRecord, status: number, grpcStatus: number | undefined, verdict: RequestVerdict, dstIdentity: number): void {
+    const q = req.head.path.indexOf('?');
+    const path = q < 0 ? req.head.path : req.head.path.slice(0, q);
+    const svc = req.service?.service;
+    this.ctx.tracer.end(req.hop, {
+      method: req.head.method, path, status, grpcStatus,
+      ...(req.grpc ? { grpcMethod: path.slice(1) } : {}),
+      serverAddress: svc ? `${svc.name}.${svc.namespace}` : req.conn.orig.ip, serverPort: req.conn.orig.port,
+      protocol: req.head.protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1',
+      src: { identity: req.conn.src.identity, namespace: req.conn.src.endpoint?.namespace, pod: req.conn.src.endpoint?.name },
+      dst: { identity: dstIdentity, namespace: svc?.namespace ?? req.conn.endpoint?.namespace, pod: req.conn.endpoint?.name },
+      route: req.route, verdict, ...(req.error ? { error: req.error } : {}),
+    });
   }
 
   /**
@@ -524,8 +534,8 @@ interface RequestRecord {
   /** the Service the request went to (the route's backend Service when a route matched) */
   service: ServiceTarget | undefined;
   retries: number;
-  /** ip:port of the last endpoint tried */
-  upstream: string | undefined;
+  /** the last endpoint tried */
+  upstream: Target | undefined;
   /** the proxy answered itself */
   local?: boolean;
   verdict?: RequestVerdict;
@@ -556,6 +566,25 @@ function remoteFailure(res: L7Response): 'connect-failure' | 'reset' | undefined
   return v === 'connect-failure' ? 'connect-failure' : 'reset';
 }
 
+/**
+ * A RetryPolicy is configuration only (no per-request state): one per TrafficPolicy retry
+ * and route retry, made at its first use. Snapshots bring new objects, so an old policy's
+ * entry goes with it.
+ */
+const retryPolicies = new WeakMap<object, WeakMap<object, RetryPolicy>>();
+const NO_ROUTE_RETRY = {};
+const NO_TRAFFIC_RETRY = {};
+
+function retryPolicy(policy: TrafficRetry | undefined, route: RouteRetry | undefined): RetryPolicy {
+  const outer = policy ?? NO_TRAFFIC_RETRY;
+  let byRoute = retryPolicies.get(outer);
+  if (!byRoute) retryPolicies.set(outer, (byRoute = new WeakMap()));
+  const inner = route ?? NO_ROUTE_RETRY;
+  let r = byRoute.get(inner);
+  if (!r) byRoute.set(inner, (r = new RetryPolicy(policy, route)));
+  return r;
+}
+
 /** bodies up to this size are held so that a retry can send them again */
 const MAX_HELD_BODY = 64 * 1024;
 
@@ -581,10 +610,6 @@ function delay(ms: number, signal: AbortSignal): Promise<void> {
   });
 }
 
-
-function traceOf(c: SpanContext): TraceParent {
-  return { traceId: c.traceId, spanId: c.spanId, flags: c.flags, header: c.header };
-}
 
 /**
  * The socket as a plain Duplex that yields what is buffered in it first. Slower than the

@@ -9,7 +9,9 @@
 
 import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import { setMaxListeners } from 'node:events';
 import { constants as h2c, type Http2Stream, type ServerHttp2Stream } from 'node:http2';
+import type { Socket } from 'node:net';
 import { Readable, type Writable } from 'node:stream';
 
 export type WireProtocol = 'http1' | 'h2';
@@ -81,10 +83,7 @@ export function endToEnd(h: IncomingHttpHeaders, stripInternal: boolean): Header
  * before its answer was written (the upstream request must not be left hanging)
  */
 export function h1Request(req: IncomingMessage, res: ServerResponse): { head: RequestHead; signal: AbortSignal } {
-  const head: RequestHead = {
-    method: req.method ?? 'GET', path: req.url ?? '/', authority: req.headers.host ?? '',
-    headers: endToEnd(req.headers, true), protocol: 'http1',
-  };
+  const head = h1Head(req);
   const ac = new AbortController();
   res.on('close', () => { if (!res.writableFinished) ac.abort(); });
   return { head, signal: ac.signal };
@@ -114,12 +113,43 @@ export function pipeBody(body: Readable, to: Writable): void {
 
 /**
  * An HTTP/2 stream that closed before its exchange was over: the answer not all written,
- * or the peer reset it (a reset ends the writable side too, so writableFinished alone
- * would read a reset stream as answered and leave its upstream request running).
+ * or the peer reset it (a reset ends the writable side too, so "ended" alone would read a
+ * reset stream as answered and leave its upstream request running). writableEnded, not
+ * writableFinished: an h2 stream often closes before the 'finish' of an answer written
+ * whole, which made nearly every completed tunnel request cancel its upstream.
  */
 export function closedEarly(stream: Http2Stream): boolean {
-  return !stream.writableFinished || cutOff(stream);
+  return !stream.writableEnded || cutOff(stream);
 }
+
+/** an HTTP/1.1 request as a RequestHead */
+export function h1Head(req: IncomingMessage): RequestHead {
+  return {
+    method: req.method ?? 'GET', path: req.url ?? '/', authority: req.headers.host ?? '',
+    headers: endToEnd(req.headers, true), protocol: 'http1',
+  };
+}
+
+/**
+ * A signal that fires when an HTTP/1.1 client's connection closes: one per connection,
+ * shared by its requests, instead of an AbortController and a 'close' listener per request.
+ * The same thing h1Request's signal says for a request still unanswered (a response closes
+ * before it finished only when its connection goes), and harmless for answered ones, which
+ * have let go of it by then.
+ */
+export function connectionClosed(socket: Socket): AbortSignal {
+  let ac = closedSignals.get(socket);
+  if (!ac) {
+    const c = new AbortController();
+    // pipelined requests each listen while they are out: no leak warning at the 11th
+    setMaxListeners(0, c.signal);
+    closedSignals.set(socket, (ac = c));
+    socket.once('close', () => c.abort());
+  }
+  return ac.signal;
+}
+
+const closedSignals = new WeakMap<Socket, AbortController>();
 
 /** header values joined into one string each (what matchers and policies read) */
 export function flatHeaders(h: Headers): Record<string, string> {
@@ -211,6 +241,17 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
   const headers: OutgoingHttpHeaders = extraHeaders ? { ...r.headers, ...extraHeaders } : r.headers;
   res.writeHead(r.status, headers);
   const chunked = headers['content-length'] === undefined;
+  if (arrived(r.body)) {
+    // the whole answer is here already (a small one comes in the segment of its head): one
+    // write of head and body, no pipe and none of its listeners. The read ends the body
+    // stream, which hands a pooled upstream connection back to its pool.
+    const data = r.body.read() as Buffer | null;
+    const t = r.trailers();
+    if (t && chunked) res.addTrailers(t as OutgoingHttpHeaders);
+    if (data === null) res.end();
+    else res.end(data);
+    return;
+  }
   // a body that stops without ending (upstream reset, a policy closing it) must not leave
   // the client waiting: the connection goes, which is how HTTP/1.1 says "incomplete"
   r.body.once('close', () => { if (!r.body.readableEnded) res.destroy(); });
@@ -227,6 +268,15 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
   res.on('close', () => { if (!r.body.readableEnded) r.body.destroy(); });
   r.body.pipe(res, { end: false });
 }
+
+/** an upstream HTTP/1.1 answer that has been received to its end and is buffered whole */
+function arrived(body: Readable): boolean {
+  const m = body as Partial<IncomingMessage>;
+  return m.complete === true && !body.destroyed && !body.readableEnded && body.readableLength <= MAX_BUFFERED_WRITE;
+}
+
+/** above this a buffered answer is piped as usual, in chunks the socket can take */
+const MAX_BUFFERED_WRITE = 64 * 1024;
 
 /**
  * Write a response to an HTTP/2 client stream. A gRPC response that is not trailers-only

@@ -1,7 +1,6 @@
 // Building Flow records (agent/flows/flow.ts): one per connection verdict, one per request.
 
 import { randomUUID } from 'node:crypto';
-import { isIPv6 } from 'node:net';
 import type { Flow, FlowPolicy, FlowType, FlowVerdict, TrafficDirection } from '../flows/flow.ts';
 import type { Decision } from '../policy/index.ts';
 
@@ -18,10 +17,11 @@ export function newFlow(
   nodeName: string, verdict: FlowVerdict, type: FlowType, direction: TrafficDirection,
   src: Addr | undefined, dst: Addr | undefined,
 ): Flow {
-  // the proxy records requests and connections, never replies on their own
+  // the proxy records requests and connections, never replies on their own; addresses are
+  // IP addresses already (normalised), so a colon is what makes one IPv6
   const f: Flow = { time: now(), uuid: randomUUID(), verdict, Type: type, nodeName, trafficDirection: direction, isReply: false };
   if (src && dst && src.ip && dst.ip) {
-    f.IP = { source: src.ip, destination: dst.ip, ipVersion: isIPv6(src.ip) ? 'IPv6' : 'IPv4' };
+    f.IP = { source: src.ip, destination: dst.ip, ipVersion: src.ip.includes(':') ? 'IPv6' : 'IPv4' };
     f.l4 = { TCP: { sourcePort: src.port, destinationPort: dst.port } };
   }
   return f;

@@ -200,6 +200,9 @@ export class ProxyMetrics {
   private readonly requestsTotal: FastCounter;
   private readonly durationSeconds: FastHistogram;
   private readonly series = new Map<string, RequestSeries>();
+  /** the same series by source, destination and route, one tree per direction */
+  private readonly outboundSeries = new Map<number | string, Map<number | string, Map<string, RequestSeries>>>();
+  private readonly inboundSeries = new Map<number | string, Map<number | string, Map<string, RequestSeries>>>();
   private readonly verdictsTotal: FastCounter;
   private readonly retriesTotal: FastCounter;
   private readonly ejectionsTotal: FastCounter;
@@ -290,17 +293,27 @@ export class ProxyMetrics {
   }
 
   private requestSeries(direction: Direction, src: number | string, dst: number | string, route: string): RequestSeries {
-    const key = `${direction}|${src}|${dst}|${route}`;
-    let s = this.series.get(key);
+    // looked up by its parts (number keys, then the route): no key string built per request
+    const bySrc = direction === 'outbound' ? this.outboundSeries : this.inboundSeries;
+    let byDst = bySrc.get(src);
+    if (byDst === undefined) bySrc.set(src, (byDst = new Map()));
+    let byRoute = byDst.get(dst);
+    if (byRoute === undefined) byDst.set(dst, (byRoute = new Map()));
+    let s = byRoute.get(route);
     if (s === undefined) {
       if (this.series.size >= MAX_CACHED_TUPLES || this.requestsTotal.handedOut >= MAX_CACHED_TUPLES) {
         // the counts are flushed into prom-client first: nothing recorded is lost
         this.requestsTotal.release();
         this.series.clear();
+        this.outboundSeries.clear();
+        this.inboundSeries.clear();
+        return this.requestSeries(direction, src, dst, route);
       }
+      const key = `${direction}|${src}|${dst}|${route}`;
       const base = { direction, source_identity: String(src), destination_identity: String(dst), route };
       s = { key, base, latency: undefined, counts: new Map() };
       this.series.set(key, s);
+      byRoute.set(route, s);
     }
     return s;
   }

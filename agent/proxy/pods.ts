@@ -1,15 +1,20 @@
 // Upstream connections from the destination proxy to its local pods, pooled per pod:
-// HTTP/1.1 over a keep-alive agent (one request per connection at a time), HTTP/2 (h2c,
-// gRPC) over one multiplexed session per pod address. Every connection leaves from the
-// proxy address, the only source the ingress guard admits for a new connection.
+// HTTP/1.1 requests without a body on the lean client's keep-alive connections
+// (pod-h1.ts), those with a body over node:http's keep-alive agent (one request per
+// connection at a time), HTTP/2 (h2c, gRPC) over one multiplexed session per pod address.
+// Every connection leaves from the proxy address, the only source the ingress guard admits
+// for a new connection.
 
-import { Agent, IncomingMessage, request, type ClientRequest } from 'node:http';
+import { Agent, IncomingMessage, request, type ClientRequest, type OutgoingHttpHeaders } from 'node:http';
 import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type Http2Stream, type IncomingHttpHeaders as H2Headers } from 'node:http2';
 import { connect, Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
 import { endToEnd, pipeBody, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { LeanPodClient, leanClientAvailable, UpstreamError } from './pod-h1.ts';
+
+export { UpstreamError };
 
 /** idle HTTP/1.1 sockets kept per pod: enough for bursts, few enough not to pin pod memory */
 const IDLE_SOCKETS_PER_POD = 64;
@@ -17,16 +22,6 @@ const IDLE_SOCKETS_PER_POD = 64;
 const H2_IDLE_MS = 5 * 60 * 1000;
 /** a pod's h2 stream window: generous, as for the tunnel (in-node, no real RTT) */
 const H2_WINDOW = 1 << 20;
-
-export class UpstreamError extends Error {
-  /** 'connect-failure': nothing reached the pod; 'reset': the pod or the connection failed mid-exchange */
-  readonly kind: 'connect-failure' | 'reset';
-  constructor(kind: UpstreamError['kind'], message: string, options?: { cause?: unknown }) {
-    super(message, options);
-    this.name = 'UpstreamError';
-    this.kind = kind;
-  }
-}
 
 /** a TrafficPolicy's connectionPool settings that shape the connections to one pod port */
 export interface PodConnectionSettings {
@@ -94,72 +89,116 @@ export class PodPool {
   private readonly onSocket: (s: Socket) => void;
   /** requests each HTTP/1.1 connection or HTTP/2 session to a pod has carried */
   private readonly carried = new WeakMap<object, number>();
+  /** HTTP/1.1 requests without a body (pod-h1.ts); undefined where node's parser cannot be reached */
+  private readonly lean: LeanPodClient | undefined;
 
   constructor(bindIp: string, onSocket: (s: Socket) => void) {
     this.bindIp = bindIp;
     this.onSocket = onSocket;
     this.agent = new PodAgent({ keepAlive: true, maxFreeSockets: IDLE_SOCKETS_PER_POD, localAddress: bindIp });
+    this.lean = leanClientAvailable ? new LeanPodClient(bindIp, IDLE_SOCKETS_PER_POD, onSocket) : undefined;
   }
 
   /** connectionPool settings per pod port (podSettings()); applied to connections opened or reused from now on */
   configure(settings: Map<string, PodConnectionSettings>): void {
     this.agent.settings = settings;
+    this.lean?.configure(settings);
   }
 
   /** one more request on `conn`; true when it is the last one the pod port's limit allows */
-  private count(conn: object, key: string): boolean {
+  private count(conn: object, ip: string, port: number): boolean {
     const n = (this.carried.get(conn) ?? 0) + 1;
     this.carried.set(conn, n);
-    const max = this.agent.settings.get(key)?.maxRequestsPerConnection;
+    const settings = this.agent.settings;
+    if (settings.size === 0) return false; // no TrafficPolicy limits a pod here: no key to build
+    const max = settings.get(`${ip}:${port}`)?.maxRequestsPerConnection;
     return max !== undefined && max > 0 && n >= max;
   }
 
-  /** send one request to the pod; resolves at the response headers */
-  send(ip: string, port: number, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
-    return head.protocol === 'h2' ? this.sendH2(ip, port, head, body, signal) : this.sendH1(ip, port, head, body, signal);
+  /**
+   * Send one request to the pod; resolves at the response headers. `traceparent` replaces
+   * the one in head.headers: the request goes on with this hop's span as its parent.
+   */
+  send(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
+    if (head.protocol === 'h2') return this.sendH2(ip, port, head, traceparent, body, signal);
+    if (this.lean && bodiless(body)) {
+      body.resume(); // nothing to send; drained so that the client's side ends
+      return this.lean.send(ip, port, head, traceparent, signal).then(answer);
+    }
+    return this.sendH1(ip, port, head, traceparent, body, signal);
   }
 
   close(): void {
+    this.lean?.close();
     this.agent.destroy();
     for (const s of this.sessions.values()) s.destroy();
     this.sessions.clear();
   }
 
-  private sendH1(ip: string, port: number, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
+  private sendH1(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
     return new Promise((resolve, reject) => {
-      const headers: Headers = { ...head.headers };
-      if (head.authority) headers.host = head.authority;
+      if (signal.aborted) {
+        reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: request cancelled before it was sent`));
+        return;
+      }
+      // a flat [name, value, ...] list: node:http writes it as it is, without building the
+      // map of an OutgoingMessage's setHeader() for each (and no copy of head.headers)
+      const h = head.headers;
+      const headers: Array<string | string[]> = [];
+      for (const k in h) if (k !== 'traceparent') headers.push(k, h[k]!);
+      if (head.authority) headers.push('host', head.authority);
+      headers.push('traceparent', traceparent);
       // node:http frames a body by its own rule: chunked by default, but not for GET, HEAD,
       // DELETE, OPTIONS, TRACE; a GET's chunked body would go out as bare bytes, read by the
       // pod as the requests that follow (smuggling). A body is framed here, always.
-      if (headers['content-length'] === undefined && !knownEmpty(body)) headers['transfer-encoding'] = 'chunked';
+      if (h['content-length'] === undefined && !knownEmpty(body)) headers.push('transfer-encoding', 'chunked');
       const req = request({
-        host: ip, port, method: head.method, path: head.path, headers, agent: this.agent,
-        localAddress: this.bindIp, setHost: false, signal,
+        host: ip, port, method: head.method, path: head.path, headers: headers as unknown as OutgoingHttpHeaders, agent: this.agent,
+        localAddress: this.bindIp, setHost: false,
       });
       let sent = false;
       let last = false;
+      let settled = false;
+      // the client went away first: cancel upstream (an own listener, removed with the
+      // exchange; http.request's `signal` option costs a stream-wide end-of-stream watch)
+      const onAbort = (): void => { req.destroy(signal.reason instanceof Error ? signal.reason : new Error('request cancelled')); };
+      signal.addEventListener('abort', onAbort, { once: true });
+      const unwatch = (): void => signal.removeEventListener('abort', onAbort);
       req.on('socket', (s: Socket) => {
         // a reused socket is counted once per request, a new one is announced once
         if (!this.carried.has(s)) this.onSocket(s);
-        last = this.count(s, `${ip}:${port}`);
+        last = this.count(s, ip, port);
         if (s.connecting) s.once('connect', () => { sent = true; });
         else sent = true;
       });
       req.on('response', (res) => {
+        settled = true;
+        res.once('close', unwatch);
         // the connection's last allowed request: retire it once the answer is read, before
         // the agent can hand it out again
         if (last) res.once('end', () => req.socket?.destroy());
         resolve({ status: res.statusCode ?? 502, headers: endToEnd(res.headers, false), body: res, trailers: () => trailersOf(res.trailers) });
       });
-      req.on('error', (err) => reject(new UpstreamError(sent ? 'reset' : 'connect-failure', `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err })));
+      req.on('error', (err) => {
+        if (settled) return;
+        settled = true;
+        unwatch();
+        reject(new UpstreamError(sent ? 'reset' : 'connect-failure', `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
+      });
+      // no body (a GET): the request ends at once instead of piping nothing into it; the
+      // client's stream is drained so that it ends too
+      if (bodiless(body)) {
+        body.resume();
+        req.end();
+        return;
+      }
       // pipe, not pipeline: a failing upstream must not destroy the client's side, which
       // stays open for the error answer (and, for HTTP/1.1, the next keep-alive request)
       pipeBody(body, req);
     });
   }
 
-  private sendH2(ip: string, port: number, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
+  private sendH2(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
     return new Promise((resolve, reject) => {
       let session: ClientHttp2Session;
       try {
@@ -168,7 +207,7 @@ export class PodPool {
         reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: ${(err as Error).message}`, { cause: err }));
         return;
       }
-      if (this.count(session, `${ip}:${port}`)) {
+      if (this.count(session, ip, port)) {
         // its last allowed stream: the next request opens a new session; this one ends
         // gracefully once its streams are done
         if (this.sessions.get(`${ip}:${port}`) === session) this.sessions.delete(`${ip}:${port}`);
@@ -176,7 +215,7 @@ export class PodPool {
       }
       const stream = session.request({
         ':method': head.method, ':path': head.path, ':scheme': 'http',
-        ':authority': head.authority || `${ip}:${port}`, ...head.headers,
+        ':authority': head.authority || `${ip}:${port}`, ...head.headers, traceparent,
       }, { signal });
       let trailers: Headers | undefined;
       stream.on('trailers', (t: H2Headers) => { trailers = endToEnd(t, false); });
@@ -223,6 +262,22 @@ function knownEmpty(body: Readable): boolean {
   // HTTP/1.1: llhttp read no body without Content-Length or Transfer-Encoding
   if (body instanceof IncomingMessage) return body.headers['content-length'] === undefined && body.headers['transfer-encoding'] === undefined;
   return false;
+}
+
+/**
+ * A request without a body: an HTTP/1.1 request that announced none (RFC 9112 §6.3: no
+ * Transfer-Encoding and no Content-Length, or a length of 0), or a stream that already
+ * ended. Known from the head, before the parser has even reached the request's end.
+ */
+function bodiless(body: Readable): boolean {
+  if (body.readableEnded) return true;
+  if (!(body instanceof IncomingMessage)) return false;
+  const h = body.headers;
+  return h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0');
+}
+
+function answer(res: IncomingMessage): L7Response {
+  return { status: res.statusCode ?? 502, headers: endToEnd(res.headers, false), body: res, trailers: () => trailersOf(res.trailers) };
 }
 
 function trailersOf(t: NodeJS.Dict<string>): Headers | undefined {

@@ -62,14 +62,16 @@ export class ServiceTraffic {
 
   /**
    * A concurrency slot for one request (connectionPool.maxConnections requests at once, up
-   * to maxPendingRequests more waiting); false: overflow, answer 503 at once.
+   * to maxPendingRequests more waiting); false: overflow, answer 503 at once. A promise
+   * only when the request has to wait: the common case costs no await.
    */
-  async acquire(): Promise<boolean> {
+  acquire(): boolean | Promise<boolean> {
     if (this.limits.connections.tryAcquire()) return true;
     if (!this.limits.pending.tryAcquire()) return false;
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
-    this.limits.pending.release();
-    return true;
+    return new Promise<boolean>((resolve) => this.waiting.push(() => {
+      this.limits.pending.release();
+      resolve(true);
+    }));
   }
 
   release(): void {

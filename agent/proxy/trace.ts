@@ -2,7 +2,7 @@
 // traceparent, and starts one per connection when the caller sent none, so that a flow,
 // the access log and the workload's own spans can be joined on the trace id.
 
-import { randomBytes } from 'node:crypto';
+import { randomSpanId, randomTraceId } from '../telemetry/index.ts';
 
 export interface TraceParent {
   traceId: string;
@@ -29,14 +29,13 @@ export function parseTraceparent(value: string | string[] | undefined): TracePar
 
 /** a new trace, sampled (flags 01) so that a tracing backend records what the mesh started */
 export function newTrace(): TraceParent {
-  const b = randomBytes(24);
-  const traceId = b.toString('hex', 0, 16);
-  const spanId = b.toString('hex', 16, 24);
+  const traceId = randomTraceId();
+  const spanId = randomSpanId();
   return { traceId, spanId, flags: '01', header: `00-${traceId}-${spanId}-01` };
 }
 
 /** a new span in the same trace: one request on a connection whose trace the proxy started */
 export function childSpan(parent: TraceParent): TraceParent {
-  const spanId = randomBytes(8).toString('hex');
+  const spanId = randomSpanId();
   return { traceId: parent.traceId, spanId, flags: parent.flags, header: `00-${parent.traceId}-${spanId}-${parent.flags}` };
 }

@@ -6,10 +6,16 @@ import type {
 } from '../../control/api/types.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import type { FlowEndpoint } from '../flows/flow.ts';
+import { forSource, type PolicySource } from '../policy/index.ts';
 
 export interface ServiceTarget { service: ServiceInfo; port: ServicePort; /** round-robin key */ key: string }
 
 const NO_POLICIES: readonly CompiledPolicy[] = Object.freeze([]);
+/**
+ * (destination, source) pairs whose policies are kept per view: far more than the pairs
+ * that talk on one node; past it a pair is worked out per request, never unbounded memory
+ */
+const MAX_CACHED_SOURCES = 16384;
 
 export const WORLD_ENDPOINT: FlowEndpoint = Object.freeze({
   identity: ReservedIdentity.WORLD, labels: Object.freeze(['reserved:world']) as string[],
@@ -30,6 +36,9 @@ export class MeshView {
   /** `${podIp}:${targetPort}` → appProtocol, so the destination knows a declared protocol */
   private readonly appProtocols = new Map<string, string>();
   private readonly policies = new Map<number, CompiledPolicy[]>();
+  /** policiesForSource's results: destination identity → source identity → policies */
+  private readonly bySource = new Map<number, Map<number, { principal: string | undefined; namespace: string | undefined; policies: readonly CompiledPolicy[] }>>();
+  private sourcesCached = 0;
   /** flow endpoints are shared by every flow of the endpoint: built once, frozen */
   private readonly flowEndpoints = new WeakMap<EndpointInfo, FlowEndpoint>();
 
@@ -104,6 +113,27 @@ export class MeshView {
 
   /** only the policies that select this identity: evaluate() then skips nothing */
   policiesFor(identity: number): readonly CompiledPolicy[] { return this.policies.get(identity) ?? NO_POLICIES; }
+
+  /**
+   * The policies of `identity` as they stand for one source (agent/policy forSource): the
+   * part of a decision that depends only on who is asking is taken once per source and
+   * destination for the life of this view, not per request.
+   */
+  policiesForSource(identity: number, src: PolicySource): readonly CompiledPolicy[] {
+    const all = this.policies.get(identity);
+    if (all === undefined) return NO_POLICIES;
+    let bySrc = this.bySource.get(identity);
+    if (bySrc === undefined) this.bySource.set(identity, (bySrc = new Map()));
+    const hit = bySrc.get(src.identity);
+    if (hit !== undefined && hit.principal === src.principal && hit.namespace === src.namespace) return hit.policies;
+    const policies = forSource(all, src);
+    // a source's principal and namespace follow from its identity: a second form is not kept
+    if (hit === undefined && this.sourcesCached < MAX_CACHED_SOURCES) {
+      bySrc.set(src.identity, { principal: src.principal, namespace: src.namespace, policies });
+      this.sourcesCached++;
+    }
+    return policies;
+  }
 
   flowEndpoint(ep: EndpointInfo | undefined, identity?: number): FlowEndpoint {
     if (!ep) return identity === undefined ? {} : { identity };

@@ -8,7 +8,7 @@ export { AccessLog, ACCESS_LOG_FIELDS, ALL_ACCESS_LOG_FIELDS, DEFAULT_MAX_BUFFER
 export type { AccessLogEntry, AccessLogField, AccessLogOptions } from './accesslog.ts';
 export { OtlpExporter, otlpProtoDir, otlpRoot, nowUnixNano, retryAfterMs, EXPORT_REQUEST_TYPE, EXPORT_RESPONSE_TYPE } from './otlp.ts';
 export type { FinishedSpan, OtlpExporterOptions, AttributeValue } from './otlp.ts';
-export { Tracer, finishedSpan } from './tracing.ts';
+export { Tracer, finishedSpan, randomSpanId, randomTraceId } from './tracing.ts';
 export type { HopSpan, HopDetails, SpanContext, TracerOptions } from './tracing.ts';
 
 /** what the agent hands the proxy (ProxyOptions.telemetry) */

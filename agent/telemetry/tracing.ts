@@ -8,7 +8,7 @@
 // starts is sampled with the configured ratio, decided from the trace id so every hop of
 // the trace agrees.
 
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { nowUnixNano, type AttributeValue, type FinishedSpan, type OtlpExporter } from './otlp.ts';
 
 /** a W3C trace context; agent/proxy/trace.ts's TraceParent has this shape */
@@ -30,6 +30,7 @@ export interface HopSpan {
   readonly parentSpanId: string | undefined;
   readonly kind: 'client' | 'server';
   readonly sampled: boolean;
+  /** unix ns; 0n when the tracer exports nothing (the clock is read only for spans that can leave) */
   readonly startNs: bigint;
 }
 
@@ -91,18 +92,25 @@ export class Tracer {
    * this hop starts a trace).
    */
   start(parent: SpanContext | undefined, kind: 'client' | 'server'): HopSpan {
-    const startNs = nowUnixNano();
+    const startNs = this.exporter ? nowUnixNano() : 0n;
     if (parent) {
-      const spanId = randomBytes(8).toString('hex');
+      const spanId = randomSpanId();
       const context = { traceId: parent.traceId, spanId, flags: parent.flags, header: `00-${parent.traceId}-${spanId}-${parent.flags}` };
       return { context, parentSpanId: parent.spanId, kind, sampled: (Number.parseInt(parent.flags, 16) & 1) === 1, startNs };
     }
-    const b = randomBytes(24);
-    const traceId = b.toString('hex', 0, 16);
-    const spanId = b.toString('hex', 16, 24);
+    const traceId = randomTraceId();
+    const spanId = randomSpanId();
     const sampled = this.sampleRoot(traceId);
     const flags = sampled ? '01' : '00';
     return { context: { traceId, spanId, flags, header: `00-${traceId}-${spanId}-${flags}` }, parentSpanId: undefined, kind, sampled, startNs };
+  }
+
+  /**
+   * Will end() export this hop? The caller builds the HopDetails only then: most hops of a
+   * busy proxy are never exported, and the details are a dozen fields per request.
+   */
+  records(hop: HopSpan): boolean {
+    return hop.sampled && this.exporter !== undefined;
   }
 
   /** finish a hop: a sampled one is queued for export (O(1), never blocks) */
@@ -177,6 +185,32 @@ export function finishedSpan(hop: HopSpan, d: HopDetails): FinishedSpan {
   if (failed) span.status = { code: 'error', ...(d.error ? { message: d.error } : {}) };
   return span;
 }
+
+/**
+ * Trace and span ids are cut from one buffer of random bytes, refilled when it runs out:
+ * one randomFillSync per 256 span ids instead of one randomBytes (a Buffer and a call
+ * into C++) per id, three of which a proxied request used to make. As random as before;
+ * ids are identifiers, not secrets (Node's randomUUID() buffers the same way).
+ */
+const ID_POOL_BYTES = 2048;
+const idPool = Buffer.allocUnsafeSlow(ID_POOL_BYTES);
+let idOffset = ID_POOL_BYTES;
+
+function randomHex(bytes: number): string {
+  if (idOffset + bytes > ID_POOL_BYTES) {
+    randomFillSync(idPool);
+    idOffset = 0;
+  }
+  const hex = idPool.toString('hex', idOffset, idOffset + bytes);
+  idOffset += bytes;
+  return hex;
+}
+
+/** 32 random hex digits (W3C trace-id) */
+export function randomTraceId(): string { return randomHex(16); }
+
+/** 16 random hex digits (W3C parent-id / span id) */
+export function randomSpanId(): string { return randomHex(8); }
 
 function protocolVersion(p: string | undefined): string | undefined {
   if (!p) return undefined;

@@ -3,7 +3,7 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import type { CompiledPolicy, CompiledRule, L7Match, PeerMatch } from '../../control/api/types.ts';
-import { describeDecision, evaluate, matchHost, matchValue, type Decision, type PolicyRequest } from '../../agent/policy/index.ts';
+import { describeDecision, evaluate, forSource, matchHost, matchValue, type Decision, type PolicyRequest } from '../../agent/policy/index.ts';
 
 const HTTPBIN = 300;
 const SLEEP = 256;
@@ -162,6 +162,34 @@ describe('policy evaluate', () => {
     assert.equal(describeDecision(evaluate([denyAll], http('GET', '/'))), 'denied by foo/deny-all rule 0');
     assert.equal(describeDecision(evaluate([allowAll], http('GET', '/'))), 'allowed by foo/allow-all rule 0');
     assert.equal(describeDecision(evaluate([], http('GET', '/'))), 'allowed: no policy selects the workload');
+  });
+});
+
+describe('policy forSource (the per-source part the proxy keeps)', () => {
+  const everything = [allowRead, httpbin, denyGetUnlessAdmin, denyNotFoo, byIdentity, audit, headerAllow, denyGrpcOp, allowNothing];
+  it('decides every case as the full policies do', () => {
+    for (const c of cases) {
+      assert.deepEqual(evaluate(forSource(c.policies, c.req.src), c.req), evaluate(c.policies, c.req), c.name);
+    }
+  });
+
+  it('decides mixed policies as the full set does, for each source', () => {
+    for (const src of [SLEEP_SRC, DEV_SRC, { identity: 999, namespace: 'bar', principal: 'cluster.local/ns/bar/sa/x' }]) {
+      const mine = forSource(everything, src);
+      for (const req of [http('GET', '/info/x'), http('POST', '/data'), http('GET', '/audit/a'), http('GET', '/', { headers: { version: 'v1' } }), tcp(9000)]) {
+        const r = { ...req, src };
+        assert.deepEqual(evaluate(mine, r), evaluate(everything, r), `${src.namespace} ${r.method ?? 'tcp'} ${r.path ?? r.port}`);
+      }
+    }
+  });
+
+  it('drops what cannot apply to the source and keeps an ALLOW left without rules', () => {
+    const mine = forSource([httpbin, denyNotFoo, allowNothing], SLEEP_SRC);
+    // httpbin keeps its rule 0 (sleep's principal), without the from it passed; deny-not-foo goes
+    assert.deepEqual(mine.map((p) => [p.name, p.rules.map((r) => [r.index, r.from.length])]), [['httpbin', [[0, 0]]], ['allow-nothing', []]]);
+    const dev = forSource([byIdentity], DEV_SRC);
+    assert.deepEqual(dev.map((p) => [p.name, p.rules.length]), [['by-identity', 0]]);
+    assert.equal(forSource([allowAll], SLEEP_SRC)[0], allowAll, 'a policy without source conditions is shared, not copied');
   });
 });
 

@@ -1,0 +1,384 @@
+// HTTP/1.1 to local pods for requests without a body (GET, HEAD, DELETE... the common
+// case), without http.request and its Agent: pooled keep-alive sockets per pod, each with
+// one llhttp parser for its life (node:http's own, from _http_common), answers handed on
+// as node:http IncomingMessages (same header rules, same body stream). ClientRequest and
+// the Agent cost a third of the proxy's CPU per request (an options object merged twice,
+// setHeader per header, a write of the head through OutgoingMessage, three ticks to hand
+// the socket back); this writes the head in one call and parses with the same parser.
+// Requests with a body still go through node:http (pods.ts): chunked framing, answers
+// that come before the body was sent and Expect: 100-continue are its business.
+//
+// The parser is reached through Node's legacy _http_common module: probed once at load,
+// and when it is not there (another Node) pods.ts sends every request through node:http.
+
+import { IncomingMessage, validateHeaderName, validateHeaderValue } from 'node:http';
+import { createRequire } from 'node:module';
+import { connect, type Socket } from 'node:net';
+import { errorText } from './errors.ts';
+import type { Headers, RequestHead } from './exchange.ts';
+
+export class UpstreamError extends Error {
+  /** 'connect-failure': nothing reached the pod; 'reset': the pod or the connection failed mid-exchange */
+  readonly kind: 'connect-failure' | 'reset';
+  constructor(kind: UpstreamError['kind'], message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'UpstreamError';
+    this.kind = kind;
+  }
+}
+
+/** the parts of node's HTTPParser binding used here (lib/_http_common.js drives it the same way) */
+interface Parser {
+  initialize(type: number, resource: object, maxHeaderSize?: number, lenientFlags?: number): void;
+  execute(data: Buffer): number | Error;
+  finish(): number | Error | undefined;
+  close(): void;
+  [callback: number]: unknown;
+  [CONN]?: PodConnection;
+}
+interface ParserClass {
+  new (): Parser;
+  RESPONSE: number;
+  kOnHeaders: number;
+  kOnHeadersComplete: number;
+  kOnBody: number;
+  kOnMessageComplete: number;
+}
+
+const CONN = Symbol('nodal.podConnection');
+
+function probeParser(): ParserClass | undefined {
+  try {
+    const P = (createRequire(import.meta.url)('_http_common') as { HTTPParser?: ParserClass }).HTTPParser;
+    if (typeof P !== 'function' || typeof P.RESPONSE !== 'number') return undefined;
+    for (const k of [P.kOnHeaders, P.kOnHeadersComplete, P.kOnBody, P.kOnMessageComplete]) if (typeof k !== 'number') return undefined;
+    return P;
+  } catch {
+    return undefined;
+  }
+}
+
+const HTTPParser = probeParser();
+
+/** false on a Node whose http parser cannot be reached: pods.ts then uses node:http for everything */
+export const leanClientAvailable = HTTPParser !== undefined;
+
+/** node:http's cap on header lines kept per message (_http_common MAX_HEADER_PAIRS, counted as in the flat list) */
+const MAX_HEADER_ENTRIES = 2000;
+/** TCP keep-alive probes on pod connections, as node's Agent sets on the sockets it keeps */
+const TCP_KEEPALIVE_MS = 1000;
+/** a method is an HTTP token (RFC 9110 §9.1) */
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+/** what node:http refuses in a request target (ERR_UNESCAPED_CHARACTERS) */
+const INVALID_PATH = /[^\u0021-\u00ff]/;
+
+/** what a pooled connection asks of the pool it belongs to */
+interface PoolSide {
+  readonly maxIdle: number;
+  /** requests a connection to `key` may carry; 0: unlimited */
+  maxRequests(key: string): number;
+  /** an idle connection to `key` is closed after this long; 0: never */
+  idleMs(key: string): number;
+  release(conn: PodConnection): void;
+  forget(conn: PodConnection): void;
+}
+
+/** one request in flight on a connection */
+interface Exchange {
+  method: string;
+  resolve: (res: IncomingMessage) => void;
+  reject: (err: UpstreamError) => void;
+  res: IncomingMessage | undefined;
+  signal: AbortSignal;
+}
+
+class PodConnection {
+  readonly key: string;
+  readonly socket: Socket;
+  private readonly parser: Parser;
+  private readonly pool: PoolSide;
+  exchange: Exchange | undefined;
+  /** requests carried, this one included */
+  carried = 0;
+  connected = false;
+  /** header lines the parser handed over before the head was complete (long heads, trailers) */
+  pending: string[] = [];
+  keepAlive = true;
+  /** an idle timer is set on the socket (TrafficPolicy idleTimeoutMs) */
+  private idleTimer = false;
+  private lastError: Error | undefined;
+  /** bound once per connection, not per request */
+  readonly released = (): void => this.release();
+  readonly aborted = (): void => {
+    const r = this.exchange?.signal.reason as unknown;
+    this.socket.destroy(r instanceof Error ? r : new Error('request cancelled'));
+  };
+
+  constructor(pool: PoolSide, key: string, ip: string, port: number, bindIp: string) {
+    this.pool = pool;
+    this.key = key;
+    this.socket = connect({ host: ip, port, localAddress: bindIp, noDelay: true });
+    this.socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
+    this.parser = new HTTPParser!();
+    this.parser.initialize(HTTPParser!.RESPONSE, {}, 0, 0);
+    this.parser[CONN] = this;
+    this.parser[HTTPParser!.kOnHeaders] = onHeaders;
+    this.parser[HTTPParser!.kOnHeadersComplete] = onHeadersComplete;
+    this.parser[HTTPParser!.kOnBody] = onBody;
+    this.parser[HTTPParser!.kOnMessageComplete] = onMessageComplete;
+    this.socket.once('connect', () => { this.connected = true; });
+    this.socket.on('data', (d: Buffer) => {
+      const ret = this.parser.execute(d);
+      if (ret instanceof Error) this.socket.destroy(ret);
+    });
+    this.socket.on('end', () => {
+      // a body that runs to the end of the connection ends here; anything else in flight failed
+      this.parser.finish();
+      this.socket.destroy();
+    });
+    this.socket.on('error', (err) => { this.lastError = err; });
+    this.socket.on('timeout', () => this.socket.destroy());
+    this.socket.on('close', () => this.closed());
+  }
+
+  /** send a request on this (idle) connection */
+  send(head: string, ex: Exchange): void {
+    this.exchange = ex;
+    this.carried++;
+    if (this.idleTimer) {
+      this.socket.setTimeout(0); // in use: an idle timer must not cut a slow answer
+      this.idleTimer = false;
+    }
+    ex.signal.addEventListener('abort', this.aborted, { once: true });
+    this.socket.write(head, 'latin1');
+  }
+
+  /** the answer's head: an IncomingMessage the exchange resolves with; 1 tells llhttp there is no body */
+  headers(major: number, minor: number, raw: string[], status: number, statusMessage: string, upgrade: boolean, keepAlive: boolean): number {
+    const ex = this.exchange;
+    if (!ex || ex.res) {
+      // an answer nobody asked for, or a second one: the connection cannot be trusted
+      this.socket.destroy(new Error('unexpected response'));
+      return 0;
+    }
+    // 100 Continue, 103 Early Hints: not the answer (its end finds no answer to end); the
+    // real one follows on the same connection
+    if (status < 200 && status !== 101) return 1;
+    if (upgrade || status === 101) {
+      this.socket.destroy(new Error('pod switched protocols on a request that did not ask to'));
+      return 0;
+    }
+    const res = new IncomingMessage(this.socket);
+    res.httpVersionMajor = major;
+    res.httpVersionMinor = minor;
+    res.httpVersion = `${major}.${minor}`;
+    res.statusCode = status;
+    res.statusMessage = statusMessage;
+    (res as unknown as HeaderLines)._addHeaderLines(raw, Math.min(raw.length, MAX_HEADER_ENTRIES));
+    this.keepAlive = keepAlive;
+    ex.res = res;
+    res.once('end', this.released);
+    ex.resolve(res);
+    return ex.method === 'HEAD' ? 1 : 0;
+  }
+
+  body(chunk: Buffer): void {
+    const res = this.exchange?.res;
+    if (!res || res.destroyed) return;
+    // backpressure: IncomingMessage's _read resumes the socket when the reader wants more
+    if (!res.push(chunk)) this.socket.pause();
+  }
+
+  complete(): void {
+    const res = this.exchange?.res;
+    if (!res) return;
+    res.complete = true;
+    if (this.pending.length > 0) {
+      // trailers
+      (res as unknown as HeaderLines)._addHeaderLines(this.pending, Math.min(this.pending.length, MAX_HEADER_ENTRIES));
+      this.pending = [];
+    }
+    res.push(null);
+  }
+
+  /** the answer was read to its end: the connection goes back to the pool (or away) */
+  private release(): void {
+    const ex = this.exchange;
+    if (!ex) return;
+    this.exchange = undefined;
+    ex.signal.removeEventListener('abort', this.aborted);
+    const max = this.pool.maxRequests(this.key);
+    if (!this.keepAlive || this.socket.destroyed || (max > 0 && this.carried >= max)) {
+      this.socket.destroy();
+      return;
+    }
+    const idle = this.pool.idleMs(this.key);
+    if (idle > 0) {
+      this.socket.setTimeout(idle);
+      this.idleTimer = true;
+    }
+    if (this.socket.isPaused()) this.socket.resume(); // a pause for backpressure must not outlive its answer
+    this.pool.release(this);
+  }
+
+  private closed(): void {
+    this.pool.forget(this);
+    // not from inside a parser callback that may be on the stack
+    setImmediate(() => this.parser.close());
+    const ex = this.exchange;
+    if (!ex) return;
+    this.exchange = undefined;
+    ex.signal.removeEventListener('abort', this.aborted);
+    const err = this.lastError ?? new Error(ex.res ? 'aborted' : 'socket hang up');
+    if (!ex.res) ex.reject(new UpstreamError(this.connected ? 'reset' : 'connect-failure', `upstream ${this.key}: ${errorText(err)}`, { cause: err }));
+    else if (!ex.res.complete) ex.res.destroy(err);
+  }
+}
+
+interface HeaderLines { _addHeaderLines(headers: string[], n: number): void }
+
+function onHeaders(this: Parser, headers: string[]): void {
+  const c = this[CONN]!;
+  for (const h of headers) if (c.pending.length < MAX_HEADER_ENTRIES) c.pending.push(h);
+}
+
+function onHeadersComplete(this: Parser, major: number, minor: number, headers: string[] | undefined, _method: unknown, _url: unknown,
+  status: number, statusMessage: string, upgrade: boolean, keepAlive: boolean): number {
+  const c = this[CONN]!;
+  let raw = headers;
+  if (raw === undefined) {
+    raw = c.pending;
+    c.pending = [];
+  }
+  return c.headers(major, minor, raw, status, statusMessage, upgrade, keepAlive);
+}
+
+function onBody(this: Parser, chunk: Buffer): void {
+  this[CONN]!.body(chunk);
+}
+
+function onMessageComplete(this: Parser): void {
+  this[CONN]!.complete();
+}
+
+/** keep-alive connections to local pods, per pod address, for requests without a body */
+export class LeanPodClient implements PoolSide {
+  readonly maxIdle: number;
+  private readonly bindIp: string;
+  private readonly onSocket: (s: Socket) => void;
+  private readonly idle = new Map<string, PodConnection[]>();
+  private readonly all = new Set<PodConnection>();
+  private settings: ReadonlyMap<string, { maxRequestsPerConnection?: number | undefined; idleTimeoutMs?: number | undefined }> = new Map();
+
+  constructor(bindIp: string, maxIdle: number, onSocket: (s: Socket) => void) {
+    this.bindIp = bindIp;
+    this.maxIdle = maxIdle;
+    this.onSocket = onSocket;
+  }
+
+  configure(settings: LeanPodClient['settings']): void {
+    this.settings = settings;
+  }
+
+  /**
+   * One request without a body to ip:port; resolves with the answer's head (its body
+   * streams). Errors are UpstreamErrors, as from node:http in pods.ts: 'connect-failure'
+   * when the pod was never reached, 'reset' after.
+   */
+  send(ip: string, port: number, head: RequestHead, traceparent: string, signal: AbortSignal): Promise<IncomingMessage> {
+    return new Promise((resolve, reject) => {
+      if (signal.aborted) {
+        reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: request cancelled before it was sent`));
+        return;
+      }
+      // validated as node:http validates them: a bad name or value throws its own error
+      const text = requestHead(head, traceparent);
+      const key = `${ip}:${port}`;
+      const conn = this.take(key) ?? this.open(key, ip, port);
+      conn.send(text, { method: head.method, res: undefined, signal, resolve, reject });
+    });
+  }
+
+  close(): void {
+    for (const c of this.all) c.socket.destroy();
+    this.all.clear();
+    this.idle.clear();
+  }
+
+  maxRequests(key: string): number {
+    if (this.settings.size === 0) return 0;
+    return this.settings.get(key)?.maxRequestsPerConnection ?? 0;
+  }
+
+  idleMs(key: string): number {
+    if (this.settings.size === 0) return 0;
+    return this.settings.get(key)?.idleTimeoutMs ?? 0;
+  }
+
+  release(conn: PodConnection): void {
+    let list = this.idle.get(conn.key);
+    if (!list) this.idle.set(conn.key, (list = []));
+    if (list.length >= this.maxIdle) {
+      conn.socket.destroy();
+      return;
+    }
+    list.push(conn);
+  }
+
+  forget(conn: PodConnection): void {
+    this.all.delete(conn);
+    const list = this.idle.get(conn.key);
+    if (!list) return;
+    const i = list.indexOf(conn);
+    if (i >= 0) list.splice(i, 1);
+  }
+
+  /** the most recently used idle connection (lifo, as node's Agent): the one least likely closed meanwhile */
+  private take(key: string): PodConnection | undefined {
+    const list = this.idle.get(key);
+    if (!list) return undefined;
+    for (;;) {
+      const c = list.pop();
+      if (c === undefined) return undefined;
+      if (!c.socket.destroyed && c.socket.writable) return c;
+    }
+  }
+
+  private open(key: string, ip: string, port: number): PodConnection {
+    const c = new PodConnection(this, key, ip, port, this.bindIp);
+    this.all.add(c);
+    this.onSocket(c.socket);
+    return c;
+  }
+}
+
+/** the request head as it goes on the wire; throws node:http's errors for what it would refuse */
+function requestHead(head: RequestHead, traceparent: string): string {
+  if (!TOKEN.test(head.method)) throw Object.assign(new TypeError(`Method must be a valid HTTP token ["${head.method}"]`), { code: 'ERR_INVALID_HTTP_TOKEN' });
+  if (INVALID_PATH.test(head.path)) throw Object.assign(new TypeError('Request path contains unescaped characters'), { code: 'ERR_UNESCAPED_CHARACTERS' });
+  let text = `${head.method} ${head.path} HTTP/1.1\r\n`;
+  const h: Headers = head.headers;
+  for (const k in h) {
+    if (k === 'traceparent') continue;
+    const v = h[k]!;
+    validateHeaderName(k);
+    if (typeof v === 'string') {
+      validateHeaderValue(k, v);
+      text += `${k}: ${v}\r\n`;
+    } else if (k === 'cookie' && v.length > 1) {
+      const joined = v.join('; '); // as node:http sends several cookies: one line
+      validateHeaderValue(k, joined);
+      text += `${k}: ${joined}\r\n`;
+    } else {
+      for (const x of v) {
+        validateHeaderValue(k, x);
+        text += `${k}: ${x}\r\n`;
+      }
+    }
+  }
+  if (head.authority) {
+    validateHeaderValue('host', head.authority);
+    text += `host: ${head.authority}\r\n`;
+  }
+  return `${text}traceparent: ${traceparent}\r\nconnection: keep-alive\r\n\r\n`;
+}
