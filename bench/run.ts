@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const only = process.argv.slice(2);
-const BENCHES = ['datapath', 'mesh', 'flows', 'proxy', 'scale'];
+const BENCHES = ['datapath', 'mesh', 'flows', 'proxy', 'proxy-cores', 'scale'];
 // scale takes minutes at 1,000 nodes: run it by name (node dist/bench/run.js scale)
 const DEFAULT = BENCHES.filter((b) => b !== 'scale');
 
@@ -14,8 +14,8 @@ for (const name of only.length === 0 ? DEFAULT : BENCHES.filter((b) => only.incl
   process.stderr.write(`bench: ${name}\n`);
   const node = [process.execPath, ...(name === 'scale' ? ['--expose-gc', '--max-old-space-size=16000'] : []), join(here, `${name}.js`)];
   // the sandbox's names are global: one user at a time (tests and benchmarks alike);
-  // proxy runs on loopback only, with no sandbox and no BPF
-  const r = name === 'proxy' ? spawnSync(node[0]!, node.slice(1), { stdio: 'inherit' })
+  // the proxy benches run on loopback only, with no sandbox and no BPF
+  const r = name === 'proxy' || name === 'proxy-cores' ? spawnSync(node[0]!, node.slice(1), { stdio: 'inherit' })
     : spawnSync('flock', ['/tmp/nodal-sandbox.lock', ...node], { stdio: 'inherit' });
   if (r.status !== 0) {
     process.stderr.write(`bench: ${name} failed (exit ${r.status})\n`);
