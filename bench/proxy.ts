@@ -423,9 +423,10 @@ run took ${Math.round(took)} s. \`bench/proxy.ts\`, everything on loopback:
   (both NodeProxy instances, \`bench/helpers/proxy-pair.ts\`, with V8's and libuv's
   threads), nginx's single worker (\`worker_processes 1\`), haproxy (\`nbthread 1\`). The load
   tools, the backends and the bench itself share CPU 0. Only one proxy carries traffic at a time.
-- **nodal uses one core.** It is one Node.js process with its JavaScript on one thread;
-  multi-core workers sharing the listeners are not implemented yet, so its figures are
-  those of one core, and a second core would not raise them.
+- **nodal on one core.** Here both NodeProxy instances run in one thread of one pinned
+  process: the figures are per core. The agent runs the proxy in worker threads sharing
+  the listeners, one per core it is given; how that scales is \`bench/proxy-cores.ts\`'s
+  section below.
 - **Backends.** nginx (one worker, keep-alive) returns \`hello world\\n\` over HTTP/1.1 and
   h2c; a grpc-js server answers \`${GRPC_PATH}\` (raw bytes, unary). Each listens on
   the address of an endpoint on node-a and of one on node-b.
