@@ -25,6 +25,30 @@ function heapAndBuffers(): number {
 
 function noop(): void {}
 
+/**
+ * CONTINUATION frames of 4 KiB header fields, never an END_HEADERS, after a HEADERS frame
+ * already sent on stream 1 (CVE-2024-27316 style), until the proxy closes the session or
+ * 64 MiB went out. Asserts it closed before that and heap + buffers stayed bounded.
+ */
+async function continuationFlood(t: { diagnostic(m: string): void }, s: Socket, reader: FrameReader): Promise<void> {
+  const base = heapAndBuffers();
+  let peak = base;
+  let sent = 0;
+  const limit = 64 * MiB;
+  const fragment = frame(FrameType.CONTINUATION, 0, 1, headerBlock([['x-flood', 'f'.repeat(4096)]]));
+  while (sent < limit && !reader.closed && s.writable) {
+    const frames = Array.from({ length: 64 }, () => fragment);
+    sent += frames.length * fragment.length;
+    const ok = s.write(Buffer.concat(frames));
+    peak = Math.max(peak, heapAndBuffers());
+    if (!ok) await drained(s);
+  }
+  await reader.done;
+  t.diagnostic(`continuation flood: ${reader.describe()} after ${Math.round(sent / 1024)} KiB written, grew ${Math.round((peak - base) / MiB)} MiB`);
+  assert.ok(sent < limit, `closed after ${Math.round(sent / 1024)} KiB of CONTINUATION, ${reader.describe()}`);
+  assert.ok(peak - base < 64 * MiB, `heap + buffers grew by ${Math.round((peak - base) / MiB)} MiB`);
+}
+
 /** SETTINGS parameters of a frame's payload, by id */
 function settingsOf(payload: Buffer | undefined): Map<number, number> {
   const out = new Map<number, number>();
@@ -222,23 +246,7 @@ describe('node proxy: hostile HTTP/2', { timeout: 180_000 }, () => {
       const good = await goodPeer();
       const { s, reader } = await rawPeer();
       s.write(Buffer.concat([PREFACE, settings(), frame(FrameType.HEADERS, 0, 1, tunnelHeaders())]));
-      const base = heapAndBuffers();
-      let peak = base;
-      let sent = 0;
-      const limit = 64 * MiB;
-      // header fields of 4 KiB each, never an END_HEADERS; bounded by `limit`
-      const fragment = frame(FrameType.CONTINUATION, 0, 1, headerBlock([['x-flood', 'f'.repeat(4096)]]));
-      while (sent < limit && !reader.closed && s.writable) {
-        const frames = Array.from({ length: 64 }, () => fragment);
-        sent += frames.length * fragment.length;
-        const ok = s.write(Buffer.concat(frames));
-        peak = Math.max(peak, heapAndBuffers());
-        if (!ok) await drained(s);
-      }
-      await reader.done;
-      t.diagnostic(`continuation flood: ${reader.describe()} after ${Math.round(sent / 1024)} KiB written, grew ${Math.round((peak - base) / MiB)} MiB`);
-      assert.ok(sent < limit, `closed after ${Math.round(sent / 1024)} KiB of CONTINUATION, ${reader.describe()}`);
-      assert.ok(peak - base < 64 * MiB, `heap + buffers grew by ${Math.round((peak - base) / MiB)} MiB`);
+      await continuationFlood(t, s, reader);
       await peerStillServes(good, 'continuation-flood');
     });
 
@@ -407,22 +415,7 @@ describe('node proxy: hostile HTTP/2', { timeout: 180_000 }, () => {
         const good = await goodClient();
         const { s, reader } = rawClient();
         s.write(Buffer.concat([PREFACE, settings(), frame(FrameType.HEADERS, 0, 1, requestHeaders('/flood'))]));
-        const base = heapAndBuffers();
-        let peak = base;
-        let sent = 0;
-        const limit = 64 * MiB;
-        const fragment = frame(FrameType.CONTINUATION, 0, 1, headerBlock([['x-flood', 'f'.repeat(4096)]]));
-        while (sent < limit && !reader.closed && s.writable) {
-          const frames = Array.from({ length: 64 }, () => fragment);
-          sent += frames.length * fragment.length;
-          const ok = s.write(Buffer.concat(frames));
-          peak = Math.max(peak, heapAndBuffers());
-          if (!ok) await drained(s);
-        }
-        await reader.done;
-        t.diagnostic(`continuation flood: ${reader.describe()} after ${Math.round(sent / 1024)} KiB written, grew ${Math.round((peak - base) / MiB)} MiB`);
-        assert.ok(sent < limit, `closed after ${Math.round(sent / 1024)} KiB of CONTINUATION, ${reader.describe()}`);
-        assert.ok(peak - base < 64 * MiB, `heap + buffers grew by ${Math.round((peak - base) / MiB)} MiB`);
+        await continuationFlood(t, s, reader);
         assert.equal(seen.includes(`${pod} /flood`), false);
         await clientStillServed(good, 'continuation-flood');
       });
