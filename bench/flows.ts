@@ -28,20 +28,16 @@ import { openPinnedMap, subscribeRingBuffer, type RingBufferReader } from '../na
 import { Lab, type Pod } from '../test/helpers/lab.ts';
 import { bpfObjectDir } from '../test/helpers/paths.ts';
 import { killLoad, runLoad, type LoadSpec } from './helpers/deny-load.ts';
-import { machine, table, writeSection } from './report.ts';
+import { machine, numberArg, table, writeSection } from './report.ts';
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(`--${name}`);
-  return i >= 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const LIVE_SECONDS = arg('seconds', 5);
-const PODS = arg('pods', 2);
+const LIVE_SECONDS = numberArg('--seconds', 5);
+const PODS = numberArg('--pods', 2);
 /** events per drain run: fits the drain ring (128 MiB holds ~1.4M 96-byte records) */
-const FILL = arg('fill', 1_000_000);
+const FILL = numberArg('--fill', 1_000_000);
 const DRAIN_RING_BYTES = 128 << 20;
-const SYNTHETIC = arg('synthetic', 2_000_000);
+const SYNTHETIC = numberArg('--synthetic', 2_000_000);
 /** flows per store-only row: long enough that start-up noise does not count */
-const STORE_FLOWS = arg('store', 10_000_000);
+const STORE_FLOWS = numberArg('--store', 10_000_000);
 const TARGET = 200_000;
 /** --only drain,live,store,synthetic: run those phases, write nothing (for profiling) */
 const ONLY = process.argv.includes('--only') ? new Set(process.argv[process.argv.indexOf('--only') + 1]!.split(',')) : undefined;

@@ -12,14 +12,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Sandbox } from '../cli/dev/index.ts';
 import { nginxConf } from './helpers/nginx.ts';
-import { machine, table, writeSection } from './report.ts';
+import { machine, numberArg, table, writeSection } from './report.ts';
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const SECONDS = arg('--seconds', 8);
-const CONNECTIONS = arg('--connections', 16);
+const SECONDS = numberArg('--seconds', 8);
+const CONNECTIONS = numberArg('--connections', 16);
 const VIP = '10.96.1.10';
 const PLAIN_SERVER = '10.244.2.50';
 const NGINX_PROXY = '10.244.1.50';

@@ -14,14 +14,10 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { cpuSeconds, h2load, type LoadResult } from './helpers/load.ts';
 import { nginxConf } from './helpers/nginx.ts';
-import { machine, table, writeSection } from './report.ts';
+import { machine, numberArg, table, writeSection } from './report.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const SECONDS = arg('--seconds', 8);
+const SECONDS = numberArg('--seconds', 8);
 const WARMUP_SECONDS = 8;
 const CLIENTS = 64;
 // 127.89.0.0/16: away from the unit tests' and the proxy bench's addresses

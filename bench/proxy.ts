@@ -22,16 +22,12 @@ import { promisify } from 'node:util';
 import { cpuSeconds, h2load, holdConnections, rssKiB, wrk, type LoadResult } from './helpers/load.ts';
 import { nginxConf } from './helpers/nginx.ts';
 import type { PairService, Topology } from './helpers/proxy-pair.ts';
-import { machine, table, writeSection } from './report.ts';
+import { machine, numberArg, table, writeSection } from './report.ts';
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
 /** every timed load run lasts this long */
-const SECONDS = arg('--seconds', 5);
+const SECONDS = numberArg('--seconds', 5);
 /** a short run before each timed one: connections, upstream pools, the tunnel session */
 const WARMUP_SECONDS = 2;
 /**
@@ -51,7 +47,7 @@ const HOLD = 1000;
 const HOLD_WARMUP = 10;
 /** wait (at most --calm-wait s) for the 1-minute load average to drop below this */
 const CALM_LOAD = 1.0;
-const CALM_WAIT_S = arg('--calm-wait', 180);
+const CALM_WAIT_S = numberArg('--calm-wait', 180);
 /** the proxy under test gets CPU 1; load tools, backends and this process share CPU 0 */
 const CPU = { proxy: '1', load: '0' } as const;
 const PYTHON = '/usr/bin/python3';

@@ -36,3 +36,9 @@ export function percentile(sorted: readonly number[], p: number): number {
 export function table(head: readonly string[], rows: ReadonlyArray<readonly string[]>): string {
   return [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
 }
+
+/** a numeric command-line option (`--seconds 5`), or `dflt` when it is not given */
+export function numberArg(name: string, dflt: number): number {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? Number(process.argv[i + 1]) : dflt;
+}

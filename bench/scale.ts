@@ -24,20 +24,16 @@ import {
   type ClusterSource, type ClusterState, type MeshPolicyObject, type PodObject, type Snapshot,
 } from '../control/index.ts';
 import { Worker } from 'node:worker_threads';
-import { machine, percentile, table, writeSection } from './report.ts';
+import { machine, numberArg, percentile, table, writeSection } from './report.ts';
 import type { AgentsCommand, AgentsInput, AgentsMessage } from './scale-agents.ts';
 
-const arg = (name: string, dflt: number): number => {
-  const i = process.argv.indexOf(name);
-  return i > 0 ? Number(process.argv[i + 1]) : dflt;
-};
-const NODES = arg('--nodes', 1000);
-const PODS = arg('--pods', 50_000);
-const NAMESPACES = arg('--namespaces', 500);
-const IDENTITIES = arg('--identities', 5000);
-const SERVICES = arg('--services', 2000);
-const POLICIES = arg('--policies', 1000);
-const AGENTS = Math.min(arg('--agents', 100), NODES);
+const NODES = numberArg('--nodes', 1000);
+const PODS = numberArg('--pods', 50_000);
+const NAMESPACES = numberArg('--namespaces', 500);
+const IDENTITIES = numberArg('--identities', 5000);
+const SERVICES = numberArg('--services', 2000);
+const POLICIES = numberArg('--policies', 1000);
+const AGENTS = Math.min(numberArg('--agents', 100), NODES);
 const WRITE = !process.argv.includes('--no-write');
 /** agents connect this many at a time: whole snapshots in flight to all at once would hold ~12 MB each */
 const AGENT_WAVE = 10;
