@@ -59,8 +59,8 @@ export interface InboundConn {
   via: 'tunnel' | 'local';
   /** the peer node for tunnel connections */
   peer: string | undefined;
-  /** an opaque connection reached its pod (true) or could not (false): the source side's outlier detection hears it */
-  upstreamResult?(ok: boolean): void;
+  /** an opaque connection could not reach its pod: the source side's outlier detection hears it */
+  upstreamFailed?(): void;
 }
 
 export function sourceFlowEndpoint(view: MeshView, endpoint: EndpointInfo | undefined, identity: number, endpointId?: number): FlowEndpoint {

@@ -80,14 +80,13 @@ export class Inbound {
     let connected = false;
     up.once('connect', () => {
       connected = true;
-      conn.upstreamResult?.(true);
       this.emitL4(conn, 'FORWARDED', d);
       // still subject to policy: a snapshot that no longer allows it closes it
       this.destination.track({ conn, request: l4Input(conn), close: () => { abort(down); up.destroy(); } }, up);
     });
     splice(down, up, (err) => {
       if (err && !connected) {
-        conn.upstreamResult?.(false);
+        conn.upstreamFailed?.();
         this.emitL4(conn, 'ERROR', d, `upstream connect ${conn.dst.ip}:${conn.port}: ${errorText(err)}`);
       }
     });

@@ -45,7 +45,6 @@ export class Outbound {
   private readonly originalDestination: OriginalDestination;
   private readonly listen: () => Addr;
   private readonly egress: Egress;
-  /** round-robin position per service port; survives snapshots so that an update does not reset the spread */
 
   constructor(ctx: ProxyContext, inbound: Inbound, pool: TunnelPool, originalDestination: OriginalDestination, listen: () => Addr) {
     this.ctx = ctx;
@@ -130,7 +129,6 @@ export class Outbound {
     const view = this.ctx.view();
     if (!view) return this.fail(socket, undefined, conn.src, 'no snapshot yet', conn.src);
     const { src, orig } = conn;
-    let target: Target;
     const svc = conn.service;
     if (svc) {
       const name = `${svc.service.namespace}/${svc.service.name}`;
@@ -148,7 +146,7 @@ export class Outbound {
         return this.fail(socket, view, src, `connection limit of service ${name} reached (connectionPool.maxConnections)`, src, orig);
       }
       const lb = st.balancer.start(b);
-      target = { ip: b.ip, port: svc.port.targetPort, node: b.node, identity: b.identity, endpoint: view.endpointByIp(b.ip) };
+      const target: Target = { ip: b.ip, port: svc.port.targetPort, node: b.node, identity: b.identity, endpoint: view.endpointByIp(b.ip) };
       const rec = this.record(view, src, target, conn.trace, recorded);
       socket.once('close', () => {
         st.release();
@@ -158,7 +156,7 @@ export class Outbound {
       return this.forward(socket, view, rec, target);
     }
     const ep = conn.endpoint!;
-    target = { ip: ep.ip, port: orig.port, node: ep.node, identity: ep.identity, endpoint: ep };
+    const target: Target = { ip: ep.ip, port: orig.port, node: ep.node, identity: ep.identity, endpoint: ep };
     this.forward(socket, view, this.record(view, src, target, conn.trace, recorded), target);
   }
 
@@ -178,7 +176,7 @@ export class Outbound {
     const conn: InboundConn = {
       src: rec.src, dst, port: target.port, appProtocol: view.appProtocol(dst.ip, target.port),
       trace: rec.trace, via: 'local', peer: undefined,
-      upstreamResult: (ok) => { if (!ok) rec.failed = true; },
+      upstreamFailed: () => { rec.failed = true; },
     };
     const early = this.inbound.preflight(conn);
     if (early && !early.allowed) {
