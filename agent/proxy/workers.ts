@@ -89,8 +89,7 @@ export class ProxyWorkers {
   private last: Snapshot | undefined;
   private nextRequest = 1;
   private closing = false;
-  /** how many times a dead worker was started again (nodal_proxy_worker_restarts_total) */
-  restartCount = 0;
+  private restarted = 0;
 
   private constructor(opts: ProxyWorkersOptions) {
     this.opts = opts;
@@ -134,6 +133,9 @@ export class ProxyWorkers {
     const info = (a: { host: string; port: number }): AddressInfo => ({ address: a.host, family: isIP(a.host) === 6 ? 'IPv6' : 'IPv4', port: a.port });
     return { outbound: info(this.opts.outbound), inbound: info(this.opts.inbound) };
   }
+
+  /** how many times a dead worker was started again (nodal_proxy_worker_restarts_total) */
+  get restartCount(): number { return this.restarted; }
 
   /** worker threads running now */
   get size(): number { return this.slots.size; }
@@ -254,7 +256,7 @@ export class ProxyWorkers {
     const timer = setTimeout(() => {
       this.timers.delete(timer);
       if (this.closing) return;
-      this.restartCount++;
+      this.restarted++;
       this.spawn(id).catch((err: Error) => {
         this.log.error({ err, worker: id }, 'proxy worker did not start again');
         if (!this.closing && !this.slots.has(id)) this.restart(id, -1);
