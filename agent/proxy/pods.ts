@@ -271,6 +271,8 @@ function knownEmpty(body: Readable): boolean {
  */
 function bodiless(body: Readable): boolean {
   if (body.readableEnded) return true;
+  // a tunnel stream whose HEADERS frame ended it: a request without a body from another node
+  if ((body as Partial<Http2Stream>).endAfterHeaders === true) return true;
   if (!(body instanceof IncomingMessage)) return false;
   const h = body.headers;
   return h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0');
