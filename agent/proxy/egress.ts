@@ -17,6 +17,7 @@ import { ReservedIdentity } from '../../control/api/types.ts';
 import type { HopSpan } from '../telemetry/index.ts';
 import type { RequestVerdict } from './metrics.ts';
 import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
+import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
@@ -106,14 +107,22 @@ export class Egress {
       } finally {
         this.attaching = undefined;
       }
+    } else if (leanServerAvailable) {
+      // plain requests without node:http's Server; the connection goes to it at the first other one
+      serveLean(socket, this.ctx.limits, (head, body, signal) => this.onLean(conn, head, body, signal), (s) => this.toNodeHttp(s, conn));
     } else {
-      this.h1Conns.set(socket, conn);
-      this.h1.emit('connection', socket);
-      // detection left it paused; node:http reads through the stream
-      socket.resume();
+      this.toNodeHttp(socket, conn);
     }
     // not for h2: the session reads the handle itself, and a resumed socket would hand the
     // next bytes to 'data' listeners nobody has (the client's next request, lost)
+  }
+
+  /** an HTTP/1.1 connection served by node:http's Server from here on */
+  private toNodeHttp(socket: Socket, conn: EgressConn): void {
+    this.h1Conns.set(socket, conn);
+    this.h1.emit('connection', socket);
+    // detection (or client-h1.ts) left it paused; node:http reads through the stream
+    socket.resume();
   }
 
   /** a new snapshot: routes recompiled, Services' backends and TrafficPolicies updated */
@@ -165,6 +174,14 @@ export class Egress {
     this.forward(conn, h1Head(req), req, empty, connectionClosed(req.socket)).then((r) => writeH1(res, r), (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
       res.destroy();
+    });
+  }
+
+  /** a request client-h1.ts parsed: it has no body */
+  private onLean(conn: EgressConn, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
+    return this.forward(conn, head, body, true, signal).catch((err: unknown) => {
+      this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
+      throw err;
     });
   }
 

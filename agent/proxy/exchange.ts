@@ -7,8 +7,7 @@
 // (Linkerd's proxy-to-proxy upgrade): the destination proxy speaks to the pod in the
 // protocol the client used (`x-nodal-protocol`), so an HTTP/1.1 pod never sees HTTP/2.
 
-import type { IncomingHttpHeaders, OutgoingHttpHeaders } from 'node:http';
-import type { IncomingMessage, ServerResponse } from 'node:http';
+import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { setMaxListeners } from 'node:events';
 import { constants as h2c, type Http2Stream, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
@@ -151,6 +150,25 @@ export function connectionClosed(socket: Socket): AbortSignal {
 
 const closedSignals = new WeakMap<Socket, AbortController>();
 
+/**
+ * `name: value` lines of one header as they go on the wire, validated as node:http
+ * validates what it sends (it throws node:http's errors for what it would refuse: a CR or
+ * LF in a value must never split a message)
+ */
+export function headerLines(name: string, value: string | readonly string[]): string {
+  validateHeaderName(name);
+  if (typeof value === 'string') {
+    validateHeaderValue(name, value);
+    return `${name}: ${value}\r\n`;
+  }
+  let text = '';
+  for (const x of value) {
+    validateHeaderValue(name, x);
+    text += `${name}: ${x}\r\n`;
+  }
+  return text;
+}
+
 /** header values joined into one string each (what matchers and policies read) */
 export function flatHeaders(h: Headers): Record<string, string> {
   const out: Record<string, string> = {};
@@ -270,7 +288,7 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
 }
 
 /** an upstream HTTP/1.1 answer that has been received to its end and is buffered whole */
-function arrived(body: Readable): boolean {
+export function arrived(body: Readable): boolean {
   const m = body as Partial<IncomingMessage>;
   return m.complete === true && !body.destroyed && !body.readableEnded && body.readableLength <= MAX_BUFFERED_WRITE;
 }

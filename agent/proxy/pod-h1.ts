@@ -8,14 +8,14 @@
 // Requests with a body still go through node:http (pods.ts): chunked framing, answers
 // that come before the body was sent and Expect: 100-continue are its business.
 //
-// The parser is reached through Node's legacy _http_common module: probed once at load,
-// and when it is not there (another Node) pods.ts sends every request through node:http.
+// The parser comes from llhttp.ts; when it is not there (another Node) pods.ts sends
+// every request through node:http.
 
-import { IncomingMessage, validateHeaderName, validateHeaderValue } from 'node:http';
-import { createRequire } from 'node:module';
+import { IncomingMessage, validateHeaderValue } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { errorText } from './errors.ts';
-import type { Headers, RequestHead } from './exchange.ts';
+import { headerLines, type Headers, type RequestHead } from './exchange.ts';
+import { HTTPParser, type Parser } from './llhttp.ts';
 
 export class UpstreamError extends Error {
   /** 'connect-failure': nothing reached the pod; 'reset': the pod or the connection failed mid-exchange */
@@ -27,38 +27,12 @@ export class UpstreamError extends Error {
   }
 }
 
-/** the parts of node's HTTPParser binding used here (lib/_http_common.js drives it the same way) */
-interface Parser {
-  initialize(type: number, resource: object, maxHeaderSize?: number, lenientFlags?: number): void;
-  execute(data: Buffer): number | Error;
-  finish(): number | Error | undefined;
-  close(): void;
-  [callback: number]: unknown;
+/** a response parser of this module's connection */
+interface PodParser extends Parser {
   [CONN]?: PodConnection;
-}
-interface ParserClass {
-  new (): Parser;
-  RESPONSE: number;
-  kOnHeaders: number;
-  kOnHeadersComplete: number;
-  kOnBody: number;
-  kOnMessageComplete: number;
 }
 
 const CONN = Symbol('nodal.podConnection');
-
-function probeParser(): ParserClass | undefined {
-  try {
-    const P = (createRequire(import.meta.url)('_http_common') as { HTTPParser?: ParserClass }).HTTPParser;
-    if (typeof P !== 'function' || typeof P.RESPONSE !== 'number') return undefined;
-    for (const k of [P.kOnHeaders, P.kOnHeadersComplete, P.kOnBody, P.kOnMessageComplete]) if (typeof k !== 'number') return undefined;
-    return P;
-  } catch {
-    return undefined;
-  }
-}
-
-const HTTPParser = probeParser();
 
 /** false on a Node whose http parser cannot be reached: pods.ts then uses node:http for everything */
 export const leanClientAvailable = HTTPParser !== undefined;
@@ -95,7 +69,7 @@ interface Exchange {
 class PodConnection {
   readonly key: string;
   readonly socket: Socket;
-  private readonly parser: Parser;
+  private readonly parser: PodParser;
   private readonly pool: PoolSide;
   exchange: Exchange | undefined;
   /** requests carried, this one included */
@@ -237,12 +211,12 @@ class PodConnection {
 
 interface HeaderLines { _addHeaderLines(headers: string[], n: number): void }
 
-function onHeaders(this: Parser, headers: string[]): void {
+function onHeaders(this: PodParser, headers: string[]): void {
   const c = this[CONN]!;
   for (const h of headers) if (c.pending.length < MAX_HEADER_ENTRIES) c.pending.push(h);
 }
 
-function onHeadersComplete(this: Parser, major: number, minor: number, headers: string[] | undefined, _method: unknown, _url: unknown,
+function onHeadersComplete(this: PodParser, major: number, minor: number, headers: string[] | undefined, _method: unknown, _url: unknown,
   status: number, statusMessage: string, upgrade: boolean, keepAlive: boolean): number {
   const c = this[CONN]!;
   let raw = headers;
@@ -253,11 +227,11 @@ function onHeadersComplete(this: Parser, major: number, minor: number, headers: 
   return c.headers(major, minor, raw, status, statusMessage, upgrade, keepAlive);
 }
 
-function onBody(this: Parser, chunk: Buffer): void {
+function onBody(this: PodParser, chunk: Buffer): void {
   this[CONN]!.body(chunk);
 }
 
-function onMessageComplete(this: Parser): void {
+function onMessageComplete(this: PodParser): void {
   this[CONN]!.complete();
 }
 
@@ -361,20 +335,8 @@ function requestHead(head: RequestHead, traceparent: string): string {
   for (const k in h) {
     if (k === 'traceparent') continue;
     const v = h[k]!;
-    validateHeaderName(k);
-    if (typeof v === 'string') {
-      validateHeaderValue(k, v);
-      text += `${k}: ${v}\r\n`;
-    } else if (k === 'cookie' && v.length > 1) {
-      const joined = v.join('; '); // as node:http sends several cookies: one line
-      validateHeaderValue(k, joined);
-      text += `${k}: ${joined}\r\n`;
-    } else {
-      for (const x of v) {
-        validateHeaderValue(k, x);
-        text += `${k}: ${x}\r\n`;
-      }
-    }
+    // several cookies go as one line, as node:http sends them
+    text += headerLines(k, k === 'cookie' && typeof v !== 'string' && v.length > 1 ? v.join('; ') : v);
   }
   if (head.authority) {
     validateHeaderValue('host', head.authority);

@@ -1,0 +1,387 @@
+// HTTP/1.1 from client pods, the common case without node:http's Server: requests without
+// a body (no Transfer-Encoding, no Content-Length but 0, no Expect), HTTP/1.1 keep-alive,
+// no Upgrade and no CONNECT, each head whole within one read. llhttp (node:http's own
+// parser, strict, llhttp.ts) parses the head; the request goes on as a RequestHead, and
+// its answer is written back in one write when it arrived whole, streamed otherwise, in
+// request order when the client pipelines.
+//
+// The first request that is anything else (a body, an upgrade, a head split over reads or
+// longer than 32 header lines, a refusal, anything llhttp rejects) hands the connection to
+// the hardened node:http Server (limits.ts) for the rest of its life, from that request's
+// first byte on, once the answers before it are out: 400/408/431 answers, slowloris
+// timeouts, bodies, 100-continue and upgrades stay node:http's business, unchanged. Only
+// the idle keep-alive timeout is kept here. The Server's IncomingMessage, ServerResponse
+// and their ticks cost a fifth of the proxy's CPU per request (docs/benchmarks.md).
+
+import { IncomingMessage, STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
+import { Readable } from 'node:stream';
+import { arrived, connectionClosed, cutOff, endToEnd, headerLines, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { HTTPParser, METHODS, type Parser } from './llhttp.ts';
+
+/** false on a Node whose http parser cannot be reached: every connection goes to node:http */
+export const leanServerAvailable = HTTPParser !== undefined;
+
+export interface LeanServerLimits {
+  /** request line plus headers; a longer head is node:http's to refuse (431) */
+  maxHeaderBytes: number;
+  /** header fields; more are node:http's to refuse (431) */
+  maxHeaderCount: number;
+  /** an idle connection between requests is closed after this long (node:http's keepAliveTimeout) */
+  keepAliveTimeoutMs: number;
+}
+
+/** one request; resolves with its answer (rejects only on a bug: the connection is closed) */
+export type ServeRequest = (head: RequestHead, body: Readable, signal: AbortSignal) => Promise<L7Response>;
+
+/**
+ * The connection goes to node:http from here on: paused, its readable side holding the
+ * bytes from the first request not served here. The callee emits it to its Server and
+ * resumes it.
+ */
+export type HandOver = (socket: Socket) => void;
+
+/** serve a client connection: lean while its requests are plain, node:http's from the first that is not */
+export function serveLean(socket: Socket, limits: LeanServerLimits, serve: ServeRequest, handOver: HandOver): void {
+  new LeanConnection(socket, limits, serve, handOver).start();
+}
+
+/**
+ * The request body of every request served here: there is none. Already ended, so that
+ * whoever is handed it sees an empty body at once (pods.ts sends such requests through
+ * its own lean client); nothing here listens on it, so one is shared.
+ */
+const NO_BODY = new Readable({ read() {} });
+NO_BODY.push(null);
+NO_BODY.resume();
+
+/** `this` for node's header rules (IncomingMessage.prototype._addHeaderLine): duplicates as node:http folds them */
+const HEADER_RULES = { joinDuplicateHeaders: false };
+type AddHeaderLine = (this: typeof HEADER_RULES, field: string, value: string, dest: Record<string, string | string[]>) => void;
+const addHeaderLine = (IncomingMessage.prototype as unknown as { _addHeaderLine: AddHeaderLine })._addHeaderLine;
+
+/** llhttp's head callback: 2 = no body, and stop after this head (execute() returns where it ended); -1 = stop with an error */
+const HEAD_DONE = 2;
+const NOT_HERE = -1;
+/** the resource object node's binding wants for async hooks; nothing reads it */
+const RESOURCE = {};
+/** node:http's keepAliveTimeoutBuffer: the connection outlives the timeout its answers announce by this much */
+const KEEP_ALIVE_MARGIN_MS = 1000;
+/** answers up to this size go out in one buffer with their head */
+const ONE_WRITE_MAX = 16 * 1024;
+
+interface LeanParser extends Parser { [CONN]?: LeanConnection }
+const CONN = Symbol('nodal.leanConnection');
+
+/** one request served here, in arrival order */
+interface Pending {
+  method: string;
+  /** the answer, once known */
+  res: L7Response | undefined;
+}
+
+class LeanConnection {
+  private readonly socket: Socket;
+  private readonly limits: LeanServerLimits;
+  private readonly serve: ServeRequest;
+  private readonly handOver: HandOver;
+  private readonly parser: LeanParser;
+  private readonly signal: AbortSignal;
+  /** requests whose answers are not all written yet, oldest first */
+  private readonly queue: Pending[] = [];
+  /** an answer is streaming to the client: the next waits */
+  private streaming: L7Response | undefined;
+  /** the head the last execute() completed */
+  private head: RequestHead | undefined;
+  /** set once the connection is to go to node:http: the bytes it starts from */
+  private rest: Buffer | undefined;
+  private readonly onData = (chunk: Buffer): void => this.read(chunk);
+  private readonly onTimeout = (): void => {
+    // idle between requests (node:http's keepAliveTimeout); a slow answer is not idleness
+    if (this.queue.length === 0 && this.streaming === undefined) this.socket.destroy();
+  };
+  private readonly onClose = (): void => this.closed();
+  /**
+   * The client's FIN, read as node:http's Server (httpAllowHalfOpen off), nginx and Envoy
+   * read it: the client is gone. What was written stays delivered, ours follows it, and
+   * the close cancels what is unanswered upstream.
+   */
+  private readonly onEnd = (): void => {
+    this.socket.end();
+  };
+
+  constructor(socket: Socket, limits: LeanServerLimits, serve: ServeRequest, handOver: HandOver) {
+    this.socket = socket;
+    this.limits = limits;
+    this.serve = serve;
+    this.handOver = handOver;
+    this.signal = connectionClosed(socket);
+    this.parser = new HTTPParser!();
+    this.parser[CONN] = this;
+    this.parser[HTTPParser!.kOnHeaders] = onHeaders;
+    this.parser[HTTPParser!.kOnHeadersComplete] = onHeadersComplete;
+    this.parser[HTTPParser!.kOnBody] = noop;
+    this.parser[HTTPParser!.kOnMessageComplete] = noop;
+    this.reset();
+  }
+
+  start(): void {
+    this.socket.on('data', this.onData);
+    this.socket.on('close', this.onClose);
+    this.socket.on('end', this.onEnd);
+    if (this.limits.keepAliveTimeoutMs > 0) {
+      // node:http's margin too: the client, told the timeout, closes first
+      this.socket.setTimeout(this.limits.keepAliveTimeoutMs + KEEP_ALIVE_MARGIN_MS);
+      this.socket.on('timeout', this.onTimeout);
+    }
+    // protocol detection may have left it paused, with the first bytes in its buffer
+    this.socket.resume();
+  }
+
+  /** a fresh parse for the next request (a head that returned HEAD_DONE leaves llhttp in upgrade mode) */
+  private reset(): void {
+    this.parser.initialize(HTTPParser!.REQUEST, RESOURCE, this.limits.maxHeaderBytes, 0);
+  }
+
+  private read(chunk: Buffer): void {
+    let off = 0;
+    while (off < chunk.length) {
+      const data = off === 0 ? chunk : chunk.subarray(off);
+      const n = this.parser.execute(data);
+      const head = this.head;
+      if (head === undefined || typeof n !== 'number') {
+        // not a request served here, or not whole in this read: node:http's from its first byte
+        this.stop(data);
+        return;
+      }
+      this.head = undefined;
+      this.reset();
+      off += n;
+      this.request(head);
+    }
+  }
+
+  /** llhttp's head callback: the request is served here (HEAD_DONE) or not (NOT_HERE) */
+  headers(major: number, minor: number, raw: string[] | undefined, method: number, url: string, upgrade: boolean, keepAlive: boolean): number {
+    // raw is undefined after more than 32 header lines (kOnHeaders): rare, node:http's
+    if (raw === undefined || major !== 1 || minor !== 1 || !keepAlive || upgrade) return NOT_HERE;
+    const name = METHODS[method];
+    if (name === undefined || name === 'CONNECT' || raw.length > 2 * this.limits.maxHeaderCount) return NOT_HERE;
+    const h: Record<string, string | string[]> = {};
+    let hosts = 0;
+    for (let i = 0; i < raw.length; i += 2) {
+      const field = raw[i]!;
+      // a body, a repeated Host (refused by guardRequest) or Expect: not here
+      switch (field.length) {
+        case 4: if (field.toLowerCase() === 'host' && ++hosts > 1) return NOT_HERE; break;
+        case 6: if (field.toLowerCase() === 'expect') return NOT_HERE; break;
+        case 14: if (field.toLowerCase() === 'content-length' && raw[i + 1] !== '0') return NOT_HERE; break;
+        case 17: if (field.toLowerCase() === 'transfer-encoding') return NOT_HERE; break;
+      }
+      addHeaderLine.call(HEADER_RULES, field, raw[i + 1]!, h);
+    }
+    this.head = { method: name, path: url, authority: (h.host as string | undefined) ?? '', headers: endToEnd(h, true), protocol: 'http1' };
+    return HEAD_DONE;
+  }
+
+  private request(head: RequestHead): void {
+    const p: Pending = { method: head.method, res: undefined };
+    this.queue.push(p);
+    this.serve(head, NO_BODY, this.signal).then((res) => {
+      p.res = res;
+      this.flush();
+    }, () => this.socket.destroy());
+  }
+
+  /** write the answers that are ready, in request order */
+  private flush(): void {
+    while (this.streaming === undefined && this.queue.length > 0) {
+      const res = this.queue[0]!.res;
+      if (res === undefined) return;
+      const { method } = this.queue.shift()!;
+      if (!this.socket.writable) {
+        // the client left (or sent its FIN): the answer is not wanted
+        res.body.destroy();
+        continue;
+      }
+      try {
+        this.write(method, res);
+      } catch {
+        // a header node:http would refuse too (validateHeaderName/Value): nothing half-written goes on
+        res.body.destroy();
+        this.socket.destroy();
+        return;
+      }
+    }
+    if (this.rest !== undefined && this.queue.length === 0 && this.streaming === undefined) this.give();
+  }
+
+  /** one answer: whole in one write when it is here, streamed otherwise (this.streaming until it ends) */
+  private write(method: string, r: L7Response): void {
+    const noBody = method === 'HEAD' || r.status === 204 || r.status === 304 || r.status < 200;
+    let text = statusAndHeaders(r, this.limits.keepAliveTimeoutMs);
+    const length = r.headers['content-length'];
+    if (noBody) {
+      this.socket.write(`${text}\r\n`, 'latin1');
+      r.body.resume(); // drained: a pooled connection to the pod goes back to its pool
+      return;
+    }
+    if (arrived(r.body)) {
+      const data = r.body.read() as Buffer | null;
+      const t = r.trailers();
+      const size = data === null ? 0 : data.length;
+      if (t !== undefined && length === undefined) {
+        // trailers need chunked framing
+        text += `transfer-encoding: chunked\r\n\r\n${size > 0 ? `${size.toString(16)}\r\n` : ''}`;
+        this.socket.cork();
+        this.socket.write(text, 'latin1');
+        if (data !== null && size > 0) this.socket.write(data);
+        this.socket.write(`${size > 0 ? '\r\n' : ''}0\r\n${trailerLines(t)}\r\n`, 'latin1');
+        this.socket.uncork();
+        return;
+      }
+      if (length === undefined) text += `content-length: ${size}\r\n`;
+      text += '\r\n';
+      if (data === null || size === 0) this.socket.write(text, 'latin1');
+      else if (size <= ONE_WRITE_MAX) {
+        const buf = Buffer.allocUnsafe(text.length + size);
+        buf.write(text, 0, 'latin1');
+        data.copy(buf, text.length);
+        this.socket.write(buf);
+      } else {
+        this.socket.cork();
+        this.socket.write(text, 'latin1');
+        this.socket.write(data);
+        this.socket.uncork();
+      }
+      return;
+    }
+    const chunked = length === undefined;
+    this.socket.write(chunked ? `${text}transfer-encoding: chunked\r\n\r\n` : `${text}\r\n`, 'latin1');
+    this.stream(r, chunked);
+  }
+
+  /** a body that is still coming: written as it comes, with the socket's backpressure */
+  private stream(r: L7Response, chunked: boolean): void {
+    const { socket } = this;
+    const body = r.body;
+    this.streaming = r;
+    const onDrain = (): void => { body.resume(); };
+    const done = (): void => {
+      socket.off('drain', onDrain);
+      body.off('data', onData);
+      this.streaming = undefined;
+    };
+    const onData = (c: Buffer): void => {
+      if (c.length === 0) return; // a zero-length chunk would read as the end of a chunked body
+      let ok: boolean;
+      if (chunked) {
+        socket.cork();
+        socket.write(`${c.length.toString(16)}\r\n`, 'latin1');
+        socket.write(c);
+        ok = socket.write('\r\n', 'latin1');
+        socket.uncork();
+      } else ok = socket.write(c);
+      if (!ok) body.pause();
+    };
+    socket.on('drain', onDrain);
+    body.on('data', onData);
+    body.once('end', () => {
+      done();
+      // cut off, not whole: the connection goes, which is how HTTP/1.1 says "incomplete"
+      if (cutOff(body)) {
+        socket.destroy();
+        return;
+      }
+      if (chunked) {
+        const t = r.trailers();
+        try {
+          socket.write(`0\r\n${t ? trailerLines(t) : ''}\r\n`, 'latin1');
+        } catch {
+          socket.destroy();
+          return;
+        }
+      }
+      this.flush();
+    });
+    // a body that stops without ending (upstream reset, a policy closing it): the connection goes
+    body.once('close', () => {
+      if (body.readableEnded) return;
+      done();
+      socket.destroy();
+    });
+    body.on('error', noop);
+  }
+
+  /** from `rest` on, the connection is node:http's; given once the answers before it are out */
+  private stop(rest: Buffer): void {
+    this.socket.off('data', this.onData);
+    // a FIN behind these bytes is node:http's to read
+    this.socket.off('end', this.onEnd);
+    this.socket.pause();
+    this.parser.close();
+    this.rest = rest;
+    this.flush();
+  }
+
+  private give(): void {
+    const rest = this.rest!;
+    this.rest = undefined;
+    const { socket } = this;
+    socket.off('close', this.onClose);
+    socket.off('timeout', this.onTimeout);
+    socket.setTimeout(0);
+    if (socket.destroyed) return;
+    socket.unshift(rest);
+    this.handOver(socket);
+  }
+
+  private closed(): void {
+    // answers that can no longer be written: their upstream exchanges are cancelled
+    if (this.streaming && !this.streaming.body.readableEnded) this.streaming.body.destroy();
+    for (const p of this.queue) if (p.res && !p.res.body.readableEnded) p.res.body.destroy();
+    if (this.rest === undefined) this.parser.close();
+  }
+}
+
+/** the status line and the answer's headers, validated as node:http validates them (it throws what they would) */
+function statusAndHeaders(r: L7Response, keepAliveMs: number): string {
+  let text = `HTTP/1.1 ${r.status} ${STATUS_CODES[r.status] ?? 'unknown'}\r\n`;
+  const h = r.headers;
+  for (const k in h) text += headerLines(k, h[k]!);
+  if (h.date === undefined) text += `date: ${utcDate()}\r\n`;
+  // what node:http says on a keep-alive answer: clients that honour the hint close idle
+  // connections before the proxy would
+  text += 'connection: keep-alive\r\n';
+  return keepAliveMs > 0 ? `${text}keep-alive: timeout=${Math.floor(keepAliveMs / 1000)}\r\n` : text;
+}
+
+function trailerLines(t: Headers): string {
+  let text = '';
+  for (const k in t) text += headerLines(k, t[k]!);
+  return text;
+}
+
+let dateText = '';
+let dateUntil = 0;
+
+/** the Date header, made once per second as node:http makes it */
+function utcDate(): string {
+  const now = Date.now();
+  if (now >= dateUntil) {
+    dateText = new Date(now).toUTCString();
+    dateUntil = now - (now % 1000) + 1000;
+  }
+  return dateText;
+}
+
+function onHeaders(this: LeanParser): void {
+  // more than 32 header lines: the head callback gets none and sends the request to node:http
+}
+
+function onHeadersComplete(this: LeanParser, major: number, minor: number, raw: string[] | undefined, method: number, url: string,
+  _status: unknown, _statusMessage: unknown, upgrade: boolean, keepAlive: boolean): number {
+  return this[CONN]!.headers(major, minor, raw, method, url, upgrade, keepAlive);
+}
+
+function noop(): void {}

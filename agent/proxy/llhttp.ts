@@ -1,0 +1,47 @@
+// Node's own HTTP/1.1 parser (llhttp behind lib/_http_common.js's HTTPParser binding), for
+// the two lean HTTP/1.1 paths that skip node:http's Server and ClientRequest: pod-h1.ts
+// (to local pods) and client-h1.ts (from client pods). The same parser node:http uses,
+// with the same strictness; reached through Node's legacy _http_common module, probed once
+// at load. Where it is not there (another Node), both paths step aside for node:http.
+
+import { createRequire } from 'node:module';
+
+/** the parts of node's HTTPParser binding used here (lib/_http_common.js drives it the same way) */
+export interface Parser {
+  initialize(type: number, resource: object, maxHeaderSize?: number, lenientFlags?: number): void;
+  execute(data: Buffer): number | Error;
+  finish(): number | Error | undefined;
+  close(): void;
+  [callback: number]: unknown;
+}
+
+export interface ParserClass {
+  new (): Parser;
+  REQUEST: number;
+  RESPONSE: number;
+  kOnHeaders: number;
+  kOnHeadersComplete: number;
+  kOnBody: number;
+  kOnMessageComplete: number;
+}
+
+function probe(): { HTTPParser: ParserClass; methods: readonly string[] } | undefined {
+  try {
+    const m = createRequire(import.meta.url)('_http_common') as { HTTPParser?: ParserClass; methods?: unknown };
+    const P = m.HTTPParser;
+    if (typeof P !== 'function' || typeof P.RESPONSE !== 'number' || typeof P.REQUEST !== 'number') return undefined;
+    for (const k of [P.kOnHeaders, P.kOnHeadersComplete, P.kOnBody, P.kOnMessageComplete]) if (typeof k !== 'number') return undefined;
+    if (!Array.isArray(m.methods) || !m.methods.every((x) => typeof x === 'string')) return undefined;
+    return { HTTPParser: P, methods: m.methods as string[] };
+  } catch {
+    return undefined;
+  }
+}
+
+const found = probe();
+
+/** undefined on a Node whose parser cannot be reached */
+export const HTTPParser: ParserClass | undefined = found?.HTTPParser;
+
+/** llhttp's method names by the index its head callback passes */
+export const METHODS: readonly string[] = found?.methods ?? [];
