@@ -13,11 +13,11 @@
 // the idle keep-alive timeout is kept here. The Server's IncomingMessage, ServerResponse
 // and their ticks cost a fifth of the proxy's CPU per request (docs/benchmarks.md).
 
-import { IncomingMessage, STATUS_CODES } from 'node:http';
+import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { arrived, connectionClosed, cutOff, endToEnd, headerLines, type Headers, type L7Response, type RequestHead } from './exchange.ts';
-import { HTTPParser, METHODS, type Parser } from './llhttp.ts';
+import { addHeaderLine, HTTPParser, METHODS, type Parser } from './llhttp.ts';
 
 /** false on a Node whose http parser cannot be reached: every connection goes to node:http */
 export const leanServerAvailable = HTTPParser !== undefined;
@@ -54,11 +54,6 @@ export function serveLean(socket: Socket, limits: LeanServerLimits, serve: Serve
 const NO_BODY = new Readable({ read() {} });
 NO_BODY.push(null);
 NO_BODY.resume();
-
-/** `this` for node's header rules (IncomingMessage.prototype._addHeaderLine): duplicates as node:http folds them */
-const HEADER_RULES = { joinDuplicateHeaders: false };
-type AddHeaderLine = (this: typeof HEADER_RULES, field: string, value: string, dest: Record<string, string | string[]>) => void;
-const addHeaderLine = (IncomingMessage.prototype as unknown as { _addHeaderLine: AddHeaderLine })._addHeaderLine;
 
 /** llhttp's head callback: 2 = no body, and stop after this head (execute() returns where it ended); -1 = stop with an error */
 const HEAD_DONE = 2;
@@ -178,7 +173,7 @@ class LeanConnection {
         case 14: if (field.toLowerCase() === 'content-length' && raw[i + 1] !== '0') return NOT_HERE; break;
         case 17: if (field.toLowerCase() === 'transfer-encoding') return NOT_HERE; break;
       }
-      addHeaderLine.call(HEADER_RULES, field, raw[i + 1]!, h);
+      addHeaderLine(field, raw[i + 1]!, h);
     }
     this.head = { method: name, path: url, authority: (h.host as string | undefined) ?? '', headers: endToEnd(h, true), protocol: 'http1' };
     return HEAD_DONE;
@@ -201,7 +196,7 @@ class LeanConnection {
       const { method } = this.queue.shift()!;
       if (!this.socket.writable) {
         // the client left (or sent its FIN): the answer is not wanted
-        res.body.destroy();
+        if (res.whole === undefined) res.body.destroy();
         continue;
       }
       try {
@@ -223,11 +218,12 @@ class LeanConnection {
     const length = r.headers['content-length'];
     if (noBody) {
       this.socket.write(`${text}\r\n`, 'latin1');
-      r.body.resume(); // drained: a pooled connection to the pod goes back to its pool
+      if (r.whole === undefined) r.body.resume(); // drained: a pooled connection to the pod goes back to its pool
       return;
     }
-    if (arrived(r.body)) {
-      const data = r.body.read() as Buffer | null;
+    if (r.whole !== undefined || arrived(r.body)) {
+      // read(): the body stream ends, which hands a pooled upstream connection back to its pool
+      const data = r.whole ?? r.body.read() as Buffer | null;
       const t = r.trailers();
       const size = data === null ? 0 : data.length;
       if (t !== undefined && length === undefined) {
@@ -339,7 +335,7 @@ class LeanConnection {
   private closed(): void {
     // answers that can no longer be written: their upstream exchanges are cancelled
     if (this.streaming && !this.streaming.body.readableEnded) this.streaming.body.destroy();
-    for (const p of this.queue) if (p.res && !p.res.body.readableEnded) p.res.body.destroy();
+    for (const p of this.queue) if (p.res && p.res.whole === undefined && !p.res.body.readableEnded) p.res.body.destroy();
     if (this.rest === undefined) this.parser.close();
   }
 }

@@ -109,14 +109,18 @@ export class Destination {
       return res503;
     }
 
-    const live = new LiveRequest(conn, input, res.body);
-    this.live.add(live);
     // plain HTTP's outcome is known at the response head; gRPC's (grpc-status) at the end
     if (!grpc) {
       this.finish(rec, res.status, undefined, 'FORWARDED');
+      // an answer here whole is over: no policy change can cut it off any more
+      if (res.whole !== undefined) return res;
+      const live = new LiveRequest(conn, input, res.body);
+      this.live.add(live);
       res.body.once('close', () => this.live.delete(live));
       return res;
     }
+    const live = new LiveRequest(conn, input, res.body);
+    this.live.add(live);
     let recorded = false;
     res.body.once('end', () => {
       if (recorded) return;

@@ -39,6 +39,47 @@ export interface L7Response {
   trailers(): Headers | undefined;
   /** there is no body at all (a trailers-only gRPC answer must end with its HEADERS frame) */
   empty?: boolean;
+  /**
+   * The whole body, when it came with the head (a small HTTP/1.1 answer from a pod,
+   * WholeResponse): writers take it as it is, and `body` is made only for whoever asks
+   */
+  whole?: Buffer;
+}
+
+/**
+ * An answer that arrived whole with its head: no stream, no ticks, no listeners, unless
+ * someone asks for `body` (a stream of `whole`, made once). The pod connection it came on
+ * is back in its pool already.
+ */
+export class WholeResponse implements L7Response {
+  status: number;
+  headers: Headers;
+  readonly whole: Buffer;
+  private readonly t: Headers | undefined;
+  private stream: Readable | undefined;
+
+  constructor(status: number, headers: Headers, whole: Buffer, trailers: Headers | undefined) {
+    this.status = status;
+    this.headers = headers;
+    this.whole = whole;
+    this.t = trailers;
+  }
+
+  get body(): Readable {
+    if (!this.stream) {
+      const r = new Readable({ read() {} });
+      if (this.whole.length > 0) r.push(this.whole);
+      r.push(null);
+      // arrived(): received to its end and buffered
+      (r as Readable & { complete: boolean }).complete = true;
+      this.stream = r;
+    }
+    return this.stream;
+  }
+
+  trailers(): Headers | undefined {
+    return this.t;
+  }
 }
 
 /** tunnel and internal headers: set by the proxy only, stripped from what clients send */
@@ -259,6 +300,12 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
   const headers: OutgoingHttpHeaders = extraHeaders ? { ...r.headers, ...extraHeaders } : r.headers;
   res.writeHead(r.status, headers);
   const chunked = headers['content-length'] === undefined;
+  if (r.whole !== undefined) {
+    const t = r.trailers();
+    if (t && chunked) res.addTrailers(t as OutgoingHttpHeaders);
+    res.end(r.whole);
+    return;
+  }
   if (arrived(r.body)) {
     // the whole answer is here already (a small one comes in the segment of its head): one
     // write of head and body, no pipe and none of its listeners. The read ends the body
@@ -309,6 +356,11 @@ export function writeH2(stream: ServerHttp2Stream, r: L7Response, extraHeaders?:
   delete headers['content-length']; // HTTP/2 frames its own body; a stale length would be a protocol error
   const waitForTrailers = !r.empty && isGrpc(r.headers) && r.headers['grpc-status'] === undefined;
   try {
+    if (r.whole !== undefined && !waitForTrailers && r.trailers() === undefined) {
+      stream.respond(headers, { endStream: r.whole.length === 0 });
+      if (r.whole.length > 0) stream.end(r.whole);
+      return;
+    }
     if (r.empty) {
       stream.respond(headers, { endStream: true });
       r.body.resume();

@@ -4,6 +4,7 @@
 // with the same strictness; reached through Node's legacy _http_common module, probed once
 // at load. Where it is not there (another Node), both paths step aside for node:http.
 
+import { IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
 
 /** the parts of node's HTTPParser binding used here (lib/_http_common.js drives it the same way) */
@@ -45,3 +46,25 @@ export const HTTPParser: ParserClass | undefined = found?.HTTPParser;
 
 /** llhttp's method names by the index its head callback passes */
 export const METHODS: readonly string[] = found?.methods ?? [];
+
+/** `this` for node's header rules (IncomingMessage.prototype._addHeaderLine): duplicates as node:http folds them */
+const HEADER_RULES = { joinDuplicateHeaders: false };
+type AddHeaderLine = (this: typeof HEADER_RULES, field: string, value: string, dest: Record<string, string | string[]>) => void;
+const addLine = (IncomingMessage.prototype as unknown as { _addHeaderLine: AddHeaderLine })._addHeaderLine;
+
+/**
+ * Add one parsed header line to `dest` as node:http's IncomingMessage does: lower-case
+ * names, Set-Cookie as an array, Cookie joined with '; ', other lists with ', ', and a
+ * repeated singleton (Host, Content-Type, Authorization...) keeping its first value.
+ */
+export function addHeaderLine(field: string, value: string, dest: Record<string, string | string[]>): void {
+  addLine.call(HEADER_RULES, field, value, dest);
+}
+
+/** a message's headers from llhttp's flat [name, value, ...] list, at most `max` entries of it, as IncomingMessage.headers */
+export function headerObject(raw: readonly string[], max: number): Record<string, string | string[]> {
+  const h: Record<string, string | string[]> = {};
+  const n = Math.min(raw.length, max);
+  for (let i = 0; i + 1 < n; i += 2) addLine.call(HEADER_RULES, raw[i]!, raw[i + 1]!, h);
+  return h;
+}

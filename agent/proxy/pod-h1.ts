@@ -15,7 +15,7 @@ import { IncomingMessage, validateHeaderValue } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { errorText } from './errors.ts';
 import { headerLines, type Headers, type RequestHead } from './exchange.ts';
-import { HTTPParser, type Parser } from './llhttp.ts';
+import { headerObject, HTTPParser, type Parser } from './llhttp.ts';
 
 export class UpstreamError extends Error {
   /** 'connect-failure': nothing reached the pod; 'reset': the pod or the connection failed mid-exchange */
@@ -57,14 +57,39 @@ interface PoolSide {
   forget(conn: PodConnection): void;
 }
 
+/**
+ * An answer that came whole in the read its head came in (the common small answer): no
+ * IncomingMessage, no stream; the connection is back in its pool when it is handed on.
+ */
+export interface WholeAnswer {
+  status: number;
+  /** as IncomingMessage.headers */
+  headers: Record<string, string | string[]>;
+  body: Buffer;
+  trailers: Record<string, string | string[]> | undefined;
+}
+
+/** an answer's head, held until the end of the read it came in */
+interface AnswerHead { major: number; minor: number; raw: string[]; status: number; statusMessage: string }
+
 /** one request in flight on a connection */
 interface Exchange {
   method: string;
-  resolve: (res: IncomingMessage) => void;
+  resolve: (res: IncomingMessage | WholeAnswer) => void;
   reject: (err: UpstreamError) => void;
+  /** the answer as a stream, once it did not come whole */
   res: IncomingMessage | undefined;
+  /** the answer's head, until the read it came in is parsed */
+  head: AnswerHead | undefined;
+  /** body bytes read with the head */
+  chunks: Buffer[] | undefined;
+  /** the answer ended within the read of its head; its trailers, if it had any */
+  whole: boolean;
+  trailers: string[] | undefined;
   signal: AbortSignal;
 }
+
+const NO_BYTES = Buffer.alloc(0);
 
 class PodConnection {
   readonly key: string;
@@ -103,7 +128,12 @@ class PodConnection {
     this.socket.once('connect', () => { this.connected = true; });
     this.socket.on('data', (d: Buffer) => {
       const ret = this.parser.execute(d);
-      if (ret instanceof Error) this.socket.destroy(ret);
+      if (ret instanceof Error) {
+        this.socket.destroy(ret);
+        return;
+      }
+      const ex = this.exchange;
+      if (ex?.head) this.answer(ex, ex.head);
     });
     this.socket.on('end', () => {
       // a body that runs to the end of the connection ends here; anything else in flight failed
@@ -130,7 +160,7 @@ class PodConnection {
   /** the answer's head: an IncomingMessage the exchange resolves with; 1 tells llhttp there is no body */
   headers(major: number, minor: number, raw: string[], status: number, statusMessage: string, upgrade: boolean, keepAlive: boolean): number {
     const ex = this.exchange;
-    if (!ex || ex.res) {
+    if (!ex || ex.res || ex.head) {
       // an answer nobody asked for, or a second one: the connection cannot be trusted
       this.socket.destroy(new Error('unexpected response'));
       return 0;
@@ -142,30 +172,38 @@ class PodConnection {
       this.socket.destroy(new Error('pod switched protocols on a request that did not ask to'));
       return 0;
     }
-    const res = new IncomingMessage(this.socket);
-    res.httpVersionMajor = major;
-    res.httpVersionMinor = minor;
-    res.httpVersion = `${major}.${minor}`;
-    res.statusCode = status;
-    res.statusMessage = statusMessage;
-    (res as unknown as HeaderLines)._addHeaderLines(raw, Math.min(raw.length, MAX_HEADER_ENTRIES));
+    // handed on at the end of this read (answer()): whole if the body ends within it
+    ex.head = { major, minor, raw, status, statusMessage };
     this.keepAlive = keepAlive;
-    ex.res = res;
-    res.once('end', this.released);
-    ex.resolve(res);
     return ex.method === 'HEAD' ? 1 : 0;
   }
 
   body(chunk: Buffer): void {
-    const res = this.exchange?.res;
-    if (!res || res.destroyed) return;
+    const ex = this.exchange;
+    if (!ex) return;
+    const res = ex.res;
+    if (!res) {
+      if (ex.head) (ex.chunks ??= []).push(chunk);
+      return;
+    }
+    if (res.destroyed) return;
     // backpressure: IncomingMessage's _read resumes the socket when the reader wants more
     if (!res.push(chunk)) this.socket.pause();
   }
 
   complete(): void {
-    const res = this.exchange?.res;
-    if (!res) return;
+    const ex = this.exchange;
+    if (!ex) return;
+    const res = ex.res;
+    if (!res) {
+      // the end of an answer whose head came in this read (else an interim 1xx: not the answer)
+      if (ex.head) {
+        ex.whole = true;
+        if (this.pending.length > 0) ex.trailers = this.pending;
+        this.pending = [];
+      }
+      return;
+    }
     res.complete = true;
     if (this.pending.length > 0) {
       // trailers
@@ -173,6 +211,37 @@ class PodConnection {
       this.pending = [];
     }
     res.push(null);
+  }
+
+  /**
+   * The answer's head, at the end of the read it came in: whole (the connection goes back
+   * to its pool first), or as an IncomingMessage that the rest of the body streams through.
+   */
+  private answer(ex: Exchange, h: AnswerHead): void {
+    ex.head = undefined;
+    const chunks = ex.chunks;
+    ex.chunks = undefined;
+    if (ex.whole) {
+      const body = chunks === undefined ? NO_BYTES : chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+      const trailers = ex.trailers ? headerObject(ex.trailers, MAX_HEADER_ENTRIES) : undefined;
+      this.release();
+      ex.resolve({ status: h.status, headers: headerObject(h.raw, MAX_HEADER_ENTRIES), body, trailers });
+      return;
+    }
+    const res = new IncomingMessage(this.socket);
+    res.httpVersionMajor = h.major;
+    res.httpVersionMinor = h.minor;
+    res.httpVersion = `${h.major}.${h.minor}`;
+    res.statusCode = h.status;
+    res.statusMessage = h.statusMessage;
+    (res as unknown as HeaderLines)._addHeaderLines(h.raw, Math.min(h.raw.length, MAX_HEADER_ENTRIES));
+    ex.res = res;
+    res.once('end', this.released);
+    let more = true;
+    if (chunks) for (const c of chunks) more = res.push(c);
+    // backpressure: IncomingMessage's _read resumes the socket when the reader wants more
+    if (!more) this.socket.pause();
+    ex.resolve(res);
   }
 
   /** the answer was read to its end: the connection goes back to the pool (or away) */
@@ -255,11 +324,11 @@ export class LeanPodClient implements PoolSide {
   }
 
   /**
-   * One request without a body to ip:port; resolves with the answer's head (its body
-   * streams). Errors are UpstreamErrors, as from node:http in pods.ts: 'connect-failure'
+   * One request without a body to ip:port; resolves with the answer whole when it came in
+   * one read with its head, else with its head (the body streams). Errors are UpstreamErrors, as from node:http in pods.ts: 'connect-failure'
    * when the pod was never reached, 'reset' after.
    */
-  send(ip: string, port: number, head: RequestHead, traceparent: string, signal: AbortSignal): Promise<IncomingMessage> {
+  send(ip: string, port: number, head: RequestHead, traceparent: string, signal: AbortSignal): Promise<IncomingMessage | WholeAnswer> {
     return new Promise((resolve, reject) => {
       if (signal.aborted) {
         reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: request cancelled before it was sent`));
@@ -269,7 +338,7 @@ export class LeanPodClient implements PoolSide {
       const text = requestHead(head, traceparent);
       const key = `${ip}:${port}`;
       const conn = this.take(key) ?? this.open(key, ip, port);
-      conn.send(text, { method: head.method, res: undefined, signal, resolve, reject });
+      conn.send(text, { method: head.method, res: undefined, head: undefined, chunks: undefined, whole: false, trailers: undefined, signal, resolve, reject });
     });
   }
 

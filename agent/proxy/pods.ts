@@ -11,8 +11,8 @@ import { connect, Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
-import { endToEnd, pipeBody, type Headers, type L7Response, type RequestHead } from './exchange.ts';
-import { LeanPodClient, leanClientAvailable, UpstreamError } from './pod-h1.ts';
+import { endToEnd, pipeBody, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { LeanPodClient, leanClientAvailable, UpstreamError, type WholeAnswer } from './pod-h1.ts';
 
 export { UpstreamError };
 
@@ -123,7 +123,7 @@ export class PodPool {
     if (head.protocol === 'h2') return this.sendH2(ip, port, head, traceparent, body, signal);
     if (this.lean && bodiless(body)) {
       body.resume(); // nothing to send; drained so that the client's side ends
-      return this.lean.send(ip, port, head, traceparent, signal).then(answer);
+      return this.lean.send(ip, port, head, traceparent, signal).then(leanAnswer);
     }
     return this.sendH1(ip, port, head, traceparent, body, signal);
   }
@@ -276,6 +276,11 @@ function bodiless(body: Readable): boolean {
   if (!(body instanceof IncomingMessage)) return false;
   const h = body.headers;
   return h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0');
+}
+
+function leanAnswer(res: IncomingMessage | WholeAnswer): L7Response {
+  if (res instanceof IncomingMessage) return answer(res);
+  return new WholeResponse(res.status, endToEnd(res.headers, false), res.body, res.trailers);
 }
 
 function answer(res: IncomingMessage): L7Response {

@@ -260,6 +260,32 @@ describe('proxy hot path: the lean pod client against odd answers', () => {
     assert.equal(opened - before, 2, 'a new connection after the pod said close');
   });
 
+  it('an answer whole in one read is handed on whole, its connection already back in the pool; a body still coming streams', async () => {
+    script.set('/whole', 'HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nwhole');
+    script.set('/later', (s) => {
+      s.write('HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nfirst');
+      setTimeout(() => s.write('-last'), 10);
+    });
+    await send('/whole'); // a connection to reuse
+    const before = opened;
+    const head = { method: 'GET', path: '/whole', authority: 'pod', headers: {}, protocol: 'http1' as const };
+    const trace = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const first = await pods.send(RAW_POD, rawPort, head, trace, await none(), new AbortController().signal);
+    assert.equal(first.whole?.toString(), 'whole');
+    // the first answer is not read yet, and its connection carries the next request
+    const second = await pods.send(RAW_POD, rawPort, head, trace, await none(), new AbortController().signal);
+    assert.equal(second.whole?.toString(), 'whole');
+    assert.equal(opened, before, 'no new connection');
+    let text = '';
+    for await (const c of first.body) text += (c as Buffer).toString('latin1');
+    assert.equal(text, 'whole', 'the body stream of a whole answer, for whoever asks');
+    const later = await pods.send(RAW_POD, rawPort, { ...head, path: '/later' }, trace, await none(), new AbortController().signal);
+    assert.equal(later.whole, undefined);
+    text = '';
+    for await (const c of later.body) text += (c as Buffer).toString('latin1');
+    assert.equal(text, 'first-last');
+  });
+
   it('skips informational answers, reads a body that runs to the close, and no body for HEAD, 204 and 304', async () => {
     script.set('/early', 'HTTP/1.1 103 Early Hints\r\nlink: </style.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nreal');
     const early = await send('/early');
