@@ -62,6 +62,12 @@ const NOT_HERE = -1;
 const RESOURCE = {};
 /** node:http's keepAliveTimeoutBuffer: the connection outlives the timeout its answers announce by this much */
 const KEEP_ALIVE_MARGIN_MS = 1000;
+/**
+ * Requests of one connection whose answers are not all out; past it the connection is not
+ * read until some are. Each is an upstream request in flight: a client that pipelines
+ * thousands in one write must not start thousands at once.
+ */
+const MAX_OUTSTANDING = 64;
 /** answers up to this size go out in one buffer with their head */
 const ONE_WRITE_MAX = 16 * 1024;
 
@@ -90,12 +96,16 @@ class LeanConnection {
   private head: RequestHead | undefined;
   /** set once the connection is to go to node:http: the bytes it starts from */
   private rest: Buffer | undefined;
+  /** bytes read but not parsed yet, while too many answers are outstanding */
+  private held: Buffer | undefined;
   private readonly onData = (chunk: Buffer): void => this.read(chunk);
   private readonly onTimeout = (): void => {
     // idle between requests (node:http's keepAliveTimeout); a slow answer is not idleness
     if (this.queue.length === 0 && this.streaming === undefined) this.socket.destroy();
   };
   private readonly onClose = (): void => this.closed();
+  /** the client read what it was sent: requests held back may go on */
+  private readonly onDrain = (): void => { if (this.held !== undefined) this.flush(); };
   /**
    * The client's FIN, read as node:http's Server (httpAllowHalfOpen off), nginx and Envoy
    * read it: the client is gone. What was written stays delivered, ours follows it, and
@@ -124,6 +134,7 @@ class LeanConnection {
     this.socket.on('data', this.onData);
     this.socket.on('close', this.onClose);
     this.socket.on('end', this.onEnd);
+    this.socket.on('drain', this.onDrain);
     if (this.limits.keepAliveTimeoutMs > 0) {
       // node:http's margin too: the client, told the timeout, closes first
       this.socket.setTimeout(this.limits.keepAliveTimeoutMs + KEEP_ALIVE_MARGIN_MS);
@@ -142,6 +153,13 @@ class LeanConnection {
     let off = 0;
     while (off < chunk.length) {
       const data = off === 0 ? chunk : chunk.subarray(off);
+      if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) {
+        // a client that pipelines faster than its answers come, or does not read them:
+        // the rest waits, and the socket is not read, until answers are out (flush())
+        this.held = data;
+        this.socket.pause();
+        return;
+      }
       const n = this.parser.execute(data);
       const head = this.head;
       if (head === undefined || typeof n !== 'number') {
@@ -209,6 +227,13 @@ class LeanConnection {
       }
     }
     if (this.rest !== undefined && this.queue.length === 0 && this.streaming === undefined) this.give();
+    else if (this.held !== undefined && this.queue.length < MAX_OUTSTANDING && !this.socket.writableNeedDrain && !this.socket.destroyed) {
+      const held = this.held;
+      this.held = undefined;
+      // resume() reads on a later tick: the held bytes are parsed first
+      this.socket.resume();
+      this.read(held);
+    }
   }
 
   /** one answer: whole in one write when it is here, streamed otherwise (this.streaming until it ends) */
@@ -326,6 +351,7 @@ class LeanConnection {
     const { socket } = this;
     socket.off('close', this.onClose);
     socket.off('timeout', this.onTimeout);
+    socket.off('drain', this.onDrain);
     socket.setTimeout(0);
     if (socket.destroyed) return;
     socket.unshift(rest);

@@ -175,6 +175,26 @@ describe('lean client-facing HTTP/1.1 (client-h1.ts)', () => {
     assert.equal(h.handedOver, 0);
   });
 
+  it('a client pipelining more than 64 requests: the rest waits unread until answers are out, then every one is answered in order', async () => {
+    h.reset();
+    let open: () => void = () => {};
+    const gate = new Promise<void>((r) => { open = r; });
+    h.answerWith = async (head) => {
+      await gate;
+      return text(`lean ${head.path}`);
+    };
+    let burst = '';
+    for (let i = 0; i < 200; i++) burst += `GET /p${i} HTTP/1.1\r\nHost: svc\r\n\r\n`;
+    const done = raw(h.port, [burst], count(200));
+    while (h.served.length < 64) await sleep(5);
+    await sleep(50);
+    assert.equal(h.served.length, 64, 'no more requests in flight than the bound while none is answered');
+    open();
+    const t = await done;
+    assert.deepEqual(answers(t.text).map((a) => a.body), Array.from({ length: 200 }, (_, i) => `lean /p${i}`));
+    assert.equal(h.served.length, 200);
+  });
+
   it('a request with a body goes to node:http from that request on, once the answers before it are out', async () => {
     h.reset();
     h.answerWith = async (head) => {
