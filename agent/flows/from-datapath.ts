@@ -226,7 +226,8 @@ function refillUuids(): void {
   uuidNext = 0;
 }
 
-function flowUuid(): string {
+/** a random (v4) UUID for a flow, from the current block */
+export function flowUuid(): string {
   if (uuidNext === UUID_BLOCK) refillUuids();
   const at = uuidNext++ * 36;
   return uuidBlock.substring(at, at + 36);

@@ -1,8 +1,8 @@
 // Building Flow records (agent/flows/flow.ts): one per connection verdict, one per request.
 
-import { randomUUID } from 'node:crypto';
 import type { Flow, FlowPolicy, FlowType, FlowVerdict, TrafficDirection } from '../flows/flow.ts';
 import type { Decision } from '../policy/index.ts';
+import { flowUuid } from '../flows/from-datapath.ts';
 
 export interface Addr { ip: string; port: number }
 
@@ -19,7 +19,7 @@ export function newFlow(
 ): Flow {
   // the proxy records requests and connections, never replies on their own; addresses are
   // IP addresses already (normalised), so a colon is what makes one IPv6
-  const f: Flow = { time: now(), uuid: randomUUID(), verdict, Type: type, nodeName, trafficDirection: direction, isReply: false };
+  const f: Flow = { time: now(), uuid: flowUuid(), verdict, Type: type, nodeName, trafficDirection: direction, isReply: false };
   if (src && dst && src.ip && dst.ip) {
     f.IP = { source: src.ip, destination: dst.ip, ipVersion: src.ip.includes(':') ? 'IPv6' : 'IPv4' };
     f.l4 = { TCP: { sourcePort: src.port, destinationPort: dst.port } };
