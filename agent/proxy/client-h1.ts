@@ -72,6 +72,8 @@ const MAX_OUTSTANDING = 64;
 const ONE_WRITE_MAX = 16 * 1024;
 
 interface LeanParser extends Parser { [CONN]?: LeanConnection }
+/** the parts of a socket's stream handle (a libuv TCP wrap) used while llhttp consumes it, as node:http's Server uses them */
+interface ReadHandle { isStreamBase?: boolean; reading: boolean; readStart(): number; readStop(): number }
 const CONN = Symbol('nodal.leanConnection');
 
 /** one request served here, in arrival order */
@@ -99,6 +101,8 @@ class LeanConnection {
   /** bytes read but not parsed yet, while too many answers are outstanding */
   private held: Buffer | undefined;
   private readonly onData = (chunk: Buffer): void => this.read(chunk);
+  /** the socket's handle, while llhttp reads it directly (consume()); undefined: reads come as 'data' */
+  private consumed: ReadHandle | undefined;
   private readonly onTimeout = (): void => {
     // idle between requests (node:http's keepAliveTimeout); a slow answer is not idleness
     if (this.queue.length === 0 && this.streaming === undefined) this.socket.destroy();
@@ -131,7 +135,17 @@ class LeanConnection {
   }
 
   start(): void {
-    this.socket.on('data', this.onData);
+    const handle = (this.socket as Socket & { _handle?: ReadHandle | null })._handle;
+    if (handle?.isStreamBase === true && this.socket.readableLength === 0) {
+      // reads go straight from the handle into llhttp, in C++, as node:http's Server reads
+      // them: no Buffer, stream push or 'data' event per read (executed() per read instead)
+      this.parser[HTTPParser!.kOnExecute] = (ret: number | Error): void => this.executed(ret);
+      this.parser.consume(handle);
+      this.consumed = handle;
+    } else {
+      // bytes protocol detection buffered come first, through the stream
+      this.socket.on('data', this.onData);
+    }
     this.socket.on('close', this.onClose);
     this.socket.on('end', this.onEnd);
     this.socket.on('drain', this.onDrain);
@@ -149,6 +163,43 @@ class LeanConnection {
     this.parser.initialize(HTTPParser!.REQUEST, RESOURCE, this.limits.maxHeaderBytes, 0);
   }
 
+  /**
+   * One read, parsed by llhttp as it came off the handle (consume()): `ret` is where it
+   * stopped, at the end of a head served here (HEAD_DONE); what follows it in the read
+   * (pipelined requests) is parsed by read(). Anything else: the read goes to node:http.
+   */
+  private executed(ret: number | Error): void {
+    const head = this.head;
+    if (head === undefined || typeof ret !== 'number') {
+      // the unfinished request began with this read: each read starts on a fresh parse
+      this.stop(this.parser.getCurrentBuffer());
+      return;
+    }
+    this.head = undefined;
+    this.reset();
+    this.request(head);
+    const buf = this.parser.getCurrentBuffer();
+    if (ret < buf.length) this.read(buf.subarray(ret));
+    else if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) this.pauseReading();
+  }
+
+  /** stop reading the socket (answers outstanding, or the connection going to node:http) */
+  private pauseReading(): void {
+    if (this.consumed) {
+      this.consumed.reading = false;
+      this.consumed.readStop();
+    } else this.socket.pause();
+  }
+
+  private resumeReading(): void {
+    if (this.consumed) {
+      if (!this.consumed.reading) {
+        this.consumed.reading = true;
+        this.consumed.readStart();
+      }
+    } else this.socket.resume();
+  }
+
   private read(chunk: Buffer): void {
     let off = 0;
     while (off < chunk.length) {
@@ -157,7 +208,7 @@ class LeanConnection {
         // a client that pipelines faster than its answers come, or does not read them:
         // the rest waits, and the socket is not read, until answers are out (flush())
         this.held = data;
-        this.socket.pause();
+        this.pauseReading();
         return;
       }
       const n = this.parser.execute(data);
@@ -230,8 +281,8 @@ class LeanConnection {
     else if (this.held !== undefined && this.queue.length < MAX_OUTSTANDING && !this.socket.writableNeedDrain && !this.socket.destroyed) {
       const held = this.held;
       this.held = undefined;
-      // resume() reads on a later tick: the held bytes are parsed first
-      this.socket.resume();
+      // reading resumes on a later tick: the held bytes are parsed first
+      this.resumeReading();
       this.read(held);
     }
   }
@@ -336,11 +387,17 @@ class LeanConnection {
 
   /** from `rest` on, the connection is node:http's; given once the answers before it are out */
   private stop(rest: Buffer): void {
+    if (this.consumed) {
+      // reads go back to the socket's stream (held there while paused) for node:http
+      this.parser.unconsume();
+      this.consumed = undefined;
+    }
     this.socket.off('data', this.onData);
     // a FIN behind these bytes is node:http's to read
     this.socket.off('end', this.onEnd);
     this.socket.pause();
-    this.parser.close();
+    // not from inside a parser callback that may be on the stack (executed() is one)
+    setImmediate(closeParser, this.parser);
     this.rest = rest;
     this.flush();
   }
@@ -362,7 +419,12 @@ class LeanConnection {
     // answers that can no longer be written: their upstream exchanges are cancelled
     if (this.streaming && !this.streaming.body.readableEnded) this.streaming.body.destroy();
     for (const p of this.queue) if (p.res && p.res.whole === undefined && !p.res.body.readableEnded) p.res.body.destroy();
-    if (this.rest === undefined) this.parser.close();
+    if (this.rest !== undefined) return;
+    if (this.consumed) {
+      this.parser.unconsume();
+      this.consumed = undefined;
+    }
+    setImmediate(closeParser, this.parser);
   }
 }
 
@@ -404,6 +466,10 @@ function onHeaders(this: LeanParser): void {
 function onHeadersComplete(this: LeanParser, major: number, minor: number, raw: string[] | undefined, method: number, url: string,
   _status: unknown, _statusMessage: unknown, upgrade: boolean, keepAlive: boolean): number {
   return this[CONN]!.headers(major, minor, raw, method, url, upgrade, keepAlive);
+}
+
+function closeParser(p: Parser): void {
+  p.close();
 }
 
 function noop(): void {}

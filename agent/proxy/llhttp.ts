@@ -13,6 +13,11 @@ export interface Parser {
   execute(data: Buffer): number | Error;
   finish(): number | Error | undefined;
   close(): void;
+  /** parse a stream handle's reads in C++ as they come (node:http's server does), reporting each through kOnExecute */
+  consume(handle: object): void;
+  unconsume(): void;
+  /** a copy of the read being parsed, inside kOnExecute */
+  getCurrentBuffer(): Buffer;
   [callback: number]: unknown;
 }
 
@@ -24,6 +29,7 @@ export interface ParserClass {
   kOnHeadersComplete: number;
   kOnBody: number;
   kOnMessageComplete: number;
+  kOnExecute: number;
 }
 
 function probe(): { HTTPParser: ParserClass; methods: readonly string[] } | undefined {
@@ -31,7 +37,10 @@ function probe(): { HTTPParser: ParserClass; methods: readonly string[] } | unde
     const m = createRequire(import.meta.url)('_http_common') as { HTTPParser?: ParserClass; methods?: unknown };
     const P = m.HTTPParser;
     if (typeof P !== 'function' || typeof P.RESPONSE !== 'number' || typeof P.REQUEST !== 'number') return undefined;
-    for (const k of [P.kOnHeaders, P.kOnHeadersComplete, P.kOnBody, P.kOnMessageComplete]) if (typeof k !== 'number') return undefined;
+    for (const k of [P.kOnHeaders, P.kOnHeadersComplete, P.kOnBody, P.kOnMessageComplete, P.kOnExecute]) if (typeof k !== 'number') return undefined;
+    for (const f of ['consume', 'unconsume', 'getCurrentBuffer', 'initialize', 'execute', 'finish', 'close']) {
+      if (typeof (P.prototype as unknown as Record<string, unknown>)[f] !== 'function') return undefined;
+    }
     if (!Array.isArray(m.methods) || !m.methods.every((x) => typeof x === 'string')) return undefined;
     return { HTTPParser: P, methods: m.methods as string[] };
   } catch {
