@@ -68,6 +68,7 @@ const KEEP_ALIVE_MARGIN_MS = 1000;
  * thousands in one write must not start thousands at once.
  */
 const MAX_OUTSTANDING = 64;
+const NO_BYTES = Buffer.alloc(0);
 /** answers up to this size go out in one buffer with their head */
 const ONE_WRITE_MAX = 16 * 1024;
 
@@ -180,7 +181,11 @@ class LeanConnection {
     this.request(head);
     const buf = this.parser.getCurrentBuffer();
     if (ret < buf.length) this.read(buf.subarray(ret));
-    else if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) this.pauseReading();
+    else if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) {
+      // nothing left of this read, and no more reads until answers are out (flush())
+      this.held = NO_BYTES;
+      this.pauseReading();
+    }
   }
 
   /** stop reading the socket (answers outstanding, or the connection going to node:http) */

@@ -98,7 +98,10 @@ async function raw(port: number, parts: string[], done: (text: string) => boolea
   let got = '';
   let ended = false;
   s.setEncoding('latin1');
-  const finished = new Promise<void>((resolve) => {
+  let timer: NodeJS.Timeout | undefined;
+  const finished = new Promise<void>((resolve, reject) => {
+    // neither what the test waits for nor a close: fail instead of hanging
+    timer = setTimeout(() => reject(new Error(`no expected answer and no close within 10 s; got ${JSON.stringify(got.slice(0, 200))}`)), 10_000);
     s.on('data', (c: string) => {
       got += c;
       if (done(got)) resolve();
@@ -107,15 +110,18 @@ async function raw(port: number, parts: string[], done: (text: string) => boolea
       ended = true;
       resolve();
     });
-  });
+  }).finally(() => clearTimeout(timer));
   s.on('error', () => {});
   for (const [i, p] of parts.entries()) {
     if (i > 0) await sleep(40);
     s.write(p, 'latin1');
   }
   if (opts.end) s.end();
-  await finished;
-  s.destroy();
+  try {
+    await finished;
+  } finally {
+    s.destroy();
+  }
   return { text: got, ended };
 }
 
@@ -137,6 +143,15 @@ function answers(t: string): Array<{ status: number; headers: Record<string, str
     rest = rest.slice(end + 4 + len);
   }
   return out;
+}
+
+/** wait until `cond` holds; a test that would hang fails after 10 s, naming what it waited for */
+async function waitFor(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(5);
+  }
 }
 
 const count = (n: number) => (t: string): boolean => answers(t).length >= n && answers(t).every((a) => a.body.length === Number(a.headers['content-length'] ?? 0));
@@ -186,13 +201,40 @@ describe('lean client-facing HTTP/1.1 (client-h1.ts)', () => {
     let burst = '';
     for (let i = 0; i < 200; i++) burst += `GET /p${i} HTTP/1.1\r\nHost: svc\r\n\r\n`;
     const done = raw(h.port, [burst], count(200));
-    while (h.served.length < 64) await sleep(5);
+    await waitFor(() => h.served.length >= 64, '64 requests served');
     await sleep(50);
     assert.equal(h.served.length, 64, 'no more requests in flight than the bound while none is answered');
     open();
     const t = await done;
     assert.deepEqual(answers(t.text).map((a) => a.body), Array.from({ length: 200 }, (_, i) => `lean /p${i}`));
     assert.equal(h.served.length, 200);
+  });
+
+  it('the same, one request per read: reading stops at 64 outstanding and starts again as answers go out', async () => {
+    h.reset();
+    let open: () => void = () => {};
+    const gate = new Promise<void>((r) => { open = r; });
+    h.answerWith = async (head) => {
+      await gate;
+      return text(`lean ${head.path}`);
+    };
+    const s = connect({ host: ADDR, port: h.port, noDelay: true });
+    await once(s, 'connect');
+    let got = '';
+    s.setEncoding('latin1');
+    s.on('data', (c: string) => { got += c; });
+    s.on('error', () => {});
+    for (let i = 0; i < 70; i++) {
+      s.write(`GET /q${i} HTTP/1.1\r\nHost: svc\r\n\r\n`);
+      await sleep(2);
+    }
+    await waitFor(() => h.served.length >= 64, '64 requests served');
+    await sleep(50);
+    assert.equal(h.served.length, 64, 'no more requests in flight than the bound while none is answered');
+    open();
+    await waitFor(() => answers(got).length >= 70, 'all 70 answers');
+    s.destroy();
+    assert.deepEqual(answers(got).map((a) => a.body), Array.from({ length: 70 }, (_, i) => `lean /q${i}`));
   });
 
   it('a request with a body goes to node:http from that request on, once the answers before it are out', async () => {
@@ -342,9 +384,9 @@ describe('lean client-facing HTTP/1.1 (client-h1.ts)', () => {
     const s = connect({ host: ADDR, port: h.port });
     s.on('error', () => {});
     s.write('GET /slow HTTP/1.1\r\nHost: svc\r\n\r\n');
-    while (h.signals.length === 0) await sleep(5);
+    await waitFor(() => h.signals.length > 0, 'the request');
     s.destroy();
-    while (!h.signals[0]!.aborted) await sleep(5);
+    await waitFor(() => h.signals[0]!.aborted, 'the request to be cancelled');
   });
 
   it('an answer header node:http would refuse (CR LF in a value) closes the connection: nothing is split', async () => {
