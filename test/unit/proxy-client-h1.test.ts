@@ -76,6 +76,18 @@ class Harness {
     this.port = (this.front.address() as AddressInfo).port;
   }
 
+  /** answers wait until the returned function is called */
+  gated(): () => void {
+    this.reset();
+    let open: () => void = () => {};
+    const gate = new Promise<void>((r) => { open = r; });
+    this.answerWith = async (head) => {
+      await gate;
+      return text(`lean ${head.path}`);
+    };
+    return () => open();
+  }
+
   reset(): void {
     this.served = [];
     this.signals = [];
@@ -191,13 +203,7 @@ describe('lean client-facing HTTP/1.1 (client-h1.ts)', () => {
   });
 
   it('a client pipelining more than 64 requests: the rest waits unread until answers are out, then every one is answered in order', async () => {
-    h.reset();
-    let open: () => void = () => {};
-    const gate = new Promise<void>((r) => { open = r; });
-    h.answerWith = async (head) => {
-      await gate;
-      return text(`lean ${head.path}`);
-    };
+    const open = h.gated();
     let burst = '';
     for (let i = 0; i < 200; i++) burst += `GET /p${i} HTTP/1.1\r\nHost: svc\r\n\r\n`;
     const done = raw(h.port, [burst], count(200));
@@ -211,13 +217,7 @@ describe('lean client-facing HTTP/1.1 (client-h1.ts)', () => {
   });
 
   it('the same, one request per read: reading stops at 64 outstanding and starts again as answers go out', async () => {
-    h.reset();
-    let open: () => void = () => {};
-    const gate = new Promise<void>((r) => { open = r; });
-    h.answerWith = async (head) => {
-      await gate;
-      return text(`lean ${head.path}`);
-    };
+    const open = h.gated();
     const s = connect({ host: ADDR, port: h.port, noDelay: true });
     await once(s, 'connect');
     let got = '';
