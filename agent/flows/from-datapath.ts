@@ -8,9 +8,9 @@
 // What depends only on the snapshot (endpoints with their labels, named policies, their
 // summaries) is built once per snapshot and shared by the flows that refer to it; shared
 // parts are frozen, since a flow is never changed after it is made.
-import { randomFillSync } from 'node:crypto';
 import type { CompiledPolicy, EndpointInfo, IdentityInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
 import type { VerdictEvent } from '../datapath/index.ts';
+import { flowUuid } from './uuid.ts';
 import { DropReasonCode, MessageType, TracePoint, timeFromNs, type Flow, type FlowEndpoint, type FlowEventType, type FlowPolicy } from './flow.ts';
 
 /** Cilium's names for the reserved identities (DESIGN §4 uses the same numbers) */
@@ -197,41 +197,6 @@ function l4For(proto: number, sport: number, dport: number, ingress: boolean): F
   return l4;
 }
 
-// RFC 4122 version 4 UUIDs, made 4096 at a time: node's randomUUID() costs about a
-// microsecond here, more than the rest of a flow. One block is formatted into one string
-// and each flow keeps a slice of it (V8 shares the characters), so a stored flow's uuid
-// is one small object instead of a string of its own.
-const UUID_BLOCK = 4096;
-const uuidBytes = Buffer.alloc(16 * UUID_BLOCK);
-const uuidText = Buffer.alloc(36 * UUID_BLOCK, 0x2d); // '-' where nothing else is written
-const uuidView = new DataView(uuidText.buffer, uuidText.byteOffset, uuidText.length);
-/** a byte as two lowercase hex digits, little-endian, for one 16-bit store */
-const HEX2 = new Uint16Array(256);
-for (let i = 0; i < 256; i++) HEX2[i] = '0123456789abcdef'.charCodeAt(i >> 4) | ('0123456789abcdef'.charCodeAt(i & 15) << 8);
-/** where each of the 16 bytes goes in xxxxxxxx-xxxx-4xxx-yxxx-xxxxxxxxxxxx */
-const UUID_AT = [0, 2, 4, 6, 9, 11, 14, 16, 19, 21, 24, 26, 28, 30, 32, 34];
-let uuidBlock = '';
-let uuidNext = UUID_BLOCK;
-
-function refillUuids(): void {
-  randomFillSync(uuidBytes);
-  for (let u = 0; u < UUID_BLOCK; u++) {
-    const o = u * 16;
-    uuidBytes[o + 6] = (uuidBytes[o + 6]! & 0x0f) | 0x40; // version 4
-    uuidBytes[o + 8] = (uuidBytes[o + 8]! & 0x3f) | 0x80; // variant 10
-    const t = u * 36;
-    for (let i = 0; i < 16; i++) uuidView.setUint16(t + UUID_AT[i]!, HEX2[uuidBytes[o + i]!]!, true);
-  }
-  uuidBlock = uuidText.toString('latin1');
-  uuidNext = 0;
-}
-
-/** a random (v4) UUID for a flow, from the current block */
-export function flowUuid(): string {
-  if (uuidNext === UUID_BLOCK) refillUuids();
-  const at = uuidNext++ * 36;
-  return uuidBlock.substring(at, at + 36);
-}
 
 export interface FlowContext {
   node: string;

@@ -309,11 +309,11 @@ class LeanConnection {
       const size = data === null ? 0 : data.length;
       if (t !== undefined && length === undefined) {
         // trailers need chunked framing
-        text += `transfer-encoding: chunked\r\n\r\n${size > 0 ? `${size.toString(16)}\r\n` : ''}`;
+        const last = `0\r\n${trailerLines(t)}\r\n`;
         this.socket.cork();
-        this.socket.write(text, 'latin1');
-        if (data !== null && size > 0) this.socket.write(data);
-        this.socket.write(`${size > 0 ? '\r\n' : ''}0\r\n${trailerLines(t)}\r\n`, 'latin1');
+        this.socket.write(`${text}transfer-encoding: chunked\r\n\r\n`, 'latin1');
+        if (data !== null) writeChunk(this.socket, data);
+        this.socket.write(last, 'latin1');
         this.socket.uncork();
         return;
       }
@@ -350,16 +350,7 @@ class LeanConnection {
       this.streaming = undefined;
     };
     const onData = (c: Buffer): void => {
-      if (c.length === 0) return; // a zero-length chunk would read as the end of a chunked body
-      let ok: boolean;
-      if (chunked) {
-        socket.cork();
-        socket.write(`${c.length.toString(16)}\r\n`, 'latin1');
-        socket.write(c);
-        ok = socket.write('\r\n', 'latin1');
-        socket.uncork();
-      } else ok = socket.write(c);
-      if (!ok) body.pause();
+      if (!(chunked ? writeChunk(socket, c) : socket.write(c))) body.pause();
     };
     socket.on('drain', onDrain);
     body.on('data', onData);
@@ -443,6 +434,18 @@ function statusAndHeaders(r: L7Response, keepAliveMs: number): string {
   // connections before the proxy would
   text += 'connection: keep-alive\r\n';
   return keepAliveMs > 0 ? `${text}keep-alive: timeout=${Math.floor(keepAliveMs / 1000)}\r\n` : text;
+}
+
+/** one chunk of a chunked body; false when the socket wants a 'drain' first */
+function writeChunk(socket: Socket, c: Buffer): boolean {
+  // a zero-length chunk would read as the end of the body
+  if (c.length === 0) return true;
+  socket.cork();
+  socket.write(`${c.length.toString(16)}\r\n`, 'latin1');
+  socket.write(c);
+  const ok = socket.write('\r\n', 'latin1');
+  socket.uncork();
+  return ok;
 }
 
 function trailerLines(t: Headers): string {

@@ -2,7 +2,7 @@
 
 import type { Flow, FlowPolicy, FlowType, FlowVerdict, TrafficDirection } from '../flows/flow.ts';
 import type { Decision } from '../policy/index.ts';
-import { flowUuid } from '../flows/from-datapath.ts';
+import { flowUuid } from '../flows/uuid.ts';
 
 export interface Addr { ip: string; port: number }
 

@@ -164,7 +164,7 @@ class PodConnection {
     this.socket.write(head, 'latin1');
   }
 
-  /** the answer's head: an IncomingMessage the exchange resolves with; 1 tells llhttp there is no body */
+  /** the answer's head, held for answer() at the end of this read; 1 tells llhttp there is no body */
   headers(major: number, minor: number, raw: string[], status: number, statusMessage: string, upgrade: boolean, keepAlive: boolean): number {
     const ex = this.exchange;
     if (!ex || ex.res || ex.head) {
@@ -332,8 +332,9 @@ export class LeanPodClient implements PoolSide {
 
   /**
    * One request without a body to ip:port; resolves with the answer whole when it came in
-   * one read with its head, else with its head (the body streams). Errors are UpstreamErrors, as from node:http in pods.ts: 'connect-failure'
-   * when the pod was never reached, 'reset' after.
+   * one read with its head, else with its head (the body streams). Errors are
+   * UpstreamErrors, as from node:http in pods.ts: 'connect-failure' when the pod was never
+   * reached, 'reset' after.
    */
   send(ip: string, port: number, head: RequestHead, traceparent: string, signal: AbortSignal): Promise<IncomingMessage | WholeAnswer> {
     return new Promise((resolve, reject) => {
