@@ -21,7 +21,7 @@ import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
-  closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -434,13 +434,9 @@ export class Egress {
         resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, 'connect-failure'));
         return;
       }
-      let trailers: Headers | undefined;
       let answered = false;
-      stream.on('trailers', (t: H2Headers) => { trailers = endToEnd(t, false); });
-      stream.once('response', (h: H2Headers, flags: number) => {
-        answered = true;
-        resolve({ status: Number(h[':status']), headers: endToEnd(h, false), body: stream, trailers: () => trailers, empty: (flags & h2c.NGHTTP2_FLAG_END_STREAM) !== 0 });
-      });
+      stream.once('response', () => { answered = true; });
+      onH2Answer(stream, resolve);
       stream.on('error', (err: NodeJS.ErrnoException) => {
         if (answered) return; // after the answer the client's side sees the body fail
         answered = true;

@@ -9,7 +9,7 @@
 
 import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders, type IncomingMessage, type OutgoingHttpHeaders, type ServerResponse } from 'node:http';
 import { setMaxListeners } from 'node:events';
-import { constants as h2c, type Http2Stream, type ServerHttp2Stream } from 'node:http2';
+import { constants as h2c, type ClientHttp2Stream, type Http2Stream, type IncomingHttpHeaders as H2Headers, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { Readable, type Writable } from 'node:stream';
 
@@ -80,6 +80,41 @@ export class WholeResponse implements L7Response {
   trailers(): Headers | undefined {
     return this.t;
   }
+}
+
+const NO_BODY = Buffer.alloc(0);
+
+/**
+ * The answer on an HTTP/2 stream we opened (to the peer node's proxy, or to an h2c/gRPC
+ * pod), handed to `onAnswer` once its HEADERS arrive. A small answer usually comes whole in
+ * one read, but node:http2 emits 'response' before it hands the stream the DATA of that
+ * read, so the answer waits for the end of this poll phase (setImmediate): by then node has
+ * closed the stream cleanly with the body buffered, or the body is still coming. A body that
+ * is here is taken whole (WholeResponse), as pod-h1 takes a whole HTTP/1.1 answer: the
+ * client gets head and body in one write instead of a chunked stream of three.
+ */
+export function onH2Answer(stream: ClientHttp2Stream, onAnswer: (r: L7Response) => void): void {
+  let trailers: Headers | undefined;
+  stream.on('trailers', (t: H2Headers) => { trailers = endToEnd(t, false); });
+  stream.once('response', (h: H2Headers, flags: number) => {
+    const status = Number(h[':status']);
+    const headers = endToEnd(h, false);
+    const empty = (flags & h2c.NGHTTP2_FLAG_END_STREAM) !== 0;
+    const streamed = (): void => { onAnswer({ status, headers, body: stream, trailers: () => trailers, empty }); };
+    if (empty) {
+      streamed();
+      return;
+    }
+    setImmediate(() => {
+      if (!stream.closed || stream.destroyed || stream.rstCode !== h2c.NGHTTP2_NO_ERROR || stream.readableLength > MAX_BUFFERED_WRITE) {
+        streamed(); // still coming, or cut off (the writers see that on the body)
+        return;
+      }
+      // reading the buffer to its end ends the stream, which lets node:http2 release it
+      const data = stream.read() as Buffer | null;
+      onAnswer(new WholeResponse(status, headers, data ?? NO_BODY, trailers));
+    });
+  });
 }
 
 /** tunnel and internal headers: set by the proxy only, stripped from what clients send */
@@ -297,15 +332,20 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
     r.body.destroy();
     return;
   }
-  const headers: OutgoingHttpHeaders = extraHeaders ? { ...r.headers, ...extraHeaders } : r.headers;
-  res.writeHead(r.status, headers);
-  const chunked = headers['content-length'] === undefined;
+  let headers: OutgoingHttpHeaders = extraHeaders ? { ...r.headers, ...extraHeaders } : r.headers;
   if (r.whole !== undefined) {
     const t = r.trailers();
-    if (t && chunked) res.addTrailers(t as OutgoingHttpHeaders);
+    // sized when it can be (an answer that came over HTTP/2 has no length of its own);
+    // trailers need chunked framing
+    const hasBody = res.req.method !== 'HEAD' && r.status >= 200 && r.status !== 204 && r.status !== 304;
+    if (t === undefined && hasBody && headers['content-length'] === undefined) headers = { ...headers, 'content-length': r.whole.length };
+    res.writeHead(r.status, headers);
+    if (t && headers['content-length'] === undefined) res.addTrailers(t as OutgoingHttpHeaders);
     res.end(r.whole);
     return;
   }
+  res.writeHead(r.status, headers);
+  const chunked = headers['content-length'] === undefined;
   if (arrived(r.body)) {
     // the whole answer is here already (a small one comes in the segment of its head): one
     // write of head and body, no pipe and none of its listeners. The read ends the body
@@ -354,9 +394,13 @@ export function writeH2(stream: ServerHttp2Stream, r: L7Response, extraHeaders?:
   }
   const headers: OutgoingHttpHeaders = { ...r.headers, ...extraHeaders, ':status': r.status };
   delete headers['content-length']; // HTTP/2 frames its own body; a stale length would be a protocol error
-  const waitForTrailers = !r.empty && isGrpc(r.headers) && r.headers['grpc-status'] === undefined;
+  // gRPC's status lives in the trailers; an HTTP/1.1 answer of unknown length (chunked) may
+  // end with trailers too. Either way they go in a trailing HEADERS frame once the body is out
+  const needsGrpcStatus = !r.empty && isGrpc(r.headers) && r.headers['grpc-status'] === undefined;
+  const t0 = r.whole !== undefined ? r.trailers() : undefined;
+  const waitForTrailers = needsGrpcStatus || t0 !== undefined || (!r.empty && r.whole === undefined && r.headers['content-length'] === undefined);
   try {
-    if (r.whole !== undefined && !waitForTrailers && r.trailers() === undefined) {
+    if (r.whole !== undefined && !waitForTrailers) {
       stream.respond(headers, { endStream: r.whole.length === 0 });
       if (r.whole.length > 0) stream.end(r.whole);
       return;
@@ -375,8 +419,14 @@ export function writeH2(stream: ServerHttp2Stream, r: L7Response, extraHeaders?:
   if (waitForTrailers) {
     stream.once('wantTrailers', () => {
       const t = r.trailers();
-      stream.sendTrailers(t && Object.keys(t).length > 0 ? t as OutgoingHttpHeaders : { 'grpc-status': String(GrpcStatus.UNKNOWN), 'grpc-message': 'upstream sent no grpc-status' });
+      if (t && Object.keys(t).length > 0) stream.sendTrailers(t as OutgoingHttpHeaders);
+      else if (needsGrpcStatus) stream.sendTrailers({ 'grpc-status': String(GrpcStatus.UNKNOWN), 'grpc-message': 'upstream sent no grpc-status' });
+      else stream.sendTrailers({}); // none after all: node:http2 ends the stream with an empty DATA frame
     });
+  }
+  if (r.whole !== undefined) {
+    stream.end(r.whole);
+    return;
   }
   // a body that stops without ending (upstream reset, a policy closing it): RST_STREAM
   r.body.once('close', () => { if (!r.body.readableEnded) resetStream(stream); });

@@ -6,12 +6,12 @@
 // for a new connection.
 
 import { Agent, IncomingMessage, request, type ClientRequest, type OutgoingHttpHeaders } from 'node:http';
-import { connect as h2connect, constants as h2constants, type ClientHttp2Session, type Http2Stream, type IncomingHttpHeaders as H2Headers } from 'node:http2';
+import { connect as h2connect, type ClientHttp2Session, type Http2Stream } from 'node:http2';
 import { connect, Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
-import { endToEnd, pipeBody, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { endToEnd, onH2Answer, pipeBody, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 import { LeanPodClient, leanClientAvailable, UpstreamError, type WholeAnswer } from './pod-h1.ts';
 
 export { UpstreamError };
@@ -217,11 +217,7 @@ export class PodPool {
         ':method': head.method, ':path': head.path, ':scheme': 'http',
         ':authority': head.authority || `${ip}:${port}`, ...head.headers, traceparent,
       }, { signal });
-      let trailers: Headers | undefined;
-      stream.on('trailers', (t: H2Headers) => { trailers = endToEnd(t, false); });
-      stream.once('response', (h: H2Headers, flags: number) => {
-        resolve({ status: Number(h[':status']), headers: endToEnd(h, false), body: stream, trailers: () => trailers, empty: (flags & h2constants.NGHTTP2_FLAG_END_STREAM) !== 0 });
-      });
+      onH2Answer(stream, resolve);
       stream.once('error', (err: NodeJS.ErrnoException) => {
         const kind = connected.has(session) ? 'reset' : 'connect-failure';
         reject(new UpstreamError(kind, `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));

@@ -9,7 +9,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { createServer as httpServer, type Server as HttpServer } from 'node:http';
+import { Agent, createServer as httpServer, request as httpRequest, type IncomingMessage, type Server as HttpServer } from 'node:http';
 import { connect as h2connect, createServer as h2server, type Http2Server, type ServerHttp2Stream } from 'node:http2';
 import { connect, createServer as netServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { promisify } from 'node:util';
@@ -104,6 +104,13 @@ describe('proxy L7: HTTP/2, gRPC and per-request routing with real clients', () 
   function web(pod: string): HttpServer {
     return httpServer((req, res) => {
       note(pod, `${req.socket.remoteAddress}:${req.socket.remotePort}`);
+      if (req.url === '/trailers') {
+        res.writeHead(200, { 'content-type': 'text/plain', trailer: 'x-digest' });
+        res.write('part one, ');
+        res.addTrailers({ 'x-digest': 'abc123' });
+        res.end('part two');
+        return;
+      }
       const body = JSON.stringify({ pod, url: req.url });
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
@@ -231,6 +238,39 @@ describe('proxy L7: HTTP/2, gRPC and per-request routing with real clients', () 
     const pods = stdout.trim().split('\n').map((l) => (JSON.parse(l) as { pod: string }).pod);
     assert.equal(pods.length, 4);
     assert.deepEqual([...new Set(pods)].sort(), ['web-1', 'web-2']);
+  });
+
+  it('an answer that crosses the tunnel whole reaches an HTTP/1.1 client sized, or chunked with its trailers', async () => {
+    next = { ip: IP.webVip, port: 80 };
+    const keepAlive = new Agent({ keepAlive: true, maxSockets: 1 });
+    const get = (path: string, agent: Agent | false): Promise<{ res: IncomingMessage; body: string }> => new Promise((resolve, reject) => {
+      const req = httpRequest({ host: a.addresses.outbound.address, port: a.addresses.outbound.port, path, agent }, (res) => {
+        let body = '';
+        res.setEncoding('latin1');
+        res.on('data', (c: string) => { body += c; });
+        res.on('end', () => resolve({ res, body }));
+        res.on('error', reject);
+      });
+      req.on('error', reject);
+      req.end();
+    });
+    try {
+      // the pods are on node-b: every answer here came over the tunnel as one HTTP/2 stream.
+      // A keep-alive client is served by client-h1, a closing one by node:http (writeH1)
+      for (const agent of [keepAlive, false as const]) {
+        const small = await get('/whole', agent);
+        assert.equal(small.res.statusCode, 200);
+        assert.equal(small.res.headers['transfer-encoding'], undefined);
+        assert.equal(small.res.headers['content-length'], String(Buffer.byteLength(small.body)));
+        assert.match(small.body, /"url":"\/whole"/);
+        const withTrailers = await get('/trailers', agent);
+        assert.equal(withTrailers.body, 'part one, part two');
+        assert.equal(withTrailers.res.headers['transfer-encoding'], 'chunked');
+        assert.equal(withTrailers.res.trailers['x-digest'], 'abc123');
+      }
+    } finally {
+      keepAlive.destroy();
+    }
   });
 
   it('pools upstream connections: ten client connections reuse a couple of pod connections', async () => {
