@@ -17,7 +17,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { arrived, connectionClosed, cutOff, endToEnd, headerLines, type Headers, type L7Response, type RequestHead } from './exchange.ts';
-import { addHeaderLine, HTTPParser, METHODS, type Parser } from './llhttp.ts';
+import { addHeaderLine, CAN_CONSUME, HTTPParser, METHODS, type Parser } from './llhttp.ts';
 
 /** false on a Node whose http parser cannot be reached: every connection goes to node:http */
 export const leanServerAvailable = HTTPParser !== undefined;
@@ -137,7 +137,7 @@ class LeanConnection {
 
   start(): void {
     const handle = (this.socket as Socket & { _handle?: ReadHandle | null })._handle;
-    if (handle?.isStreamBase === true && this.socket.readableLength === 0) {
+    if (CAN_CONSUME && handle?.isStreamBase === true && this.socket.readableLength === 0) {
       // reads go straight from the handle into llhttp, in C++, as node:http's Server reads
       // them: no Buffer, stream push or 'data' event per read (executed() per read instead)
       this.parser[HTTPParser!.kOnExecute] = (ret: number | Error): void => this.executed(ret);

@@ -2,7 +2,8 @@
 // the two lean HTTP/1.1 paths that skip node:http's Server and ClientRequest: pod-h1.ts
 // (to local pods) and client-h1.ts (from client pods). The same parser node:http uses,
 // with the same strictness; reached through Node's legacy _http_common module, probed once
-// at load. Where it is not there (another Node), both paths step aside for node:http.
+// at load. Where it is not there (another Node), both paths step aside for node:http; where
+// only its handle-reading calls are missing (CAN_CONSUME), client-h1 feeds it the socket.
 
 import { IncomingMessage } from 'node:http';
 import { createRequire } from 'node:module';
@@ -13,7 +14,7 @@ export interface Parser {
   execute(data: Buffer): number | Error;
   finish(): number | Error | undefined;
   close(): void;
-  /** parse a stream handle's reads in C++ as they come (node:http's server does), reporting each through kOnExecute */
+  /** parse a stream handle's reads in C++ as they come (node:http's server does), reporting each through kOnExecute (CAN_CONSUME) */
   consume(handle: object): void;
   unconsume(): void;
   /** a copy of the read being parsed, inside kOnExecute */
@@ -38,7 +39,7 @@ function probe(): { HTTPParser: ParserClass; methods: readonly string[] } | unde
     const P = m.HTTPParser;
     if (typeof P !== 'function' || typeof P.RESPONSE !== 'number' || typeof P.REQUEST !== 'number') return undefined;
     for (const k of [P.kOnHeaders, P.kOnHeadersComplete, P.kOnBody, P.kOnMessageComplete, P.kOnExecute]) if (typeof k !== 'number') return undefined;
-    for (const f of ['consume', 'unconsume', 'getCurrentBuffer', 'initialize', 'execute', 'finish', 'close']) {
+    for (const f of ['initialize', 'execute', 'finish', 'close']) {
       if (typeof (P.prototype as unknown as Record<string, unknown>)[f] !== 'function') return undefined;
     }
     if (!Array.isArray(m.methods) || !m.methods.every((x) => typeof x === 'string')) return undefined;
@@ -52,6 +53,13 @@ const found = probe();
 
 /** undefined on a Node whose parser cannot be reached */
 export const HTTPParser: ParserClass | undefined = found?.HTTPParser;
+
+/**
+ * The parser can read a socket's handle itself (consume/unconsume/getCurrentBuffer, as
+ * node:http's Server has it do); without them client-h1 feeds it the socket's 'data'
+ */
+export const CAN_CONSUME: boolean = HTTPParser !== undefined
+  && ['consume', 'unconsume', 'getCurrentBuffer'].every((f) => typeof (HTTPParser.prototype as unknown as Record<string, unknown>)[f] === 'function');
 
 /** llhttp's method names by the index its head callback passes */
 export const METHODS: readonly string[] = found?.methods ?? [];
