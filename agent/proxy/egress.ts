@@ -21,7 +21,7 @@ import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
-  closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, releaseOnClose, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -187,6 +187,7 @@ export class Egress {
 
   private onH2(stream: ServerHttp2Stream, headers: H2Headers): void {
     stream.on('error', noop);
+    releaseOnClose(stream);
     const conn = stream.session ? this.h2Conns.get(stream.session) : undefined;
     if (!conn) {
       stream.close(h2c.NGHTTP2_REFUSED_STREAM);
@@ -430,6 +431,7 @@ export class Egress {
       let stream;
       try {
         stream = this.pool.request(peer, headers, { signal, endStream: empty });
+        releaseOnClose(stream);
       } catch (err) {
         resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, 'connect-failure'));
         return;

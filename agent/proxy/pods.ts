@@ -11,7 +11,7 @@ import { connect, Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
-import { endToEnd, onH2Answer, pipeBody, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { endToEnd, onH2Answer, pipeBody, releaseOnClose, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 import { LeanPodClient, leanClientAvailable, UpstreamError, type WholeAnswer } from './pod-h1.ts';
 
 export { UpstreamError };
@@ -217,6 +217,7 @@ export class PodPool {
         ':method': head.method, ':path': head.path, ':scheme': 'http',
         ':authority': head.authority || `${ip}:${port}`, ...head.headers, traceparent,
       }, { signal });
+      releaseOnClose(stream);
       onH2Answer(stream, resolve);
       stream.once('error', (err: NodeJS.ErrnoException) => {
         const kind = connected.has(session) ? 'reset' : 'connect-failure';

@@ -16,7 +16,7 @@ import type { EndpointInfo, NodeInfo } from '../../control/api/types.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
-import { closedEarly, endToEnd, writeH2, type RequestHead } from './exchange.ts';
+import { closedEarly, endToEnd, releaseOnClose, writeH2, type RequestHead } from './exchange.ts';
 import { newFlow } from './flows.ts';
 import { tunnelClientOptions, tunnelServerOptions } from './limits.ts';
 import type { Inbound } from './inbound.ts';
@@ -142,6 +142,7 @@ export class TunnelServer {
 
   private onStream(stream: ServerHttp2Stream, headers: IncomingHttpHeaders): void {
     stream.on('error', noop);
+    releaseOnClose(stream);
     const view = this.ctx.view();
     const sock = stream.session?.socket;
     const peerIp = normalizeIp(sock?.remoteAddress);
