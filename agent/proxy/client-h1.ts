@@ -140,7 +140,10 @@ class LeanConnection {
     if (CAN_CONSUME && handle?.isStreamBase === true && this.socket.readableLength === 0) {
       // reads go straight from the handle into llhttp, in C++, as node:http's Server reads
       // them: no Buffer, stream push or 'data' event per read (executed() per read instead)
-      this.parser[HTTPParser!.kOnExecute] = (ret: number | Error): void => this.executed(ret);
+      // through a local: V8 allocates a function literal assigned to a property in old space,
+      // which would pin this connection through young GCs after it closed (exchange.ts releaseOnClose)
+      const onExecute = (ret: number | Error): void => this.executed(ret);
+      this.parser[HTTPParser!.kOnExecute] = onExecute;
       this.parser.consume(handle);
       this.consumed = handle;
     } else {
