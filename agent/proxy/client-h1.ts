@@ -141,7 +141,7 @@ class LeanConnection {
       // reads go straight from the handle into llhttp, in C++, as node:http's Server reads
       // them: no Buffer, stream push or 'data' event per read (executed() per read instead)
       // through a local: V8 allocates a function literal assigned to a property in old space,
-      // which would pin this connection through young GCs after it closed (exchange.ts releaseOnClose)
+      // which would pin this connection through young GCs after it closed (stream.ts releaseOnClose)
       const onExecute = (ret: number | Error): void => this.executed(ret);
       this.parser[HTTPParser!.kOnExecute] = onExecute;
       this.parser.consume(handle);

@@ -21,7 +21,7 @@ import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
-  closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, releaseOnClose, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -30,6 +30,7 @@ import {
   type AttemptResult, type HealthEndpoint, type RouteRequest, type RouteRetry, type TrafficRetry,
 } from './traffic/index.ts';
 import { newFlow, type Addr } from './flows.ts';
+import { releaseOnClose } from './stream.ts';
 import { guardRequest, guardUpgrade, h2cServerOptions, hardenHttpServer, http1ServerOptions } from './limits.ts';
 import { formatAuthority, Header, type TunnelPool } from './tunnel.ts';
 import { childSpan, parseTraceparent, type TraceParent } from './trace.ts';

@@ -82,28 +82,6 @@ export class WholeResponse implements L7Response {
   }
 }
 
-/**
- * Drop every listener of an HTTP/2 stream once it has closed. node's Writable gives each
- * stream a function literal assigned to a property (`state.onwrite = (er) => ...`), which
- * V8 allocates in old space (it takes such functions to be long-lived): from there the
- * stream stays reachable through every young-generation GC until the next full GC, and so
- * does all its listeners capture (the request, its promise chain, its async frames). Each
- * such GC copied, then promoted, some 7 KB per cross-node request and paused for tens of
- * ms. With the listeners gone, only node's own stream is carried. Rules for our own code:
- * never assign a function literal to a property of a per-request object (assign a local
- * or use a class field), see docs/benchmarks.md.
- */
-export function releaseOnClose(stream: Http2Stream): void {
-  stream.once('close', () => process.nextTick(release, stream));
-}
-
-function release(stream: Http2Stream): void {
-  stream.removeAllListeners();
-  stream.on('error', ignore); // a late error (none is expected after 'close') must not throw
-}
-
-function ignore(): void {}
-
 const NO_BODY = Buffer.alloc(0);
 
 /**

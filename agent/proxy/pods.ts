@@ -11,7 +11,8 @@ import { connect, Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
-import { endToEnd, onH2Answer, pipeBody, releaseOnClose, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { endToEnd, onH2Answer, pipeBody, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { releaseOnClose } from './stream.ts';
 import { LeanPodClient, leanClientAvailable, UpstreamError, type WholeAnswer } from './pod-h1.ts';
 
 export { UpstreamError };

@@ -16,11 +16,11 @@ import type { EndpointInfo, NodeInfo } from '../../control/api/types.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
-import { closedEarly, endToEnd, releaseOnClose, writeH2, type RequestHead } from './exchange.ts';
+import { closedEarly, endToEnd, writeH2, type RequestHead } from './exchange.ts';
 import { newFlow } from './flows.ts';
 import { tunnelClientOptions, tunnelServerOptions } from './limits.ts';
 import type { Inbound } from './inbound.ts';
-import { normalizeIp } from './stream.ts';
+import { normalizeIp, releaseOnClose } from './stream.ts';
 import { newTrace, parseTraceparent } from './trace.ts';
 import type { MeshView } from './view.ts';
 

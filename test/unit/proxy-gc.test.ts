@@ -11,14 +11,14 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 
 const run = promisify(execFile);
-const EXCHANGE = new URL('../../agent/proxy/exchange.js', import.meta.url).href;
+const STREAM = new URL('../../agent/proxy/stream.js', import.meta.url).href;
 const REQUESTS = 100;
 const CAPTURED = 4000; // doubles: 32 KiB per request, 3.2 MiB over the run
 
 const CHILD = `
 import http2 from 'node:http2';
 import v8 from 'node:v8';
-const { releaseOnClose } = await import(${JSON.stringify(EXCHANGE)});
+const { releaseOnClose } = await import(${JSON.stringify(STREAM)});
 const release = process.argv[1] === 'release';
 const srv = http2.createServer();
 srv.on('stream', (s) => {
