@@ -121,6 +121,9 @@ export class Egress {
   /** an HTTP/1.1 connection served by node:http's Server from here on */
   private toNodeHttp(socket: Socket, conn: EgressConn): void {
     this.h1Conns.set(socket, conn);
+    // a closed socket can stay reachable until a full GC (stream.ts releaseOnClose), and a
+    // WeakMap holds its value as long: the connection's record goes with the connection
+    socket.once('close', () => this.h1Conns.delete(socket));
     this.h1.emit('connection', socket);
     // detection (or client-h1.ts) left it paused; node:http reads through the stream
     socket.resume();

@@ -219,7 +219,10 @@ export function connectionClosed(socket: Socket): AbortSignal {
     // pipelined requests each listen while they are out: no leak warning at the 11th
     setMaxListeners(0, c.signal);
     closedSignals.set(socket, (ac = c));
-    socket.once('close', () => c.abort());
+    socket.once('close', () => {
+      closedSignals.delete(socket); // see egress.ts toNodeHttp: not left to the WeakMap
+      c.abort();
+    });
   }
   return ac.signal;
 }

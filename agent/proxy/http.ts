@@ -43,6 +43,7 @@ export class HttpIngress {
   /** hand a connection to the parser; the stream may be paused by detection */
   attach(down: Duplex, conn: InboundConn): void {
     this.conns.set(down, conn);
+    down.once('close', () => this.conns.delete(down)); // see egress.ts toNodeHttp
     if (isHttp2Stream(down)) buffersOnly(down);
     this.server.emit('connection', down);
     down.resume();
