@@ -219,8 +219,11 @@ export class PodPool {
         ':authority': head.authority || `${ip}:${port}`, ...head.headers, traceparent,
       }, { signal });
       releaseOnClose(stream);
+      let answered = false;
+      stream.once('response', () => { answered = true; });
       onH2Answer(stream, resolve);
       stream.once('error', (err: NodeJS.ErrnoException) => {
+        if (answered) return; // after the HEADERS the client's side sees the body fail (onH2Answer may hand it on a tick later)
         const kind = connected.has(session) ? 'reset' : 'connect-failure';
         reject(new UpstreamError(kind, `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
       });

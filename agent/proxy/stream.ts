@@ -143,8 +143,9 @@ export function normalizeIp(ip: string | undefined): string {
  * GC, and so does all its listeners capture (the request, its promise chain, its async
  * frames). Each such GC copies, then promotes, all of it, and pauses the proxy for tens of
  * ms. With the listeners gone, only node's own stream is carried. (Sockets are pinned the
- * same way, but dropping their listeners changed nothing measurable: docs/benchmarks.md.) Our own code never assigns a function literal to
- * a property of a per-request or per-connection object: docs/ARCHITECTURE.md.
+ * same way, but dropping their listeners changed nothing measurable: docs/benchmarks.md.)
+ * Our own code never assigns a function literal to a property of a per-request or
+ * per-connection object: docs/ARCHITECTURE.md.
  */
 export function releaseOnClose(e: EventEmitter): void {
   e.once('close', () => process.nextTick(release, e));
