@@ -17,6 +17,7 @@ import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { arrived, connectionClosed, cutOff, endToEnd, headerLines, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 import { addHeaderLine, CAN_CONSUME, HTTPParser, METHODS, type Parser } from './llhttp.ts';
 
 /** false on a Node whose http parser cannot be reached: every connection goes to node:http */
@@ -84,7 +85,7 @@ interface Pending {
   res: L7Response | undefined;
 }
 
-class LeanConnection {
+class LeanConnection implements EndOfTurn {
   private readonly socket: Socket;
   private readonly limits: LeanServerLimits;
   private readonly serve: ServeRequest;
@@ -93,6 +94,8 @@ class LeanConnection {
   private readonly signal: AbortSignal;
   /** requests whose answers are not all written yet, oldest first */
   private readonly queue: Pending[] = [];
+  /** answers are ready and this connection waits for the end of the turn to write them (turn.ts) */
+  private turnQueued = false;
   /** an answer is streaming to the client: the next waits */
   private streaming: L7Response | undefined;
   /** the head the last execute() completed */
@@ -117,6 +120,7 @@ class LeanConnection {
    * the close cancels what is unanswered upstream.
    */
   private readonly onEnd = (): void => {
+    this.flush(); // answers already here, not yet written at the end of the turn, go first
     this.socket.end();
   };
 
@@ -261,8 +265,17 @@ class LeanConnection {
     this.queue.push(p);
     this.serve(head, NO_BODY, this.signal).then((res) => {
       p.res = res;
-      this.flush();
+      if (!this.turnQueued) {
+        this.turnQueued = true;
+        atEndOfTurn(this);
+      }
     }, () => this.socket.destroy());
+  }
+
+  /** the answers that came during this turn go out together (turn.ts) */
+  endOfTurn(): void {
+    this.turnQueued = false;
+    this.flush();
   }
 
   /** write the answers that are ready, in request order */

@@ -16,6 +16,7 @@ import { connect, type Socket } from 'node:net';
 import { errorText } from './errors.ts';
 import { headerLines, type Headers, type RequestHead } from './exchange.ts';
 import { headerObject, HTTPParser, type Parser } from './llhttp.ts';
+import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 
 export class UpstreamError extends Error {
   /** 'connect-failure': nothing reached the pod; 'reset': the pod or the connection failed mid-exchange */
@@ -93,12 +94,14 @@ const NO_BYTES = Buffer.alloc(0);
 /** where pod connections' reads land (onread), one per thread: parsed before the next read */
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
-class PodConnection {
+class PodConnection implements EndOfTurn {
   readonly key: string;
   readonly socket: Socket;
   private readonly parser: PodParser;
   private readonly pool: PoolSide;
   exchange: Exchange | undefined;
+  /** the request's head, written at the end of the turn with the others (turn.ts) */
+  private out: string | undefined;
   /** requests carried, this one included */
   carried = 0;
   connected = false;
@@ -161,7 +164,15 @@ class PodConnection {
       this.idleTimer = false;
     }
     ex.signal.addEventListener('abort', this.aborted, { once: true });
-    this.socket.write(head, 'latin1');
+    this.out = head;
+    atEndOfTurn(this);
+  }
+
+  endOfTurn(): void {
+    const out = this.out;
+    this.out = undefined;
+    // a request cancelled meanwhile has destroyed the socket: nothing goes out
+    if (out !== undefined && !this.socket.destroyed) this.socket.write(out, 'latin1');
   }
 
   /** the answer's head, held for answer() at the end of this read; 1 tells llhttp there is no body */

@@ -376,6 +376,15 @@ describe('lean client-facing HTTP/1.1 (client-h1.ts)', () => {
     assert.equal(h.signals[0]?.aborted, true);
   });
 
+  it('an answer that is ready when the client\'s FIN comes is delivered before the connection ends', async () => {
+    h.reset();
+    // the request and the FIN in one write: answers wait for the end of the turn (turn.ts),
+    // and one the FIN overtakes must still go out before the connection ends
+    const t = await raw(h.port, ['GET /last HTTP/1.1\r\nHost: svc\r\n\r\n'], (x) => x.includes('lean GET /last'), { end: true });
+    assert.match(t.text, /^HTTP\/1\.1 200 OK\r\n/);
+    assert.match(t.text, /lean GET \/last$/);
+  });
+
   it('a client that goes away cancels the requests it left unanswered', async () => {
     h.reset();
     h.answerWith = (_head, signal) => new Promise((resolve) => {
