@@ -7,7 +7,7 @@
 // the reader on another CPU that has gone idle costs far more, and when the writes of a turn
 // are spread over its whole length the other CPU idles between them and is woken for each.
 // Issued together, one wake-up serves them all. On the bench machine this took HTTP/1.1 same
-// node from 9,000–12,500 to 16,000–18,000 requests/s on one core (docs/benchmarks.md). What
+// node from 8,000–14,300 to 15,000–18,700 requests/s on one core (docs/benchmarks.md). What
 // is queued waits at most for the rest of the turn's events: microseconds, not a timer.
 
 /** something that writes, at the end of the turn, what it gathered during it */
