@@ -164,6 +164,10 @@ class PodConnection implements EndOfTurn {
       this.idleTimer = false;
     }
     ex.signal.addEventListener('abort', this.aborted, { once: true });
+    if (this.out !== undefined) {
+      this.out += head; // not expected (one exchange at a time), but never a lost request
+      return;
+    }
     this.out = head;
     atEndOfTurn(this);
   }
