@@ -152,6 +152,9 @@ export function releaseOnClose(e: EventEmitter): void {
 }
 
 function release(e: EventEmitter): void {
+  // node's streams listen for 'removeListener': with that gone first, the rest goes in one
+  // step instead of one 'removeListener' event per listener
+  e.removeAllListeners('removeListener');
   e.removeAllListeners();
   e.on('error', ignore); // a late error (none is expected after 'close') must not throw
 }
