@@ -123,7 +123,11 @@ export class PodPool {
   send(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
     if (head.protocol === 'h2') return this.sendH2(ip, port, head, traceparent, body, signal);
     if (this.lean && bodiless(body)) {
-      body.resume(); // nothing to send; drained so that the client's side ends
+      // nothing to send; drained so that the client's side ends. Not an HTTP/2 stream whose
+      // HEADERS ended it: node:http2 drains that itself when the stream closes, and one whose
+      // readable side ended before its answer was written is destroyed before that write
+      // completes, which builds an ERR_STREAM_DESTROYED error, stack and all, per request
+      if ((body as Partial<Http2Stream>).endAfterHeaders !== true) body.resume();
       return this.lean.send(ip, port, head, traceparent, signal).then(leanAnswer);
     }
     return this.sendH1(ip, port, head, traceparent, body, signal);
