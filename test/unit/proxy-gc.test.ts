@@ -1,11 +1,12 @@
-// What a finished HTTP/2 stream keeps alive through V8's young-generation GC. node's
-// Writable assigns a function literal to a property per stream, which V8 allocates in old
-// space; from there the stream and everything its listeners capture survive each young GC
-// and are promoted, until a full GC (the GC pauses of the cross-node path in
-// docs/benchmarks.md). releaseOnClose() drops the listeners once the stream has closed, so
-// what a request's listeners held goes with the next young GC; what the proxy keeps per
-// connection in WeakMaps keyed by the socket is deleted when it closes. Measured in a child process
-// with --expose-gc: old space after young GCs only, with a 32 KiB array captured per request.
+// What a finished HTTP/2 stream or a closed connection keeps alive through V8's
+// young-generation GC. node's Writable assigns a function literal to a property per stream,
+// which V8 allocates in old space; from there the stream and everything its listeners
+// capture survive each young GC and are promoted, until a full GC (the GC pauses of the
+// cross-node path in docs/benchmarks.md). releaseOnClose() drops the listeners once the
+// stream has closed, so what a request's listeners held goes with the next young GC; what
+// the proxy keeps per connection in WeakMaps keyed by the socket is deleted when it closes.
+// Measured in a child process with --expose-gc: old space after young GCs only, with a
+// 32 KiB array captured per request.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
