@@ -197,7 +197,6 @@ function l4For(proto: number, sport: number, dport: number, ingress: boolean): F
   return l4;
 }
 
-
 export interface FlowContext {
   node: string;
   snapshot?: Snapshot;

@@ -16,9 +16,9 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { arrived, connectionClosed, cutOff, endToEnd, headerLines, type Headers, type L7Response, type RequestHead } from './exchange.ts';
-import { atEndOfTurn, type EndOfTurn } from './turn.ts';
+import { answerHasBody, arrived, connectionClosed, cutOff, endToEnd, headerLines, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 import { addHeaderLine, CAN_CONSUME, HTTPParser, METHODS, type Parser } from './llhttp.ts';
+import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 
 /** false on a Node whose http parser cannot be reached: every connection goes to node:http */
 export const leanServerAvailable = HTTPParser !== undefined;
@@ -310,10 +310,9 @@ class LeanConnection implements EndOfTurn {
 
   /** one answer: whole in one write when it is here, streamed otherwise (this.streaming until it ends) */
   private write(method: string, r: L7Response): void {
-    const noBody = method === 'HEAD' || r.status === 204 || r.status === 304 || r.status < 200;
     let text = statusAndHeaders(r, this.limits.keepAliveTimeoutMs);
     const length = r.headers['content-length'];
-    if (noBody) {
+    if (!answerHasBody(method, r.status)) {
       this.socket.write(`${text}\r\n`, 'latin1');
       if (r.whole === undefined) r.body.resume(); // drained: a pooled connection to the pod goes back to its pool
       return;

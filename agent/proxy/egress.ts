@@ -435,17 +435,11 @@ export class Egress {
       let stream;
       try {
         stream = this.pool.request(peer, headers, { signal, endStream: empty });
-        releaseOnClose(stream);
       } catch (err) {
         resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, 'connect-failure'));
         return;
       }
-      let answered = false;
-      stream.once('response', () => { answered = true; });
-      onH2Answer(stream, resolve);
-      stream.on('error', (err: NodeJS.ErrnoException) => {
-        if (answered) return; // after the answer the client's side sees the body fail
-        answered = true;
+      onH2Answer(stream, resolve, (err) => {
         const refused = stream.rstCode === h2c.NGHTTP2_REFUSED_STREAM;
         resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, refused ? 'refused-stream' : 'reset'));
       });

@@ -12,6 +12,7 @@ import { setMaxListeners } from 'node:events';
 import { constants as h2c, type ClientHttp2Stream, type Http2Stream, type IncomingHttpHeaders as H2Headers, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { Readable, type Writable } from 'node:stream';
+import { releaseOnClose } from './stream.ts';
 
 export type WireProtocol = 'http1' | 'h2';
 
@@ -86,17 +87,28 @@ const NO_BODY = Buffer.alloc(0);
 
 /**
  * The answer on an HTTP/2 stream we opened (to the peer node's proxy, or to an h2c/gRPC
- * pod), handed to `onAnswer` once its HEADERS arrive. A small answer usually comes whole in
- * one read, but node:http2 emits 'response' before it hands the stream the DATA of that
- * read, so the answer waits for the end of this poll phase (setImmediate): by then node has
- * closed the stream cleanly with the body buffered, or the body is still coming. A body that
- * is here is taken whole (WholeResponse), as pod-h1 takes a whole HTTP/1.1 answer: the
- * client gets head and body in one write instead of a chunked stream of three.
+ * pod), handed to `onAnswer` once its HEADERS arrive; an error before them goes to
+ * `onFailure`, one after them is the body's (the writers see it cut off). A small answer
+ * usually comes whole in one read, but node:http2 emits 'response' before it hands the
+ * stream the DATA of that read, so the answer waits for the end of this poll phase
+ * (setImmediate): by then node has closed the stream cleanly with the body buffered, or the
+ * body is still coming. A body that is here is taken whole (WholeResponse), as pod-h1 takes
+ * a whole HTTP/1.1 answer: the client gets head and body in one write instead of a chunked
+ * stream of three. The stream's listeners go when it closes (releaseOnClose).
  */
-export function onH2Answer(stream: ClientHttp2Stream, onAnswer: (r: L7Response) => void): void {
+export function onH2Answer(stream: ClientHttp2Stream, onAnswer: (r: L7Response) => void, onFailure: (err: Error) => void): void {
+  releaseOnClose(stream);
   let trailers: Headers | undefined;
+  let answered = false;
+  stream.on('error', (err: Error) => {
+    if (answered) return;
+    answered = true;
+    onFailure(err);
+  });
   stream.on('trailers', (t: H2Headers) => { trailers = endToEnd(t, false); });
   stream.once('response', (h: H2Headers, flags: number) => {
+    if (answered) return;
+    answered = true;
     const status = Number(h[':status']);
     const headers = endToEnd(h, false);
     const empty = (flags & h2c.NGHTTP2_FLAG_END_STREAM) !== 0;
@@ -340,8 +352,7 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
     const t = r.trailers();
     // sized when it can be (an answer that came over HTTP/2 has no length of its own);
     // trailers need chunked framing
-    const hasBody = res.req.method !== 'HEAD' && r.status >= 200 && r.status !== 204 && r.status !== 304;
-    if (t === undefined && hasBody && headers['content-length'] === undefined) headers = { ...headers, 'content-length': r.whole.length };
+    if (t === undefined && answerHasBody(res.req.method ?? 'GET', r.status) && headers['content-length'] === undefined) headers = { ...headers, 'content-length': r.whole.length };
     res.writeHead(r.status, headers);
     if (t && headers['content-length'] === undefined) res.addTrailers(t as OutgoingHttpHeaders);
     res.end(r.whole);
@@ -375,6 +386,11 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
   });
   res.on('close', () => { if (!r.body.readableEnded) r.body.destroy(); });
   r.body.pipe(res, { end: false });
+}
+
+/** an answer to `method` with `status` carries a body (RFC 9110 §6.4.1): not HEAD's, 1xx, 204 or 304 */
+export function answerHasBody(method: string, status: number): boolean {
+  return method !== 'HEAD' && status >= 200 && status !== 204 && status !== 304;
 }
 
 /** an upstream HTTP/1.1 answer that has been received to its end and is buffered whole */

@@ -12,7 +12,6 @@ import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
 import { endToEnd, onH2Answer, pipeBody, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
-import { releaseOnClose } from './stream.ts';
 import { LeanPodClient, leanClientAvailable, UpstreamError, type WholeAnswer } from './pod-h1.ts';
 
 export { UpstreamError };
@@ -127,7 +126,7 @@ export class PodPool {
       // HEADERS ended it: node:http2 drains that itself when the stream closes, and one whose
       // readable side ended before its answer was written is destroyed before that write
       // completes, which builds an ERR_STREAM_DESTROYED error, stack and all, per request
-      if ((body as Partial<Http2Stream>).endAfterHeaders !== true) body.resume();
+      if (!endedWithHeaders(body)) body.resume();
       return this.lean.send(ip, port, head, traceparent, signal).then(leanAnswer);
     }
     return this.sendH1(ip, port, head, traceparent, body, signal);
@@ -222,12 +221,7 @@ export class PodPool {
         ':method': head.method, ':path': head.path, ':scheme': 'http',
         ':authority': head.authority || `${ip}:${port}`, ...head.headers, traceparent,
       }, { signal });
-      releaseOnClose(stream);
-      let answered = false;
-      stream.once('response', () => { answered = true; });
-      onH2Answer(stream, resolve);
-      stream.once('error', (err: NodeJS.ErrnoException) => {
-        if (answered) return; // after the HEADERS the client's side sees the body fail (onH2Answer may hand it on a tick later)
+      onH2Answer(stream, resolve, (err) => {
         const kind = connected.has(session) ? 'reset' : 'connect-failure';
         reject(new UpstreamError(kind, `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
       });
@@ -276,11 +270,15 @@ function knownEmpty(body: Readable): boolean {
  */
 function bodiless(body: Readable): boolean {
   if (body.readableEnded) return true;
-  // a tunnel stream whose HEADERS frame ended it: a request without a body from another node
-  if ((body as Partial<Http2Stream>).endAfterHeaders === true) return true;
+  if (endedWithHeaders(body)) return true;
   if (!(body instanceof IncomingMessage)) return false;
   const h = body.headers;
   return h['transfer-encoding'] === undefined && (h['content-length'] === undefined || h['content-length'] === '0');
+}
+
+/** an HTTP/2 stream whose HEADERS frame ended it (a request without a body from another node, or an h2c client) */
+function endedWithHeaders(body: Readable): boolean {
+  return (body as Partial<Http2Stream>).endAfterHeaders === true;
 }
 
 function leanAnswer(res: IncomingMessage | WholeAnswer): L7Response {

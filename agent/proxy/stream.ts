@@ -156,7 +156,7 @@ function release(e: EventEmitter): void {
   // step instead of one 'removeListener' event per listener
   e.removeAllListeners('removeListener');
   e.removeAllListeners();
-  e.on('error', ignore); // a late error (none is expected after 'close') must not throw
+  e.on('error', noop); // a late error (none is expected after 'close') must not throw
 }
 
-function ignore(): void {}
+function noop(): void {}

@@ -28,7 +28,6 @@ export function atEndOfTurn(x: EndOfTurn): void {
 }
 
 function runDue(): void {
-  scheduled = false;
   let failure: unknown;
   // what runs here may queue more for this turn (an answer lets held requests go on): it
   // is written in this same pass
@@ -40,6 +39,7 @@ function runDue(): void {
     }
   }
   due.length = 0;
+  scheduled = false;
   // a bug, not a peer's doing: it surfaces as it would have without the batching, after
   // everyone else's writes went out
   if (failure !== undefined) throw failure;
