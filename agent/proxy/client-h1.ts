@@ -75,7 +75,7 @@ const ONE_WRITE_MAX = 16 * 1024;
 
 interface LeanParser extends Parser { [CONN]?: LeanConnection }
 /** the parts of a socket's stream handle (a libuv TCP wrap) used while llhttp consumes it, as node:http's Server uses them */
-interface ReadHandle { isStreamBase?: boolean; reading: boolean; readStart(): number; readStop(): number }
+interface ReadHandle { isStreamBase?: boolean; reading: boolean; bytesRead: number; readStart(): number; readStop(): number }
 const CONN = Symbol('nodal.leanConnection');
 
 /** one request served here, in arrival order */
@@ -107,6 +107,8 @@ class LeanConnection implements EndOfTurn {
   private readonly onData = (chunk: Buffer): void => this.read(chunk);
   /** the socket's handle, while llhttp reads it directly (consume()); undefined: reads come as 'data' */
   private consumed: ReadHandle | undefined;
+  /** the handle's bytesRead when executed() last ran: how long each read was, without a copy of it */
+  private readTo = 0;
   private readonly onTimeout = (): void => {
     // idle between requests (node:http's keepAliveTimeout); a slow answer is not idleness
     if (this.queue.length === 0 && this.streaming === undefined) this.socket.destroy();
@@ -134,8 +136,8 @@ class LeanConnection implements EndOfTurn {
     this.parser[CONN] = this;
     this.parser[HTTPParser!.kOnHeaders] = onHeaders;
     this.parser[HTTPParser!.kOnHeadersComplete] = onHeadersComplete;
-    this.parser[HTTPParser!.kOnBody] = noop;
-    this.parser[HTTPParser!.kOnMessageComplete] = noop;
+    // no body and message-complete callbacks: a request served here has no body, and its
+    // end is the head (HEAD_DONE); node's parser calls into JS only for callbacks it has
     this.reset();
   }
 
@@ -150,6 +152,7 @@ class LeanConnection implements EndOfTurn {
       this.parser[HTTPParser!.kOnExecute] = onExecute;
       this.parser.consume(handle);
       this.consumed = handle;
+      this.readTo = handle.bytesRead;
     } else {
       // bytes protocol detection buffered come first, through the stream
       this.socket.on('data', this.onData);
@@ -186,8 +189,11 @@ class LeanConnection implements EndOfTurn {
     this.head = undefined;
     this.reset();
     this.request(head);
-    const buf = this.parser.getCurrentBuffer();
-    if (ret < buf.length) this.read(buf.subarray(ret));
+    const read = this.consumed!.bytesRead;
+    const length = read - this.readTo;
+    this.readTo = read;
+    // pipelined requests behind this head: getCurrentBuffer() copies the read, so only then
+    if (ret < length) this.read(this.parser.getCurrentBuffer().subarray(ret));
     else if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) {
       // nothing left of this read, and no more reads until answers are out (flush())
       this.held = NO_BYTES;

@@ -296,7 +296,7 @@ export class Egress {
       req.service = svc;
     }
 
-    const st = this.traffic.service(svc.service.namespace, svc.service.name);
+    const st = this.traffic.of(svc.service);
     const policy = st?.policy;
     // fault injection, then the local rate limit, then the concurrency limits
     if (policy?.faultInjection) {

@@ -150,7 +150,7 @@ const HOP_BY_HOP = new Set([
 export function endToEnd(h: IncomingHttpHeaders, stripInternal: boolean): Headers {
   const out: Headers = {};
   const conn = h.connection;
-  const named = typeof conn === 'string' && conn !== '' ? conn.toLowerCase().split(',').map((s) => s.trim()) : undefined;
+  const named = typeof conn === 'string' && conn !== '' ? connectionNames(conn) : undefined;
   for (const k in h) {
     if (k.charCodeAt(0) === 58 /* ':' */) continue;
     if (HOP_BY_HOP.has(k)) {
@@ -163,6 +163,13 @@ export function endToEnd(h: IncomingHttpHeaders, stripInternal: boolean): Header
     if (v !== undefined) out[k] = v;
   }
   return out;
+}
+
+/** the header names a Connection header lists; none beyond the hop-by-hop ones for the usual `keep-alive` or `close` */
+function connectionNames(value: string): string[] | undefined {
+  const v = value.toLowerCase();
+  if (v === 'keep-alive' || v === 'close') return undefined;
+  return v.split(',').map((s) => s.trim());
 }
 
 /**
@@ -240,6 +247,32 @@ export function connectionClosed(socket: Socket): AbortSignal {
 }
 
 const closedSignals = new WeakMap<Socket, AbortController>();
+
+/**
+ * Call `fn` when `signal` aborts, until unwatchAbort(): for a signal that outlives many
+ * requests (a connection's), a Set per signal behind one 'abort' listener. EventTarget's
+ * addEventListener and removeEventListener cost several times a Set's add and delete, and
+ * a request on a pooled connection to a pod pays both.
+ */
+export function watchAbort(signal: AbortSignal, fn: () => void): void {
+  let fns = abortWatchers.get(signal);
+  if (fns === undefined) {
+    const set = new Set<() => void>();
+    fns = set;
+    abortWatchers.set(signal, set);
+    signal.addEventListener('abort', () => {
+      for (const f of [...set]) f();
+      set.clear();
+    }, { once: true });
+  }
+  fns.add(fn);
+}
+
+export function unwatchAbort(signal: AbortSignal, fn: () => void): void {
+  abortWatchers.get(signal)?.delete(fn);
+}
+
+const abortWatchers = new WeakMap<AbortSignal, Set<() => void>>();
 
 /**
  * `name: value` lines of one header as they go on the wire, validated as node:http

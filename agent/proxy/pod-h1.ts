@@ -14,7 +14,7 @@
 import { IncomingMessage, validateHeaderValue } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { errorText } from './errors.ts';
-import { headerLines, type Headers, type RequestHead } from './exchange.ts';
+import { headerLines, unwatchAbort, watchAbort, type Headers, type RequestHead } from './exchange.ts';
 import { headerObject, HTTPParser, type Parser } from './llhttp.ts';
 import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 
@@ -40,6 +40,8 @@ export const leanClientAvailable = HTTPParser !== undefined;
 
 /** node:http's cap on header lines kept per message (_http_common MAX_HEADER_PAIRS, counted as in the flat list) */
 const MAX_HEADER_ENTRIES = 2000;
+/** pod addresses whose pool keys are kept (keyOf) before the cache starts over */
+const MAX_KEYED_ADDRESSES = 4096;
 /** TCP keep-alive probes on pod connections, as node's Agent sets on the sockets it keeps */
 const TCP_KEEPALIVE_MS = 1000;
 /** a method is an HTTP token (RFC 9110 §9.1) */
@@ -107,6 +109,12 @@ class PodConnection implements EndOfTurn {
   connected = false;
   /** header lines the parser handed over before the head was complete (long heads, trailers) */
   pending: string[] = [];
+  /**
+   * Body bytes still to come of an answer framed by its Content-Length: it is complete
+   * when they have come, without llhttp's message-complete call into JS. -1: the answer's
+   * end is llhttp's to tell (chunked, or read to the end of the connection).
+   */
+  private left = -1;
   keepAlive = true;
   /** an idle timer is set on the socket (TrafficPolicy idleTimeoutMs) */
   private idleTimer = false;
@@ -163,7 +171,7 @@ class PodConnection implements EndOfTurn {
       this.socket.setTimeout(0); // in use: an idle timer must not cut a slow answer
       this.idleTimer = false;
     }
-    ex.signal.addEventListener('abort', this.aborted, { once: true });
+    watchAbort(ex.signal, this.aborted);
     if (this.out !== undefined) {
       this.out += head; // not expected (one exchange at a time), but never a lost request
       return;
@@ -197,10 +205,20 @@ class PodConnection implements EndOfTurn {
     // handed on at the end of this read (answer()): whole if the body ends within it
     ex.head = { major, minor, raw, status, statusMessage };
     this.keepAlive = keepAlive;
-    return ex.method === 'HEAD' ? 1 : 0;
+    const head = ex.method === 'HEAD';
+    this.left = head || status === 204 || status === 304 ? 0 : contentLength(raw);
+    if (this.left === 0) this.complete();
+    this.parser[HTTPParser!.kOnMessageComplete] = this.left < 0 ? onMessageComplete : undefined;
+    return head ? 1 : 0;
   }
 
   body(chunk: Buffer): void {
+    this.bodyChunk(chunk);
+    // the last of a length-framed body: the answer is complete (llhttp agrees, or it fails the read)
+    if (this.left > 0 && (this.left -= chunk.length) <= 0) this.complete();
+  }
+
+  private bodyChunk(chunk: Buffer): void {
     const ex = this.exchange;
     if (!ex) return;
     const res = ex.res;
@@ -271,7 +289,7 @@ class PodConnection implements EndOfTurn {
     const ex = this.exchange;
     if (!ex) return;
     this.exchange = undefined;
-    ex.signal.removeEventListener('abort', this.aborted);
+    unwatchAbort(ex.signal, this.aborted);
     const max = this.pool.maxRequests(this.key);
     if (!this.keepAlive || this.socket.destroyed || (max > 0 && this.carried >= max)) {
       this.socket.destroy();
@@ -293,7 +311,7 @@ class PodConnection implements EndOfTurn {
     const ex = this.exchange;
     if (!ex) return;
     this.exchange = undefined;
-    ex.signal.removeEventListener('abort', this.aborted);
+    unwatchAbort(ex.signal, this.aborted);
     const err = this.lastError ?? new Error(ex.res ? 'aborted' : 'socket hang up');
     if (!ex.res) ex.reject(new UpstreamError(this.connected ? 'reset' : 'connect-failure', `upstream ${this.key}: ${errorText(err)}`, { cause: err }));
     else if (!ex.res.complete) ex.res.destroy(err);
@@ -332,6 +350,8 @@ export class LeanPodClient implements PoolSide {
   private readonly bindIp: string;
   private readonly onSocket: (s: Socket) => void;
   private readonly idle = new Map<string, PodConnection[]>();
+  /** keyOf()'s strings */
+  private readonly keys = new Map<string, Map<number, string>>();
   private readonly all = new Set<PodConnection>();
   private settings: ReadonlyMap<string, { maxRequestsPerConnection?: number | undefined; idleTimeoutMs?: number | undefined }> = new Map();
 
@@ -346,23 +366,22 @@ export class LeanPodClient implements PoolSide {
   }
 
   /**
-   * One request without a body to ip:port; resolves with the answer whole when it came in
-   * one read with its head, else with its head (the body streams). Errors are
-   * UpstreamErrors, as from node:http in pods.ts: 'connect-failure' when the pod was never
-   * reached, 'reset' after.
+   * One request without a body to ip:port; `resolve` gets the answer whole when it came in
+   * one read with its head, else its head (the body streams). `reject` gets UpstreamErrors,
+   * as from node:http in pods.ts: 'connect-failure' when the pod was never reached, 'reset'
+   * after. A header node:http would refuse throws its own error here.
    */
-  send(ip: string, port: number, head: RequestHead, traceparent: string, signal: AbortSignal): Promise<IncomingMessage | WholeAnswer> {
-    return new Promise((resolve, reject) => {
-      if (signal.aborted) {
-        reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: request cancelled before it was sent`));
-        return;
-      }
-      // validated as node:http validates them: a bad name or value throws its own error
-      const text = requestHead(head, traceparent);
-      const key = `${ip}:${port}`;
-      const conn = this.take(key) ?? this.open(key, ip, port);
-      conn.send(text, { method: head.method, res: undefined, head: undefined, chunks: undefined, whole: false, trailers: undefined, signal, resolve, reject });
-    });
+  send(ip: string, port: number, head: RequestHead, traceparent: string, signal: AbortSignal,
+    resolve: (res: IncomingMessage | WholeAnswer) => void, reject: (err: UpstreamError) => void): void {
+    if (signal.aborted) {
+      reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: request cancelled before it was sent`));
+      return;
+    }
+    // validated as node:http validates them: a bad name or value throws its own error
+    const text = requestHead(head, traceparent);
+    const key = this.keyOf(ip, port);
+    const conn = this.take(key) ?? this.open(key, ip, port);
+    conn.send(text, { method: head.method, res: undefined, head: undefined, chunks: undefined, whole: false, trailers: undefined, signal, resolve, reject });
   }
 
   close(): void {
@@ -399,6 +418,21 @@ export class LeanPodClient implements PoolSide {
     if (i >= 0) list.splice(i, 1);
   }
 
+  /**
+   * `ip:port`, one string per pod address: V8 computes a string's hash once, so the pool's
+   * lookups with it cost no hashing per request (a key built per request would)
+   */
+  private keyOf(ip: string, port: number): string {
+    let ports = this.keys.get(ip);
+    if (ports === undefined) {
+      if (this.keys.size >= MAX_KEYED_ADDRESSES) this.keys.clear(); // pods come and go: bounded
+      this.keys.set(ip, (ports = new Map()));
+    }
+    let key = ports.get(port);
+    if (key === undefined) ports.set(port, (key = `${ip}:${port}`));
+    return key;
+  }
+
   /** the most recently used idle connection (lifo, as node's Agent): the one least likely closed meanwhile */
   private take(key: string): PodConnection | undefined {
     const list = this.idle.get(key);
@@ -417,6 +451,25 @@ export class LeanPodClient implements PoolSide {
     return c;
   }
 }
+
+/**
+ * The body length an answer's one Content-Length gives, as llhttp frames it; -1 when
+ * llhttp decides where the body ends (Transfer-Encoding, no Content-Length). What llhttp
+ * would refuse (two lengths, a length that is not digits) fails its parse anyway.
+ */
+function contentLength(raw: readonly string[]): number {
+  let length = -1;
+  for (let i = 0; i < raw.length; i += 2) {
+    const name = raw[i]!;
+    if (name.length === 14 && name.toLowerCase() === 'content-length') {
+      const v = raw[i + 1]!;
+      if (length >= 0 || !DIGITS.test(v)) return -1;
+      length = Number(v);
+    } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') return -1;
+  }
+  return Number.isSafeInteger(length) ? length : -1;
+}
+const DIGITS = /^\d{1,15}$/;
 
 /** the request head as it goes on the wire; throws node:http's errors for what it would refuse */
 function requestHead(head: RequestHead, traceparent: string): string {

@@ -127,7 +127,10 @@ export class PodPool {
       // readable side ended before its answer was written is destroyed before that write
       // completes, which builds an ERR_STREAM_DESTROYED error, stack and all, per request
       if (!endedWithHeaders(body)) body.resume();
-      return this.lean.send(ip, port, head, traceparent, signal).then(leanAnswer);
+      const lean = this.lean;
+      return new Promise((resolve, reject) => {
+        lean.send(ip, port, head, traceparent, signal, (res) => resolve(leanAnswer(res)), reject);
+      });
     }
     return this.sendH1(ip, port, head, traceparent, body, signal);
   }

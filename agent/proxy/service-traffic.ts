@@ -136,6 +136,8 @@ export class ServiceTraffic {
 export class TrafficState {
   routes = new RouteTable([]);
   private readonly services = new Map<string, ServiceTraffic>();
+  /** of()'s answers for the current snapshot */
+  private byInfo = new WeakMap<ServiceInfo, ServiceTraffic>();
   private readonly ctx: ProxyContext;
   private readonly connector: Connector;
 
@@ -147,6 +149,7 @@ export class TrafficState {
   update(view: MeshView): void {
     const snap = view.snapshot;
     this.routes = new RouteTable(snap.routes ?? []);
+    this.byInfo = new WeakMap();
     const policies = new Map<string, CompiledTrafficPolicy>();
     for (const p of snap.trafficPolicies ?? []) policies.set(`${p.target.namespace}/${p.target.name}`, p);
     const seen = new Set<string>();
@@ -166,6 +169,16 @@ export class TrafficState {
 
   service(namespace: string, name: string): ServiceTraffic | undefined {
     return this.services.get(`${namespace}/${name}`);
+  }
+
+  /** the same, by the snapshot's Service object: no key built and hashed per request */
+  of(info: ServiceInfo): ServiceTraffic | undefined {
+    let st = this.byInfo.get(info);
+    if (st === undefined) {
+      st = this.service(info.namespace, info.name);
+      if (st !== undefined) this.byInfo.set(info, st);
+    }
+    return st;
   }
 
   close(): void {

@@ -33,8 +33,8 @@ export class MeshView {
   private readonly onNode = new Set<string>();
   private readonly services = new Map<string, ServiceTarget>();
   private readonly servicesByName = new Map<string, ServiceTarget>();
-  /** `${podIp}:${targetPort}` → appProtocol, so the destination knows a declared protocol */
-  private readonly appProtocols = new Map<string, string>();
+  /** pod IP → target port → appProtocol, so the destination knows a declared protocol (per request: no key string to build) */
+  private readonly appProtocols = new Map<string, Map<number, string>>();
   private readonly policies = new Map<number, CompiledPolicy[]>();
   /** policiesForSource's results: destination identity → source identity → policies */
   private readonly bySource = new Map<number, Map<number, { principal: string | undefined; namespace: string | undefined; policies: readonly CompiledPolicy[] }>>();
@@ -63,7 +63,11 @@ export class MeshView {
         if (svc.clusterIp) this.services.set(`${svc.clusterIp}:${port.port}`, target);
         this.servicesByName.set(key, target);
         if (port.appProtocol) {
-          for (const b of svc.backends) this.appProtocols.set(`${b.ip}:${port.targetPort}`, port.appProtocol);
+          for (const b of svc.backends) {
+            let ports = this.appProtocols.get(b.ip);
+            if (!ports) this.appProtocols.set(b.ip, (ports = new Map()));
+            ports.set(port.targetPort, port.appProtocol);
+          }
         }
       }
     }
@@ -109,7 +113,7 @@ export class MeshView {
   /** a Service port by name (a route's backendRef) */
   serviceByName(namespace: string, name: string, port: number): ServiceTarget | undefined { return this.servicesByName.get(`${namespace}/${name}:${port}`); }
 
-  appProtocol(ip: string, port: number): string | undefined { return this.appProtocols.get(`${ip}:${port}`); }
+  appProtocol(ip: string, port: number): string | undefined { return this.appProtocols.get(ip)?.get(port); }
 
   /** only the policies that select this identity: evaluate() then skips nothing */
   policiesFor(identity: number): readonly CompiledPolicy[] { return this.policies.get(identity) ?? NO_POLICIES; }

@@ -304,6 +304,27 @@ describe('proxy hot path: the lean pod client against odd answers', () => {
     assert.equal((await send('/head', 'HEAD')).status, 200, 'the connection is still in step after the bodiless answers');
   });
 
+  it('ends length-framed and chunked answers alike on one connection, whichever came before', async () => {
+    // a length-framed answer ends when its bytes have come (no message-complete call from
+    // llhttp); a chunked one when llhttp says so: the two take turns on one pooled connection
+    script.set('/sized', (s) => {
+      s.write('HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nsi');
+      setTimeout(() => s.write('zed!'), 5);
+    });
+    script.set('/chunks', 'HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: x-sum\r\n\r\n3\r\nabc\r\n0\r\nx-sum: 3\r\n\r\n');
+    script.set('/empty', 'HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n');
+    await send('/empty'); // a connection to reuse
+    const before = opened;
+    for (let i = 0; i < 2; i++) {
+      assert.equal((await send('/sized')).body, 'sized!');
+      const chunked = await send('/chunks');
+      assert.equal(chunked.body, 'abc');
+      assert.deepEqual(chunked.trailers, { 'x-sum': '3' });
+      assert.equal((await send('/empty')).body, '');
+    }
+    assert.equal(opened, before, 'every answer ended where it ended: the one connection stayed in step');
+  });
+
   it('keeps a long head and joins duplicate headers as node:http does', async () => {
     let many = 'HTTP/1.1 200 OK\r\n';
     for (let i = 0; i < 60; i++) many += `x-h${i}: v${i}\r\n`;

@@ -344,7 +344,8 @@ export class RouteTable {
 
   /** does any route attach to this Service (any port)? cheap check before parsing HTTP */
   hasRoutes(namespace: string, name: string): boolean {
-    return this.byService.has(`${namespace}/${name}`);
+    // no key built per request in a mesh without routes
+    return this.byService.size > 0 && this.byService.has(`${namespace}/${name}`);
   }
 
   forService(namespace: string, name: string, port: number): ServiceRoutes {
