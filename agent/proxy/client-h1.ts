@@ -188,10 +188,10 @@ class LeanConnection implements EndOfTurn {
     }
     this.head = undefined;
     this.reset();
-    this.request(head);
     const read = this.consumed!.bytesRead;
     const length = read - this.readTo;
     this.readTo = read;
+    this.request(head);
     // pipelined requests behind this head: getCurrentBuffer() copies the read, so only then
     if (ret < length) this.read(this.parser.getCurrentBuffer().subarray(ret));
     else if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) {

@@ -129,7 +129,14 @@ export class PodPool {
       if (!endedWithHeaders(body)) body.resume();
       const lean = this.lean;
       return new Promise((resolve, reject) => {
-        lean.send(ip, port, head, traceparent, signal, (res) => resolve(leanAnswer(res)), reject);
+        lean.send(ip, port, head, traceparent, signal, (res) => {
+          // called from the pod connection's read: nothing thrown here may reach it
+          try {
+            resolve(leanAnswer(res));
+          } catch (err) {
+            reject(err as Error);
+          }
+        }, reject);
       });
     }
     return this.sendH1(ip, port, head, traceparent, body, signal);
