@@ -72,6 +72,8 @@ const MAX_OUTSTANDING = 64;
 const NO_BYTES = Buffer.alloc(0);
 /** answers up to this size go out in one buffer with their head */
 const ONE_WRITE_MAX = 16 * 1024;
+/** answers up to this size go out in one string with their head (no buffer to fill) */
+const ONE_STRING_MAX = 1024;
 
 interface LeanParser extends Parser { [CONN]?: LeanConnection }
 /** the parts of a socket's stream handle (a libuv TCP wrap) used while llhttp consumes it, as node:http's Server uses them */
@@ -341,6 +343,8 @@ class LeanConnection implements EndOfTurn {
       if (length === undefined) text += `content-length: ${size}\r\n`;
       text += '\r\n';
       if (data === null || size === 0) this.socket.write(text, 'latin1');
+      // latin1 maps bytes to characters one to one: a small body goes out in the head's string
+      else if (size <= ONE_STRING_MAX) this.socket.write(text + data.toString('latin1'), 'latin1');
       else if (size <= ONE_WRITE_MAX) {
         const buf = Buffer.allocUnsafe(text.length + size);
         buf.write(text, 0, 'latin1');

@@ -175,18 +175,12 @@ export class Egress {
       return;
     }
     const empty = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
-    this.forward(conn, h1Head(req), req, empty, connectionClosed(req.socket)).then((r) => writeH1(res, r), (err) => {
-      this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
-      res.destroy();
-    });
+    this.forward(conn, h1Head(req), req, empty, connectionClosed(req.socket)).then((r) => writeH1(res, r), () => res.destroy());
   }
 
   /** a request client-h1.ts parsed: it has no body */
   private onLean(conn: EgressConn, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
-    return this.forward(conn, head, body, true, signal).catch((err: unknown) => {
-      this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
-      throw err;
-    });
+    return this.forward(conn, head, body, true, signal);
   }
 
   private onH2(stream: ServerHttp2Stream, headers: H2Headers): void {
@@ -210,8 +204,7 @@ export class Egress {
     // only a stream that closed before its exchange was over cancels upstream (a completed
     // one would build an AbortError per request for nothing)
     stream.once('close', () => { if (closedEarly(stream)) ac.abort(); });
-    this.forward(conn, head, stream, stream.readableEnded, ac.signal).then((r) => writeH2(stream, r), (err) => {
-      this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
+    this.forward(conn, head, stream, stream.readableEnded, ac.signal).then((r) => writeH2(stream, r), () => {
       if (!stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
     });
   }
@@ -239,18 +232,27 @@ export class Egress {
     this.carry(socket, conn);
   }
 
-  /** route one request and send it on; resolves with what the client must get */
+  /**
+   * Route one request and send it on; resolves with what the client must get. A failure
+   * that is not an answer (a bug) is logged here and rejects: each caller then drops the
+   * client's request its own way.
+   */
   private async forward(conn: EgressConn, head: RequestHead, body: Readable, empty: boolean, signal: AbortSignal): Promise<L7Response> {
-    const started = process.hrtime.bigint();
-    const startedMs = Date.now();
-    const grpc = isGrpc(head.headers);
-    const view = this.ctx.view();
-    const hop = this.ctx.tracer.start(parseTraceparent(headerValue(head.headers.traceparent)) ?? childSpan(conn.trace), 'client');
-    head.headers.traceparent = hop.context.header;
-    const req: RequestRecord = { conn, head, grpc, hop, started, startedMs, route: '', service: conn.service, retries: 0, upstream: undefined };
-    const res = await this.route(req, view, body, empty, signal);
-    this.record(req, res);
-    return res;
+    try {
+      const started = process.hrtime.bigint();
+      const startedMs = Date.now();
+      const grpc = isGrpc(head.headers);
+      const view = this.ctx.view();
+      const hop = this.ctx.tracer.start(parseTraceparent(headerValue(head.headers.traceparent)) ?? childSpan(conn.trace), 'client');
+      head.headers.traceparent = hop.context.header;
+      const req: RequestRecord = { conn, head, grpc, hop, started, startedMs, route: '', service: conn.service, retries: 0, upstream: undefined };
+      const res = await this.route(req, view, body, empty, signal);
+      this.record(req, res);
+      return res;
+    } catch (err) {
+      this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
+      throw err;
+    }
   }
 
   private async route(req: RequestRecord, view: MeshView | undefined, body: Readable, empty: boolean, signal: AbortSignal): Promise<L7Response> {

@@ -202,6 +202,26 @@ describe('lean client-facing HTTP/1.1 (client-h1.ts)', () => {
     assert.equal(h.handedOver, 0);
   });
 
+  it('a whole answer goes out byte for byte, every byte value, small (one string with its head) or larger (one buffer)', async () => {
+    h.reset();
+    const bytes = (n: number): Buffer => Buffer.from(Array.from({ length: n }, (_, i) => (i * 7 + 3) % 256));
+    const bodies: Record<string, Buffer> = { '/small': bytes(256), '/larger': bytes(5000) };
+    h.answerWith = (head) => {
+      const b = bodies[head.path]!;
+      const r = new Readable({ read() {} });
+      r.push(b);
+      r.push(null);
+      (r as Readable & { complete: boolean }).complete = true;
+      return answer(200, { 'content-type': 'application/octet-stream', 'content-length': String(b.length) }, r);
+    };
+    const req = (p: string): string => `GET ${p} HTTP/1.1\r\nHost: svc\r\n\r\n`;
+    const { text: t } = await raw(h.port, [req('/small') + req('/larger')], count(2));
+    const got = answers(t);
+    assert.equal(got.length, 2);
+    assert.ok(Buffer.from(got[0]!.body, 'latin1').equals(bodies['/small']!), 'the small body, byte for byte');
+    assert.ok(Buffer.from(got[1]!.body, 'latin1').equals(bodies['/larger']!), 'the larger body, byte for byte');
+  });
+
   it('a client pipelining more than 64 requests: the rest waits unread until answers are out, then every one is answered in order', async () => {
     const open = h.gated();
     let burst = '';
