@@ -165,6 +165,9 @@ class PodConnection implements EndOfTurn {
 
   /** send a request on this (idle) connection */
   send(head: string, ex: Exchange): void {
+    // one exchange at a time: the pool hands out idle connections only, and one is idle
+    // again once its answer was read (release()). A second would take the first's place.
+    if (this.exchange !== undefined || this.out !== undefined) throw new Error(`pod connection ${this.key} is already carrying a request`);
     this.exchange = ex;
     this.carried++;
     if (this.idleTimer) {
@@ -172,10 +175,6 @@ class PodConnection implements EndOfTurn {
       this.idleTimer = false;
     }
     watchAbort(ex.signal, this.aborted);
-    if (this.out !== undefined) {
-      this.out += head; // not expected (one exchange at a time), but never a lost request
-      return;
-    }
     this.out = head;
     atEndOfTurn(this);
   }
