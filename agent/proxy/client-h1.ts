@@ -16,7 +16,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { answerHasBody, arrived, connectionClosed, cutOff, endToEnd, headerLines, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { answerHasBody, bodyIfHere, connectionClosed, cutOff, endToEnd, headerLines, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 import { addHeaderLine, CAN_CONSUME, HTTPParser, METHODS, type Parser } from './llhttp.ts';
 import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 
@@ -325,24 +325,23 @@ class LeanConnection implements EndOfTurn {
       if (r.whole === undefined) r.body.resume(); // drained: a pooled connection to the pod goes back to its pool
       return;
     }
-    if (r.whole !== undefined || arrived(r.body)) {
-      // read(): the body stream ends, which hands a pooled upstream connection back to its pool
-      const data = r.whole ?? r.body.read() as Buffer | null;
+    const data = bodyIfHere(r);
+    if (data !== undefined) {
       const t = r.trailers();
-      const size = data === null ? 0 : data.length;
+      const size = data.length;
       if (t !== undefined && length === undefined) {
         // trailers need chunked framing
         const last = `0\r\n${trailerLines(t)}\r\n`;
         this.socket.cork();
         this.socket.write(`${text}transfer-encoding: chunked\r\n\r\n`, 'latin1');
-        if (data !== null) writeChunk(this.socket, data);
+        writeChunk(this.socket, data); // nothing for an empty body (a zero-length chunk would end it)
         this.socket.write(last, 'latin1');
         this.socket.uncork();
         return;
       }
       if (length === undefined) text += `content-length: ${size}\r\n`;
       text += '\r\n';
-      if (data === null || size === 0) this.socket.write(text, 'latin1');
+      if (size === 0) this.socket.write(text, 'latin1');
       // latin1 maps bytes to characters one to one: a small body goes out in the head's string
       else if (size <= ONE_STRING_MAX) this.socket.write(text + data.toString('latin1'), 'latin1');
       else if (size <= ONE_WRITE_MAX) {

@@ -381,29 +381,20 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
     return;
   }
   let headers: OutgoingHttpHeaders = extraHeaders ? { ...r.headers, ...extraHeaders } : r.headers;
-  if (r.whole !== undefined) {
+  const data = bodyIfHere(r);
+  if (data !== undefined) {
+    // one write of head and body, no pipe and none of its listeners; sized when it can be
+    // (an answer that came over HTTP/2 or chunked has no length of its own), but trailers
+    // need chunked framing
     const t = r.trailers();
-    // sized when it can be (an answer that came over HTTP/2 has no length of its own);
-    // trailers need chunked framing
-    if (t === undefined && answerHasBody(res.req.method ?? 'GET', r.status) && headers['content-length'] === undefined) headers = { ...headers, 'content-length': r.whole.length };
+    if (t === undefined && answerHasBody(res.req.method ?? 'GET', r.status) && headers['content-length'] === undefined) headers = { ...headers, 'content-length': data.length };
     res.writeHead(r.status, headers);
     if (t && headers['content-length'] === undefined) res.addTrailers(t as OutgoingHttpHeaders);
-    res.end(r.whole);
+    res.end(data);
     return;
   }
   res.writeHead(r.status, headers);
   const chunked = headers['content-length'] === undefined;
-  if (arrived(r.body)) {
-    // the whole answer is here already (a small one comes in the segment of its head): one
-    // write of head and body, no pipe and none of its listeners. The read ends the body
-    // stream, which hands a pooled upstream connection back to its pool.
-    const data = r.body.read() as Buffer | null;
-    const t = r.trailers();
-    if (t && chunked) res.addTrailers(t as OutgoingHttpHeaders);
-    if (data === null) res.end();
-    else res.end(data);
-    return;
-  }
   // a body that stops without ending (upstream reset, a policy closing it) must not leave
   // the client waiting: the connection goes, which is how HTTP/1.1 says "incomplete"
   r.body.once('close', () => { if (!r.body.readableEnded) res.destroy(); });
@@ -426,8 +417,20 @@ export function answerHasBody(method: string, status: number): boolean {
   return method !== 'HEAD' && status >= 200 && status !== 204 && status !== 304;
 }
 
+/**
+ * The answer's body if all of it is here: `whole`, or an upstream stream received to its
+ * end and buffered (arrived()), read out now, which ends that stream and hands a pooled
+ * upstream connection back to its pool. undefined while the body is still coming. The
+ * writers take a body that is here in one write with its head.
+ */
+export function bodyIfHere(r: L7Response): Buffer | undefined {
+  if (r.whole !== undefined) return r.whole;
+  if (!arrived(r.body)) return undefined;
+  return (r.body.read() as Buffer | null) ?? NO_BODY;
+}
+
 /** an upstream HTTP/1.1 answer that has been received to its end and is buffered whole */
-export function arrived(body: Readable): boolean {
+function arrived(body: Readable): boolean {
   const m = body as Partial<IncomingMessage>;
   return m.complete === true && !body.destroyed && !body.readableEnded && body.readableLength <= MAX_BUFFERED_WRITE;
 }
@@ -449,12 +452,13 @@ export function writeH2(stream: ServerHttp2Stream, r: L7Response, extraHeaders?:
   // gRPC's status lives in the trailers; an HTTP/1.1 answer of unknown length (chunked) may
   // end with trailers too. Either way they go in a trailing HEADERS frame once the body is out
   const needsGrpcStatus = !r.empty && isGrpc(r.headers) && r.headers['grpc-status'] === undefined;
-  const t0 = r.whole !== undefined ? r.trailers() : undefined;
-  const waitForTrailers = needsGrpcStatus || t0 !== undefined || (!r.empty && r.whole === undefined && r.headers['content-length'] === undefined);
+  const data = r.empty ? undefined : bodyIfHere(r);
+  const t0 = data !== undefined ? r.trailers() : undefined;
+  const waitForTrailers = needsGrpcStatus || t0 !== undefined || (!r.empty && data === undefined && r.headers['content-length'] === undefined);
   try {
-    if (r.whole !== undefined && !waitForTrailers) {
-      stream.respond(headers, { endStream: r.whole.length === 0 });
-      if (r.whole.length > 0) stream.end(r.whole);
+    if (data !== undefined && !waitForTrailers) {
+      stream.respond(headers, { endStream: data.length === 0 });
+      if (data.length > 0) stream.end(data);
       return;
     }
     if (r.empty) {
@@ -476,8 +480,8 @@ export function writeH2(stream: ServerHttp2Stream, r: L7Response, extraHeaders?:
       else stream.sendTrailers({}); // none after all: node:http2 ends the stream with an empty DATA frame
     });
   }
-  if (r.whole !== undefined) {
-    stream.end(r.whole);
+  if (data !== undefined) {
+    stream.end(data);
     return;
   }
   // a body that stops without ending (upstream reset, a policy closing it): RST_STREAM

@@ -168,6 +168,9 @@ describe('proxy hot path: HTTP/1.1 through the destination side', () => {
     assert.equal(chunked.body.toString(), '70000:xxxxxxxx');
     const sized = await call('/echo', { method: 'PUT', body: 'hello', headers: { 'content-length': '5' } });
     assert.equal(sized.body.toString(), '5:hello');
+    // the pod answered chunked; the answer was here whole, so it goes on sized, in one write
+    assert.equal(sized.res.headers['content-length'], '7');
+    assert.equal(sized.res.headers['transfer-encoding'], undefined);
   });
 
   it('cancels upstream when the client goes away before the answer ends', async () => {
