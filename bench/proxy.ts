@@ -22,7 +22,7 @@ import { promisify } from 'node:util';
 import { cpuSeconds, h2load, holdConnections, rssKiB, wrk, type LoadResult } from './helpers/load.ts';
 import { nginxConf } from './helpers/nginx.ts';
 import type { PairService, Topology } from './helpers/proxy-pair.ts';
-import { machine, numberArg, table, writeSection } from './report.ts';
+import { machine, numberArg, percentile, table, writeSection } from './report.ts';
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
@@ -429,16 +429,13 @@ async function main(): Promise<void> {
     const directP99 = rate.get(`http1/${h1[0]!.name}`)!.p99;
     const added = (i: number): number => rate.get(`http1/${h1[i]!.name}`)!.p99 - directP99;
     const verdict = (ok: boolean): string => (ok ? '**met**' : '**not met**');
-    const median = (xs: number[]): number => {
-      const v = [...xs].sort((a, b) => a - b);
-      return v.length % 2 === 1 ? v[(v.length - 1) / 2]! : (v[v.length / 2 - 1]! + v[v.length / 2]!) / 2;
-    };
-    const roundRatios = rounds.map((r) => perCore(r.get('nodal')!) / perCore(r.get('nginx')!));
+    const median = (xs: readonly number[]): number => percentile([...xs].sort((a, b) => a - b), 50);
+    const roundsOf = (p: ProxyName): number[] => rounds.map((r) => perCore(r.get(p)!));
+    const [nodalRounds, nginxRounds, haproxyRounds] = [roundsOf('nodal'), roundsOf('nginx'), roundsOf('haproxy')];
+    const roundRatios = nodalRounds.map((n, i) => n / nginxRounds[i]!);
     const roundRatio = median(roundRatios);
-    const roundRows = rounds.map((r, i) => [String(i + 1), f0(perCore(r.get('nodal')!)), f0(perCore(r.get('nginx')!)),
-      f0(perCore(r.get('haproxy')!)), f2(roundRatios[i])]);
-    roundRows.push(['median', f0(median(rounds.map((r) => perCore(r.get('nodal')!)))), f0(median(rounds.map((r) => perCore(r.get('nginx')!)))),
-      f0(median(rounds.map((r) => perCore(r.get('haproxy')!)))), f2(roundRatio)]);
+    const roundRows = roundRatios.map((ratio, i) => [String(i + 1), f0(nodalRounds[i]!), f0(nginxRounds[i]!), f0(haproxyRounds[i]!), f2(ratio)]);
+    roundRows.push(['median', f0(median(nodalRounds)), f0(median(nginxRounds)), f0(median(haproxyRounds)), f2(roundRatio)]);
     const nodalCores = h1full(1).cores ?? NaN;
 
     writeSection('proxy', `## Proxy: nodal against nginx and haproxy (loopback, one core each)

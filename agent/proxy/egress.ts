@@ -110,7 +110,8 @@ export class Egress {
       }
     } else if (leanServerAvailable) {
       // plain requests without node:http's Server; the connection goes to it at the first other one
-      serveLean(socket, this.ctx.limits, (head, body, signal) => this.onLean(conn, head, body, signal), (s) => this.toNodeHttp(s, conn));
+      // a request client-h1.ts serves has no body
+      serveLean(socket, this.ctx.limits, (head, body, signal) => this.forward(conn, head, body, true, signal), (s) => this.toNodeHttp(s, conn));
     } else {
       this.toNodeHttp(socket, conn);
     }
@@ -176,11 +177,6 @@ export class Egress {
     }
     const empty = req.headers['content-length'] === undefined && req.headers['transfer-encoding'] === undefined;
     this.forward(conn, h1Head(req), req, empty, connectionClosed(req.socket)).then((r) => writeH1(res, r), () => res.destroy());
-  }
-
-  /** a request client-h1.ts parsed: it has no body */
-  private onLean(conn: EgressConn, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
-    return this.forward(conn, head, body, true, signal);
   }
 
   private onH2(stream: ServerHttp2Stream, headers: H2Headers): void {

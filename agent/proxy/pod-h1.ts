@@ -167,7 +167,7 @@ class PodConnection implements EndOfTurn {
   send(head: string, ex: Exchange): void {
     // one exchange at a time: the pool hands out idle connections only, and one is idle
     // again once its answer was read (release()). A second would take the first's place.
-    if (this.exchange !== undefined || this.out !== undefined) throw new Error(`pod connection ${this.key} is already carrying a request`);
+    if (this.exchange !== undefined) throw new Error(`pod connection ${this.key} is already carrying a request`);
     this.exchange = ex;
     this.carried++;
     if (this.idleTimer) {
@@ -466,8 +466,9 @@ function contentLength(raw: readonly string[]): number {
       length = Number(v);
     } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') return -1;
   }
-  return Number.isSafeInteger(length) ? length : -1;
+  return length;
 }
+/** at most 15 digits: a length Number holds exactly (llhttp's own limit is higher) */
 const DIGITS = /^\d{1,15}$/;
 
 /** the request head as it goes on the wire; throws node:http's errors for what it would refuse */

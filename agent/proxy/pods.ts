@@ -11,7 +11,7 @@ import { connect, Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
-import { endToEnd, onH2Answer, pipeBody, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { endToEnd, onH2Answer, pipeBody, unwatchAbort, watchAbort, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 import { LeanPodClient, leanClientAvailable, UpstreamError, type WholeAnswer } from './pod-h1.ts';
 
 export { UpstreamError };
@@ -176,8 +176,8 @@ export class PodPool {
       // the client went away first: cancel upstream (an own listener, removed with the
       // exchange; http.request's `signal` option costs a stream-wide end-of-stream watch)
       const onAbort = (): void => { req.destroy(signal.reason instanceof Error ? signal.reason : new Error('request cancelled')); };
-      signal.addEventListener('abort', onAbort, { once: true });
-      const unwatch = (): void => signal.removeEventListener('abort', onAbort);
+      watchAbort(signal, onAbort);
+      const unwatch = (): void => unwatchAbort(signal, onAbort);
       req.on('socket', (s: Socket) => {
         // a reused socket is counted once per request, a new one is announced once
         if (!this.carried.has(s)) this.onSocket(s);
