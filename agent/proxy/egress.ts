@@ -21,7 +21,7 @@ import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
-  closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  cancelOn, closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -200,7 +200,8 @@ export class Egress {
     // only a stream that closed before its exchange was over cancels upstream (a completed
     // one would build an AbortError per request for nothing)
     stream.once('close', () => { if (closedEarly(stream)) ac.abort(); });
-    this.forward(conn, head, stream, stream.readableEnded, ac.signal).then((r) => writeH2(stream, r), () => {
+    // no body: the HEADERS frame ended the stream (readableEnded is not yet true here)
+    this.forward(conn, head, stream, stream.endAfterHeaders || stream.readableEnded, ac.signal).then((r) => writeH2(stream, r), () => {
       if (!stream.closed) stream.close(h2c.NGHTTP2_INTERNAL_ERROR);
     });
   }
@@ -432,7 +433,7 @@ export class Egress {
     return new Promise((resolve) => {
       let stream;
       try {
-        stream = this.pool.request(peer, headers, { signal, endStream: empty });
+        stream = this.pool.request(peer, headers, { endStream: empty });
       } catch (err) {
         resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, 'connect-failure'));
         return;
@@ -441,6 +442,7 @@ export class Egress {
         const refused = stream.rstCode === h2c.NGHTTP2_REFUSED_STREAM;
         resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, refused ? 'refused-stream' : 'reset'));
       });
+      cancelOn(signal, stream);
       if (empty) body.resume();
       else pipeBody(body, stream);
     });

@@ -275,6 +275,21 @@ export function unwatchAbort(signal: AbortSignal, fn: () => void): void {
 const abortWatchers = new WeakMap<AbortSignal, Set<() => void>>();
 
 /**
+ * Destroy an HTTP/2 stream when `signal` fires, until the stream closes: a watchAbort entry,
+ * instead of the `signal` option of node's request(), which adds an abort listener (and
+ * its disposer) to the signal for every stream
+ */
+export function cancelOn(signal: AbortSignal, stream: Http2Stream): void {
+  const onAbort = (): void => { stream.destroy(signal.reason instanceof Error ? signal.reason : new Error('request cancelled')); };
+  if (signal.aborted) {
+    onAbort();
+    return;
+  }
+  watchAbort(signal, onAbort);
+  stream.once('close', () => unwatchAbort(signal, onAbort));
+}
+
+/**
  * `name: value` lines of one header as they go on the wire, validated as node:http
  * validates what it sends (it throws node:http's errors for what it would refuse: a CR or
  * LF in a value must never split a message)

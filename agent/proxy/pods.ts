@@ -11,7 +11,7 @@ import { connect, Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
-import { endToEnd, onH2Answer, pipeBody, unwatchAbort, watchAbort, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { cancelOn, endToEnd, onH2Answer, pipeBody, unwatchAbort, watchAbort, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 import { LeanPodClient, leanClientAvailable, UpstreamError, type WholeAnswer } from './pod-h1.ts';
 
 export { UpstreamError };
@@ -227,15 +227,21 @@ export class PodPool {
         if (this.sessions.get(`${ip}:${port}`) === session) this.sessions.delete(`${ip}:${port}`);
         setImmediate(() => session.close());
       }
+      // no body: END_STREAM goes with the HEADERS frame, and nothing is piped. Piping an
+      // ended body would end() a stream node:http2 already ended for a GET, and node builds
+      // an Error (with its stack) for each such call once the stream is done
+      const none = bodiless(body);
       const stream = session.request({
         ':method': head.method, ':path': head.path, ':scheme': 'http',
         ':authority': head.authority || `${ip}:${port}`, ...head.headers, traceparent,
-      }, { signal });
+      }, { endStream: none });
       onH2Answer(stream, resolve, (err) => {
         const kind = connected.has(session) ? 'reset' : 'connect-failure';
         reject(new UpstreamError(kind, `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
       });
-      pipeBody(body, stream);
+      cancelOn(signal, stream);
+      if (none) body.resume();
+      else pipeBody(body, stream);
     });
   }
 

@@ -69,7 +69,7 @@ export class TunnelPool {
   }
 
   /** any stream on the session to `peer` (pseudo-headers included); throws if the session is unusable */
-  request(peer: NodeInfo, headers: OutgoingHttpHeaders, options?: { signal?: AbortSignal; endStream?: boolean }): ClientHttp2Stream {
+  request(peer: NodeInfo, headers: OutgoingHttpHeaders, options?: { endStream?: boolean }): ClientHttp2Stream {
     const key = `${peer.name}@${peer.tunnelIp}`;
     let s = this.sessions.get(key);
     if (!s || s.closed || s.destroyed) s = this.connect(key, peer);

@@ -97,7 +97,7 @@ describe('proxy L7: HTTP/2, gRPC and per-request routing with real clients', () 
         return;
       }
       stream.respond({ ':status': 200, 'content-type': 'application/json' });
-      stream.end(JSON.stringify({ pod, path: headers[':path'], authority: headers[':authority'] }));
+      stream.end(JSON.stringify({ pod, path: headers[':path'], authority: headers[':authority'], endAfterHeaders: stream.endAfterHeaders }));
     });
     return srv;
   }
@@ -229,6 +229,30 @@ describe('proxy L7: HTTP/2, gRPC and per-request routing with real clients', () 
     const { stdout } = await run('nghttp', [`http://${outbound()}/a`, `http://${outbound()}/b`]);
     const pods = [...stdout.matchAll(/"pod":"([^"]+)"/g)].map((m) => m[1]);
     assert.deepEqual(pods.sort(), ['h2web-1', 'h2web-2'], stdout);
+  });
+
+  it('an HTTP/2 request without a body reaches the pod ended by its HEADERS frame, on this node and across the tunnel', async () => {
+    // OPTIONS, not GET: node:http2 ends a GET's stream at once by itself; for other methods
+    // the proxy has to say so, or the pod waits for a DATA frame carrying END_STREAM
+    next = { ip: IP.h2webVip, port: 80 };
+    const session = h2connect(`http://${outbound()}`);
+    session.on('error', () => {});
+    try {
+      const got = new Map<string, boolean>();
+      for (let i = 0; i < 2; i++) {
+        const s = session.request({ ':method': 'OPTIONS', ':path': '/ended' }, { endStream: true });
+        s.setEncoding('utf8');
+        let text = '';
+        s.on('data', (c: string) => { text += c; });
+        await once(s, 'end');
+        const body = JSON.parse(text) as { pod: string; endAfterHeaders: boolean };
+        got.set(body.pod, body.endAfterHeaders);
+      }
+      // round robin: h2web-2 on this node (pod client), h2web-1 across the tunnel
+      assert.deepEqual(Object.fromEntries(got), { 'h2web-1': true, 'h2web-2': true });
+    } finally {
+      session.close();
+    }
   });
 
   it('curl HTTP/1.1 keep-alive: requests on one client connection are spread over the backends', async () => {
