@@ -16,7 +16,7 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { answerHasBody, bodyIfHere, connectionClosed, cutOff, endToEnd, headerLines, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { answerHasBody, bodyIfHere, connectionClosed, cutOff, endToEnd, headerLines, NO_BYTES, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 import { addHeaderLine, CAN_CONSUME, HTTPParser, METHODS, type Parser } from './llhttp.ts';
 import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 
@@ -69,7 +69,6 @@ const KEEP_ALIVE_MARGIN_MS = 1000;
  * thousands in one write must not start thousands at once.
  */
 const MAX_OUTSTANDING = 64;
-const NO_BYTES = Buffer.alloc(0);
 /** answers up to this size go out in one buffer with their head */
 const ONE_WRITE_MAX = 16 * 1024;
 /** answers up to this size go out in one string with their head (no buffer to fill) */

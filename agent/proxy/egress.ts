@@ -21,7 +21,7 @@ import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import {
-  cancelOn, closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  cancelOn, closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, unwatchAbort, watchAbort, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -616,10 +616,10 @@ function delay(ms: number, signal: AbortSignal): Promise<void> {
     const t = setTimeout(done, ms);
     function done(): void {
       clearTimeout(t);
-      signal.removeEventListener('abort', done);
+      unwatchAbort(signal, done);
       resolve();
     }
-    signal.addEventListener('abort', done, { once: true });
+    watchAbort(signal, done);
   });
 }
 

@@ -83,7 +83,8 @@ export class WholeResponse implements L7Response {
   }
 }
 
-const NO_BODY = Buffer.alloc(0);
+/** a body of no bytes, shared (a Buffer of length 0 holds nothing that could change) */
+export const NO_BYTES = Buffer.alloc(0);
 
 /**
  * The answer on an HTTP/2 stream we opened (to the peer node's proxy, or to an h2c/gRPC
@@ -124,7 +125,7 @@ export function onH2Answer(stream: ClientHttp2Stream, onAnswer: (r: L7Response) 
       }
       // reading the buffer to its end ends the stream, which lets node:http2 release it
       const data = stream.read() as Buffer | null;
-      onAnswer(new WholeResponse(status, headers, data ?? NO_BODY, trailers));
+      onAnswer(new WholeResponse(status, headers, data ?? NO_BYTES, trailers));
     });
   });
 }
@@ -441,7 +442,7 @@ export function answerHasBody(method: string, status: number): boolean {
 export function bodyIfHere(r: L7Response): Buffer | undefined {
   if (r.whole !== undefined) return r.whole;
   if (!arrived(r.body)) return undefined;
-  return (r.body.read() as Buffer | null) ?? NO_BODY;
+  return (r.body.read() as Buffer | null) ?? NO_BYTES;
 }
 
 /** an upstream HTTP/1.1 answer that has been received to its end and is buffered whole */

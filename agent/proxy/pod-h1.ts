@@ -14,7 +14,7 @@
 import { IncomingMessage, validateHeaderValue } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import { errorText } from './errors.ts';
-import { headerLines, unwatchAbort, watchAbort, type Headers, type RequestHead } from './exchange.ts';
+import { headerLines, NO_BYTES, unwatchAbort, watchAbort, type Headers, type RequestHead } from './exchange.ts';
 import { headerObject, HTTPParser, type Parser } from './llhttp.ts';
 import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 
@@ -92,7 +92,6 @@ interface Exchange {
   signal: AbortSignal;
 }
 
-const NO_BYTES = Buffer.alloc(0);
 /** where pod connections' reads land (onread), one per thread: parsed before the next read */
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
