@@ -59,6 +59,12 @@ export interface InboundConn {
   via: 'tunnel' | 'local';
   /** the peer node for tunnel connections */
   peer: string | undefined;
+  /**
+   * The connection carries the source proxy's own HTTP/1.1 requests (mesh.ts): each names its
+   * client's port (x-nodal-source-addr), and answers keep x-nodal-upstream-failure, which the
+   * source side reads for its retries and outlier detection
+   */
+  pooled?: true;
   /** an opaque connection could not reach its pod: the source side's outlier detection hears it */
   upstreamFailed?(): void;
 }

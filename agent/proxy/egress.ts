@@ -12,7 +12,7 @@ import {
 } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
 import { Duplex, Readable } from 'node:stream';
-import type { EndpointInfo, RouteFilter, RouteRule } from '../../control/api/types.ts';
+import type { EndpointInfo, NodeInfo, RouteFilter, RouteRule } from '../../control/api/types.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import type { HopSpan } from '../telemetry/index.ts';
 import type { RequestVerdict } from './metrics.ts';
@@ -20,6 +20,8 @@ import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
 import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
+import { MeshRefusal, MeshRequests, type MeshSource } from './mesh.ts';
+import { UpstreamError } from './pod-h1.ts';
 import {
   cancelOn, closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, unwatchAbort, watchAbort, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
@@ -61,6 +63,8 @@ export class Egress {
   private readonly ctx: ProxyContext;
   private readonly destination: Destination;
   private readonly pool: TunnelPool;
+  /** HTTP/1.1 requests to other nodes' pods, on pooled CONNECT streams */
+  private readonly mesh: MeshRequests;
   private readonly carry: CarryConnection;
   private readonly h1: H1Server;
   private readonly h2: Http2Server;
@@ -76,6 +80,7 @@ export class Egress {
     this.ctx = ctx;
     this.destination = destination;
     this.pool = pool;
+    this.mesh = new MeshRequests(pool);
     this.carry = carry;
     this.traffic = new TrafficState(ctx, (ep) => this.probeConnection(ep));
     // the client pod's bytes meet the limits here first: llhttp strict, head size, count and
@@ -133,12 +138,15 @@ export class Egress {
   /** a new snapshot: routes recompiled, Services' backends and TrafficPolicies updated */
   update(view: MeshView): void {
     this.traffic.update(view);
+    // the destination checks a pooled stream's source when it opens: new streams for a new view
+    this.mesh.refresh();
   }
 
   close(): void {
     // stops the timeout checks hardenHttpServer() started
     this.h1.close();
     this.traffic.close();
+    this.mesh.close();
     for (const s of this.sessions) s.destroy();
     this.sessions.clear();
   }
@@ -418,6 +426,7 @@ export class Egress {
     const { conn } = req;
     const peer = view.node(target.node);
     if (!peer || !peer.tunnelIp) return Promise.resolve(this.answer(req, 503, `no tunnel address for node ${target.node}`, body));
+    if (head.protocol === 'http1') return this.pooled(req, view, peer, head, body, signal, target);
     const headers: Record<string, string | string[]> = {
       ...head.headers,
       ':method': head.method, ':path': head.path, ':scheme': 'http',
@@ -445,6 +454,23 @@ export class Egress {
       cancelOn(signal, stream);
       if (empty) body.resume();
       else pipeBody(body, stream);
+    });
+  }
+
+  /** an HTTP/1.1 request to a pod on another node: on a pooled CONNECT stream to it (mesh.ts) */
+  private pooled(req: RequestRecord, view: MeshView, peer: NodeInfo, head: RequestHead, body: Readable, signal: AbortSignal,
+    target: Target): Promise<L7Response> {
+    const { src } = req.conn;
+    const from: MeshSource = {
+      identity: src.identity, spiffe: view.identity(src.identity)?.spiffeId, ip: src.ip, port: src.port,
+      endpoint: src.endpoint ? `${src.endpoint.namespace}/${src.endpoint.name}` : undefined,
+    };
+    return this.mesh.send(peer, target, from, head, body, signal).catch((err: unknown) => {
+      if (err instanceof MeshRefusal) {
+        return this.answer(req, err.status === 403 ? 403 : 503, err.message, body, err.status === 403 ? 'DROPPED' : 'ERROR');
+      }
+      const kind = err instanceof UpstreamError ? err.kind : 'reset';
+      return this.answer(req, 503, errorText(err), body, 'ERROR', undefined, kind);
     });
   }
 

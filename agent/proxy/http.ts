@@ -13,8 +13,9 @@ import { errorText } from './errors.ts';
 import { endToEnd, h1Request, writeH1 } from './exchange.ts';
 import { applyDecision, newFlow } from './flows.ts';
 import { guardRequest, guardUpgrade, hardenHttpServer, http1ServerOptions } from './limits.ts';
-import { isHttp2Stream, splice } from './stream.ts';
+import { buffersOnly, isHttp2Stream, splice } from './stream.ts';
 import { childSpan, parseTraceparent } from './trace.ts';
+import { Header, parseAuthority } from './tunnel.ts';
 
 export class HttpIngress {
   private readonly ctx: ProxyContext;
@@ -56,8 +57,9 @@ export class HttpIngress {
       return;
     }
     const { head, signal } = h1Request(req, res);
-    this.dest.exchange(conn, head, req, signal).then((r) => {
-      delete r.headers[UPSTREAM_FAILURE_HEADER]; // for a source side that retries; this client is the pod's caller itself
+    this.dest.exchange(conn.pooled ? withClientPort(conn, req.headers[Header.addr]) : conn, head, req, signal).then((r) => {
+      // for a source side that retries; on a connection of its own, this client is the pod's caller itself
+      if (!conn.pooled) delete r.headers[UPSTREAM_FAILURE_HEADER];
       writeH1(res, r);
     }, (err) => {
       this.ctx.log.error({ err: errorText(err) }, 'request failed unexpectedly');
@@ -249,46 +251,15 @@ const UPGRADE_DROPPED = new Set(['traceparent', 'content-length', 'transfer-enco
 /** the pod's connection-level headers, replaced by `connection: close` in a declined upgrade's answer */
 const DECLINED_HOP_BY_HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection']);
 
-function noop(): void {}
-
 /**
- * Node 24 bug workaround: string chunks in a vectored write to an Http2Stream can reach
- * the wire after their native copy was freed: the first 16 bytes of the response head
- * arrive as allocator garbage (tcache pointers). node:http writes its head as a latin1
- * string corked with the first body chunk, which is exactly that case. Converting strings
- * to Buffers before the write keeps the bytes alive in JS until the write completes.
- * Repro: an http.Server fed an h2 CONNECT stream via emit('connection'), response
- * writeHead() then upstream.pipe(res). Set once per stream; the function is shared.
+ * A pooled connection's request as its client's connection: the stream names the source
+ * workload, the request its client's port (from the peer's proxy; the source side drops
+ * every x-nodal-* header its clients send)
  */
-function buffersOnly(stream: Duplex): void {
-  const s = stream as unknown as WritableInternals;
-  if (s._writev === writevBuffers) return;
-  protoWritev ??= s._writev;
-  protoWrite ??= s._write;
-  s._writev = writevBuffers;
-  s._write = writeBuffer;
+function withClientPort(conn: InboundConn, addr: string | string[] | undefined): InboundConn {
+  const a = parseAuthority(addr);
+  if (!a || a.ip !== conn.src.ip || a.port === conn.src.port) return conn;
+  return { ...conn, src: { ...conn.src, port: a.port } };
 }
 
-interface WriteChunk { chunk: Buffer | string; encoding: BufferEncoding | 'buffer' }
-type WritevFn = (this: Duplex, chunks: WriteChunk[] & { allBuffers?: boolean }, cb: (err?: Error | null) => void) => unknown;
-type WriteFn = (this: Duplex, chunk: Buffer | string, encoding: BufferEncoding | 'buffer', cb: (err?: Error | null) => void) => unknown;
-interface WritableInternals { _writev: WritevFn; _write: WriteFn }
-let protoWritev: WritevFn | undefined;
-let protoWrite: WriteFn | undefined;
-
-function writevBuffers(this: Duplex, chunks: WriteChunk[] & { allBuffers?: boolean }, cb: (err?: Error | null) => void): unknown {
-  for (const c of chunks) {
-    if (typeof c.chunk === 'string') {
-      c.chunk = Buffer.from(c.chunk, c.encoding === 'buffer' ? 'utf8' : c.encoding);
-      c.encoding = 'buffer';
-    }
-  }
-  chunks.allBuffers = true;
-  return protoWritev!.call(this, chunks, cb);
-}
-
-function writeBuffer(this: Duplex, chunk: Buffer | string, encoding: BufferEncoding | 'buffer', cb: (err?: Error | null) => void): unknown {
-  if (typeof chunk === 'string') return protoWrite!.call(this, Buffer.from(chunk, encoding === 'buffer' ? 'utf8' : encoding), 'buffer', cb);
-  return protoWrite!.call(this, chunk, encoding, cb);
-}
-
+function noop(): void {}

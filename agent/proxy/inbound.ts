@@ -46,7 +46,8 @@ export class Inbound {
   serve(down: Duplex, conn: InboundConn, early?: Decision): void {
     this.ctx.track(down, 'inbound');
     const declared = declaredProtocol(conn.appProtocol);
-    if (declared === 'http1') {
+    // the source proxy's requests are HTTP/1.1 whatever the port declares: it parsed them
+    if (declared === 'http1' || conn.pooled) {
       this.http.attach(down, conn);
     } else if (declared === 'opaque') {
       this.opaque(down, conn, early);

@@ -150,66 +150,14 @@ export class PodPool {
   }
 
   private sendH1(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
-    return new Promise((resolve, reject) => {
-      if (signal.aborted) {
-        reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: request cancelled before it was sent`));
-        return;
-      }
-      // a flat [name, value, ...] list: node:http writes it as it is, without building the
-      // map of an OutgoingMessage's setHeader() for each (and no copy of head.headers)
-      const h = head.headers;
-      const headers: Array<string | string[]> = [];
-      for (const k in h) if (k !== 'traceparent') headers.push(k, h[k]!);
-      if (head.authority) headers.push('host', head.authority);
-      headers.push('traceparent', traceparent);
-      // node:http frames a body by its own rule: chunked by default, but not for GET, HEAD,
-      // DELETE, OPTIONS, TRACE; a GET's chunked body would go out as bare bytes, read by the
-      // pod as the requests that follow (smuggling). A body is framed here, always.
-      if (h['content-length'] === undefined && !knownEmpty(body)) headers.push('transfer-encoding', 'chunked');
-      const req = request({
-        host: ip, port, method: head.method, path: head.path, headers: headers as unknown as OutgoingHttpHeaders, agent: this.agent,
-        localAddress: this.bindIp, setHost: false,
-      });
-      let sent = false;
-      let last = false;
-      let settled = false;
-      // the client went away first: cancel upstream (an own listener, removed with the
-      // exchange; http.request's `signal` option costs a stream-wide end-of-stream watch)
-      const onAbort = (): void => { req.destroy(signal.reason instanceof Error ? signal.reason : new Error('request cancelled')); };
-      watchAbort(signal, onAbort);
-      const unwatch = (): void => unwatchAbort(signal, onAbort);
-      req.on('socket', (s: Socket) => {
+    return sendHttp1({
+      agent: this.agent, host: ip, port, localAddress: this.bindIp, where: `upstream ${ip}:${port}`,
+      onSocket: (s) => {
         // a reused socket is counted once per request, a new one is announced once
-        if (!this.carried.has(s)) this.onSocket(s);
-        last = this.count(s, ip, port);
-        if (s.connecting) s.once('connect', () => { sent = true; });
-        else sent = true;
-      });
-      req.on('response', (res) => {
-        settled = true;
-        res.once('close', unwatch);
-        // the connection's last allowed request: retire it once the answer is read, before
-        // the agent can hand it out again
-        if (last) res.once('end', () => req.socket?.destroy());
-        resolve({ status: res.statusCode ?? 502, headers: endToEnd(res.headers, false), body: res, trailers: () => trailersOf(res.trailers) });
-      });
-      req.on('error', (err) => {
-        if (settled) return;
-        settled = true;
-        unwatch();
-        reject(new UpstreamError(sent ? 'reset' : 'connect-failure', `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
-      });
-      // no body (a GET): the request ends at once instead of piping nothing into it; the
-      // client's stream is drained so that it ends too
-      if (bodiless(body)) {
-        body.resume();
-        req.end();
-        return;
-      }
-      // pipe, not pipeline: a failing upstream must not destroy the client's side, which
-      // stays open for the error answer (and, for HTTP/1.1, the next keep-alive request)
-      pipeBody(body, req);
-    });
+        if (!this.carried.has(s)) this.onSocket(s as Socket);
+        return this.count(s, ip, port);
+      },
+    }, head, traceparent, body, signal);
   }
 
   private sendH2(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
@@ -270,6 +218,91 @@ export class PodPool {
 }
 
 /** a request body known to be empty before it is read (anything else gets framed) */
+/** where sendHttp1() sends a request, through a keep-alive agent */
+export interface Http1Upstream {
+  agent: Agent;
+  host: string;
+  port: number;
+  localAddress?: string;
+  /** request options for the agent's own use (its pool key, what its connections are) */
+  agentOptions?: object;
+  /** [name, value, ...] the proxy adds after the request's own headers */
+  add?: string[];
+  /** names the upstream in error messages */
+  where: string;
+  /** the connection the request got; true when it is its last (retired once the answer is read) */
+  onSocket?(s: Duplex): boolean;
+}
+
+/**
+ * Send one HTTP/1.1 request with node:http through `up.agent`; resolves at the response
+ * headers. `traceparent` replaces the one in head.headers: the request goes on with this
+ * hop's span as its parent. Fails with an UpstreamError: 'connect-failure' when nothing was
+ * sent, else 'reset'.
+ */
+export function sendHttp1(up: Http1Upstream, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
+  return new Promise((resolve, reject) => {
+    if (signal.aborted) {
+      reject(new UpstreamError('connect-failure', `${up.where}: request cancelled before it was sent`));
+      return;
+    }
+    // a flat [name, value, ...] list: node:http writes it as it is, without building the
+    // map of an OutgoingMessage's setHeader() for each (and no copy of head.headers)
+    const h = head.headers;
+    const headers: Array<string | string[]> = [];
+    for (const k in h) if (k !== 'traceparent') headers.push(k, h[k]!);
+    if (head.authority) headers.push('host', head.authority);
+    headers.push('traceparent', traceparent);
+    if (up.add) headers.push(...up.add);
+    // node:http frames a body by its own rule: chunked by default, but not for GET, HEAD,
+    // DELETE, OPTIONS, TRACE; a GET's chunked body would go out as bare bytes, read by the
+    // upstream as the requests that follow (smuggling). A body is framed here, always.
+    if (h['content-length'] === undefined && !knownEmpty(body)) headers.push('transfer-encoding', 'chunked');
+    // what node:http will not send (its checks are not llhttp's) throws here, and rejects
+    const req = request({
+      ...up.agentOptions, host: up.host, port: up.port, method: head.method, path: head.path,
+      headers: headers as unknown as OutgoingHttpHeaders, agent: up.agent, localAddress: up.localAddress, setHost: false,
+    });
+    let sent = false;
+    let last = false;
+    let settled = false;
+    // the client went away first: cancel upstream (an own listener, removed with the
+    // exchange; http.request's `signal` option costs a stream-wide end-of-stream watch)
+    const onAbort = (): void => { req.destroy(signal.reason instanceof Error ? signal.reason : new Error('request cancelled')); };
+    watchAbort(signal, onAbort);
+    const unwatch = (): void => unwatchAbort(signal, onAbort);
+    req.on('socket', (s: Duplex) => {
+      if (up.onSocket) last = up.onSocket(s);
+      if ((s as Partial<Socket>).connecting === true) s.once('connect', () => { sent = true; });
+      else sent = true;
+    });
+    req.on('response', (res) => {
+      settled = true;
+      res.once('close', unwatch);
+      // the connection's last allowed request: retire it once the answer is read, before
+      // the agent can hand it out again
+      if (last) res.once('end', () => req.socket?.destroy());
+      resolve({ status: res.statusCode ?? 502, headers: endToEnd(res.headers, false), body: res, trailers: () => trailersOf(res.trailers) });
+    });
+    req.on('error', (err) => {
+      if (settled) return;
+      settled = true;
+      unwatch();
+      reject(new UpstreamError(sent ? 'reset' : 'connect-failure', `${up.where}: ${errorText(err)}`, { cause: err }));
+    });
+    // no body (a GET): the request ends at once instead of piping nothing into it; the
+    // client's stream is drained so that it ends too
+    if (bodiless(body)) {
+      body.resume();
+      req.end();
+      return;
+    }
+    // pipe, not pipeline: a failing upstream must not destroy the client's side, which
+    // stays open for the error answer (and, for HTTP/1.1, the next keep-alive request)
+    pipeBody(body, req);
+  });
+}
+
 function knownEmpty(body: Readable): boolean {
   if (body.readableEnded) return true;
   // HTTP/2: END_STREAM on the HEADERS frame

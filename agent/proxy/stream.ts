@@ -160,3 +160,46 @@ function release(e: EventEmitter): void {
 }
 
 function noop(): void {}
+
+/**
+ * Node 24 bug workaround: string chunks in a vectored write to an Http2Stream can reach
+ * the wire after their native copy was freed: the first 16 bytes of the response head
+ * arrive as allocator garbage (tcache pointers). node:http writes its head as a latin1
+ * string corked with the first body chunk, which is exactly that case. Converting strings
+ * to Buffers before the write keeps the bytes alive in JS until the write completes.
+ * Repro: an http.Server fed an h2 CONNECT stream via emit('connection'), response
+ * writeHead() then upstream.pipe(res); and a node:http request with a body sent on one
+ * (mesh.ts). Set once per stream; the function is shared.
+ */
+export function buffersOnly(stream: Duplex): void {
+  const s = stream as unknown as WritableInternals;
+  if (s._writev === writevBuffers) return;
+  protoWritev ??= s._writev;
+  protoWrite ??= s._write;
+  s._writev = writevBuffers;
+  s._write = writeBuffer;
+}
+
+interface WriteChunk { chunk: Buffer | string; encoding: BufferEncoding | 'buffer' }
+type WritevFn = (this: Duplex, chunks: WriteChunk[] & { allBuffers?: boolean }, cb: (err?: Error | null) => void) => unknown;
+type WriteFn = (this: Duplex, chunk: Buffer | string, encoding: BufferEncoding | 'buffer', cb: (err?: Error | null) => void) => unknown;
+interface WritableInternals { _writev: WritevFn; _write: WriteFn }
+let protoWritev: WritevFn | undefined;
+let protoWrite: WriteFn | undefined;
+
+function writevBuffers(this: Duplex, chunks: WriteChunk[] & { allBuffers?: boolean }, cb: (err?: Error | null) => void): unknown {
+  for (const c of chunks) {
+    if (typeof c.chunk === 'string') {
+      c.chunk = Buffer.from(c.chunk, c.encoding === 'buffer' ? 'utf8' : c.encoding);
+      c.encoding = 'buffer';
+    }
+  }
+  chunks.allBuffers = true;
+  return protoWritev!.call(this, chunks, cb);
+}
+
+function writeBuffer(this: Duplex, chunk: Buffer | string, encoding: BufferEncoding | 'buffer', cb: (err?: Error | null) => void): unknown {
+  if (typeof chunk === 'string') return protoWrite!.call(this, Buffer.from(chunk, encoding === 'buffer' ? 'utf8' : encoding), 'buffer', cb);
+  return protoWrite!.call(this, chunk, encoding, cb);
+}
+

@@ -1,7 +1,9 @@
 // The node-to-node tunnel (DESIGN §5): one HTTP/2 session (h2c, inside WireGuard) per peer
-// node, multiplexing two kinds of stream: a CONNECT stream per proxied connection (opaque
-// TCP, an HTTP Upgrade), and an ordinary request stream per HTTP request the source side
-// routed (the request as the client sent it, plus x-nodal-destination naming the pod). The
+// node, multiplexing CONNECT streams and request streams. A CONNECT stream is a proxied
+// connection (opaque TCP, an HTTP Upgrade), or one of the source proxy's pooled connections
+// to a pod that carries the HTTP/1.1 requests it routed there (mesh.ts). A request stream is
+// one HTTP/2 or gRPC request the source side routed (the request as the client sent it, plus
+// x-nodal-destination naming the pod). The
 // client half (TunnelPool) serves the outbound side; the server half (TunnelServer)
 // authenticates the peer by its tunnel address, checks the claimed source identity against
 // the pods that run on that peer, and hands accepted streams to the inbound side.
@@ -37,6 +39,9 @@ export const Header = {
   protocol: 'x-nodal-protocol',
   traceparent: 'traceparent',
 } as const;
+
+/** x-nodal-protocol of a CONNECT stream that carries the source proxy's own HTTP/1.1 requests (mesh.ts) */
+export const POOLED_REQUESTS = 'http1-requests';
 
 export const DEFAULT_TUNNEL_PORT = 15008;
 
@@ -205,6 +210,12 @@ export class TunnelServer {
     };
     if (!isConnect) {
       this.onRequest(stream, headers, conn);
+      return;
+    }
+    if (headers[Header.protocol] === POOLED_REQUESTS) {
+      conn.pooled = true;
+      stream.respond({ ':status': 200 });
+      this.inbound.serve(stream, conn);
       return;
     }
     const early = this.inbound.preflight(conn);

@@ -89,6 +89,7 @@ describe('node proxy: two nodes', () => {
   let bannerPort = 0;
   let worldPort = 0;
   let tunnelPort = 0;
+  let snapshot: (node: string) => Snapshot;
 
   function web(pod: string): HttpServer {
     const srv = httpServer((req, res) => {
@@ -174,7 +175,7 @@ describe('node proxy: two nodes', () => {
       identity(ID.client, 'app', 'client', 'client'), identity(ID.web, 'app', 'web', 'web'),
       identity(ID.echo, 'app', 'echo', 'echo'), identity(ID.intruder, 'other', 'intruder', 'intruder'),
     ];
-    const snapshot = (node: string): Snapshot => ({ version: 1, node, trustDomain: TRUST, nodes, identities, endpoints, services, policies, l4: [] });
+    snapshot = (node: string): Snapshot => ({ version: 1, node, trustDomain: TRUST, nodes, identities, endpoints, services, policies, l4: [] });
 
     const logger = pino({ level: 'silent' });
     a = await NodeProxy.start({
@@ -257,6 +258,38 @@ describe('node proxy: two nodes', () => {
     assert.deepEqual(got.map((g) => g.url), ['/api/one', '/api/two']);
     // the pod is reached from node-b's proxy address, which the ingress guard admits
     assert.equal(got[0]!.remote, '127.0.20.2');
+  });
+
+  it('carries cross-node HTTP/1.1 requests on a pooled CONNECT stream; each flow names its own client, the pod sees no x-nodal header', async () => {
+    const value = async (r: Registry, name: string, labels: Record<string, string>): Promise<number> => {
+      const m = (await r.getMetricsAsJSON()).find((x) => x.name === name);
+      return m?.values.find((v) => Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want))?.value ?? 0;
+    };
+    const inbound = (): Promise<number> => value(registryB, 'nodal_proxy_connections_total', { direction: 'inbound' });
+    const one = clientAgent(IP.web1, webPort);
+    const two = clientAgent(IP.web1, webPort);
+    // a new snapshot closes the idle pooled streams: the next request opens one, which
+    // node-b checks against its own view
+    a.update(snapshot('node-a'));
+    const before = await inbound();
+    const first = seen.length;
+    for (let i = 0; i < 10; i++) {
+      assert.equal((await get(one.agent, `/api/pooled-${i}-one`)).status, 200);
+      assert.equal((await get(two.agent, `/api/pooled-${i}-two`)).status, 200);
+    }
+    assert.equal(one.connections() + two.connections(), 2);
+    assert.equal(await inbound() - before, 1, 'twenty requests, one at a time, from two client connections: one CONNECT stream');
+    const got = seen.slice(first);
+    assert.equal(got.length, 20);
+    for (const g of got) assert.deepEqual(Object.keys(g.headers).filter((k) => k.startsWith('x-nodal-')), [], g.url);
+    const ports = new Set<number>();
+    for (const tag of ['one', 'two']) {
+      const f = await sinkB.waitFor((x) => x.Type === 'L7' && (x.l7?.http?.url ?? '').endsWith(`/api/pooled-9-${tag}`));
+      assert.equal(f.IP?.source, IP.client);
+      ports.add(f.l4?.TCP?.sourcePort ?? 0);
+    }
+    assert.equal(ports.size, 2, 'the two client connections have two ports');
+    assert.ok(!ports.has(0));
   });
 
   it('regression: a request answered through the tunnel cancels nothing (no AbortError per request)', async () => {
@@ -443,6 +476,14 @@ describe('node proxy: two nodes', () => {
       const f = await sinkB.waitFor((x) => x.verdict === 'DROPPED' && (x.summary ?? '').startsWith('spoofed'));
       assert.equal(f.summary, `spoofed source identity ${ID.echo} from node node-a`);
       assert.equal(f.source?.identity, ID.echo);
+
+      // a CONNECT for pooled requests (mesh.ts) is checked the same way
+      const pooled = session.request({
+        ':method': 'CONNECT', ':authority': `${IP.web1}:${webPort}`,
+        'x-nodal-source-identity': String(ID.echo), 'x-nodal-protocol': 'http1-requests',
+      });
+      const [pooledHeaders] = await once(pooled, 'response');
+      assert.equal(pooledHeaders[':status'], 403);
 
       // the same session with an identity that does run on node-a is accepted
       const ok = session.request({
