@@ -20,7 +20,7 @@ import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
 import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
-import { MeshRefusal, MeshRequests, type MeshSource } from './mesh.ts';
+import { MeshRequests, type MeshSource } from './mesh.ts';
 import { UpstreamError } from './pod-h1.ts';
 import {
   cancelOn, closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, unwatchAbort, watchAbort, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
@@ -466,9 +466,9 @@ export class Egress {
       endpoint: src.endpoint ? `${src.endpoint.namespace}/${src.endpoint.name}` : undefined,
     };
     return this.mesh.send(peer, target, from, head, body, signal).catch((err: unknown) => {
-      if (err instanceof MeshRefusal) {
-        return this.answer(req, err.status === 403 ? 403 : 503, err.message, body, err.status === 403 ? 'DROPPED' : 'ERROR');
-      }
+      // refused by the destination's identity check (403), or nothing there (404)
+      const refused = err instanceof UpstreamError ? err.refused : undefined;
+      if (refused === 403) return this.answer(req, 403, errorText(err), body, 'DROPPED');
       const kind = err instanceof UpstreamError ? err.kind : 'reset';
       return this.answer(req, 503, errorText(err), body, 'ERROR', undefined, kind);
     });

@@ -13,13 +13,15 @@
 // stays reachable until V8's next full GC (stream.ts releaseOnClose), so cross-node load made
 // young-generation GC pauses of 10-20 ms. docs/benchmarks.md has the figures.
 
-import { Agent } from 'node:http';
+import { Agent, type IncomingMessage } from 'node:http';
 import type { ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { NodeInfo } from '../../control/api/types.ts';
+import { errorText } from './errors.ts';
 import type { L7Response, RequestHead } from './exchange.ts';
-import { sendHttp1 } from './pods.ts';
+import { LeanPool, leanClientAvailable, requestHead, UpstreamError, type PodConnection, type WholeAnswer } from './pod-h1.ts';
+import { bodiless, endedWithHeaders, leanAnswer, sendHttp1 } from './pods.ts';
 import { buffersOnly } from './stream.ts';
 import { formatAuthority, Header, POOLED_REQUESTS, type TunnelPool } from './tunnel.ts';
 
@@ -38,27 +40,63 @@ export interface MeshSource {
   port: number;
 }
 
-/** what the agent's pool key and connections are made of (request options, read back by the agent) */
+/** where a pooled stream goes, and whose it is: what opening one takes */
+interface MeshTarget {
+  peer: NodeInfo;
+  /** the pod, ip:port */
+  dst: string;
+  src: MeshSource;
+  /** the source's ip:port */
+  addr: string;
+  traceparent: string;
+}
+
+/** node:http request options the agent reads back (getName, createConnection) */
 interface MeshOptions {
   meshKey: string;
-  meshPeer: NodeInfo;
-  meshTo: string;
-  meshHeaders: Record<string, string>;
+  meshTarget: MeshTarget;
 }
 
 /** a CONNECT the destination refused (its status), for the request that opened it */
 const refusals = new WeakMap<object, number>();
 
 /**
- * node:http's keep-alive agent over CONNECT streams: a pool per source workload and pod
- * (getName), a new stream when none is free (createConnection)
+ * Open a CONNECT stream for `t` on the session to its node: node's agent and the lean pool
+ * pool it as a socket to the pod. Throws when the session is unusable.
+ */
+function openStream(tunnels: TunnelPool, t: MeshTarget): ClientHttp2Stream {
+  const s = tunnels.open(t.peer, t.dst, connectHeaders(t));
+  // node's agent keeps a socket alive with these; a stream has no TCP keep-alive, and
+  // holds the event loop only as its session does
+  const pooled = s as ClientHttp2Stream & Pick<Socket, 'setKeepAlive' | 'ref' | 'unref'>;
+  pooled.setKeepAlive = noop as Socket['setKeepAlive'];
+  pooled.ref = noop as Socket['ref'];
+  pooled.unref = noop as Socket['unref'];
+  // a request head is a string written with the first body chunk: see buffersOnly()
+  buffersOnly(s);
+  s.once('response', onConnectAnswer);
+  return s;
+}
+
+function onConnectAnswer(this: ClientHttp2Stream, h: IncomingHttpHeaders): void {
+  const status = Number(h[':status']);
+  if (status !== 200) refusals.set(this, status);
+}
+
+function refusal(t: MeshTarget, status: number): UpstreamError {
+  return new UpstreamError('connect-failure', `tunnel to ${t.peer.name}: ${t.dst} refused the connection (${status})`, { refused: status });
+}
+
+/**
+ * node:http's keep-alive agent over CONNECT streams, for requests with a body: a pool per
+ * source workload and pod (getName), a new stream when none is free (createConnection)
  */
 class MeshAgent extends Agent {
-  private readonly open: (o: MeshOptions) => ClientHttp2Stream;
+  private readonly tunnels: TunnelPool;
 
-  constructor(open: (o: MeshOptions) => ClientHttp2Stream) {
+  constructor(tunnels: TunnelPool) {
     super({ keepAlive: true, maxFreeSockets: IDLE_PER_KEY, scheduling: 'lifo', timeout: IDLE_MS });
-    this.open = open;
+    this.tunnels = tunnels;
   }
 
   override getName(o: object): string {
@@ -66,13 +104,54 @@ class MeshAgent extends Agent {
   }
 
   override createConnection(o: object, done: (err: Error | null, s?: Duplex) => void): Duplex | undefined {
-    let s: ClientHttp2Stream;
     try {
-      s = this.open(o as MeshOptions);
+      return openStream(this.tunnels, (o as MeshOptions).meshTarget);
     } catch (err) {
       done(err as Error); // the session is unusable: a connect failure, nothing was sent
       return undefined;
     }
+  }
+}
+
+/** the lean client's pool (pod-h1.ts) over CONNECT streams, for requests without a body */
+class MeshLeanPool extends LeanPool<MeshTarget> {
+  private readonly tunnels: TunnelPool;
+
+  constructor(tunnels: TunnelPool) {
+    super(IDLE_PER_KEY);
+    this.tunnels = tunnels;
+  }
+
+  send(key: string, t: MeshTarget, text: string, method: string, signal: AbortSignal,
+    resolve: (res: IncomingMessage | WholeAnswer) => void, reject: (err: UpstreamError) => void): void {
+    try {
+      this.request(key, t, text, method, signal, resolve, reject);
+    } catch (err) {
+      reject(new UpstreamError('connect-failure', `tunnel to ${t.peer.name}: ${errorText(err)}`, { cause: err }));
+    }
+  }
+
+  describe(key: string): string {
+    return `tunnel to ${key.slice(0, key.indexOf('@'))}`;
+  }
+
+  maxRequests(): number {
+    return 0;
+  }
+
+  /** no timer per connection: MeshRequests closes the idle ones every IDLE_MS */
+  idleMs(): number {
+    return 0;
+  }
+
+  protected connect(c: PodConnection, t: MeshTarget): Duplex {
+    const s = openStream(this.tunnels, t);
+    s.on('data', (chunk: Buffer) => c.parse(chunk));
+    s.once('response', (h: IncomingHttpHeaders) => {
+      const status = Number(h[':status']);
+      if (status === 200) c.connected = true;
+      else c.lastError = refusal(t, status);
+    });
     return s;
   }
 }
@@ -81,88 +160,80 @@ class MeshAgent extends Agent {
 function noop(): void {}
 
 export class MeshRequests {
-  private readonly pool: TunnelPool;
   private readonly agent: MeshAgent;
+  private readonly lean: MeshLeanPool | undefined;
+  private readonly sweep: NodeJS.Timeout;
 
-  constructor(pool: TunnelPool) {
-    this.pool = pool;
-    this.agent = new MeshAgent((o) => this.open(o));
+  constructor(tunnels: TunnelPool) {
+    this.agent = new MeshAgent(tunnels);
+    this.lean = leanClientAvailable ? new MeshLeanPool(tunnels) : undefined;
+    // the lean pool's idle streams: closed every IDLE_MS (one timer, not one per stream and request)
+    this.sweep = setInterval(() => this.lean?.closeIdle(), IDLE_MS).unref();
   }
 
   /**
    * One request to the pod `to` on `peer`; resolves at the response headers. Fails with an
-   * UpstreamError (pods.ts), or a MeshRefusal when the destination refused the stream.
+   * UpstreamError (pod-h1.ts); `refused` names the status of a CONNECT the destination
+   * refused.
    */
   send(peer: NodeInfo, to: { ip: string; port: number }, src: MeshSource, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
     const dst = formatAuthority(to.ip, to.port);
     const addr = formatAuthority(src.ip, src.port);
-    const options: MeshOptions = {
-      meshKey: `${peer.name}@${peer.tunnelIp}>${dst}<${src.identity}/${src.endpoint ?? ''}/${src.ip}`,
-      meshPeer: peer, meshTo: dst,
-      meshHeaders: connectHeaders(src, addr, head.headers.traceparent),
-    };
+    const key = `${peer.name}@${peer.tunnelIp}>${dst}<${src.identity}/${src.endpoint ?? ''}/${src.ip}`;
+    const traceparent = String(head.headers.traceparent ?? '');
+    const target: MeshTarget = { peer, dst, src, addr, traceparent };
+    const lean = this.lean;
+    if (lean && bodiless(body)) {
+      // as pods.ts sends to a local pod: nothing to send, the client's side drained
+      if (!endedWithHeaders(body)) body.resume();
+      // validated as node:http validates them: a bad name or value throws its own error
+      const text = requestHead(head, traceparent, `${Header.addr}: ${addr}\r\n`);
+      return new Promise((resolve, reject) => {
+        lean.send(key, target, text, head.method, signal, (res) => {
+          // called from the stream's read: nothing thrown here may reach it
+          try {
+            resolve(leanAnswer(res));
+          } catch (err) {
+            reject(err as Error);
+          }
+        }, reject);
+      });
+    }
     let stream: Duplex | undefined;
+    const options: MeshOptions = { meshKey: key, meshTarget: target };
     return sendHttp1({
       agent: this.agent, host: peer.tunnelIp, port: 0, agentOptions: options, add: [Header.addr, addr], where: `tunnel to ${peer.name}`,
       onSocket: (s) => {
         stream = s;
         return false;
       },
-    }, head, String(head.headers.traceparent ?? ''), body, signal).catch((err: unknown) => {
+    }, head, traceparent, body, signal).catch((err: unknown) => {
       const status = stream ? refusals.get(stream) : undefined;
-      throw status === undefined ? err : new MeshRefusal(status, `tunnel to ${peer.name}: ${dst} refused (${status})`);
+      throw status === undefined ? err : refusal(target, status);
     });
   }
 
   /** close the idle streams: the next requests open new ones, which the destination checks against its current view */
   refresh(): void {
+    this.lean?.closeIdle();
     for (const list of Object.values(this.agent.freeSockets)) for (const s of list ?? []) s.destroy();
   }
 
   close(): void {
+    clearInterval(this.sweep);
+    this.lean?.close();
     this.agent.destroy();
   }
-
-  private open(o: MeshOptions): ClientHttp2Stream {
-    const s = this.pool.open(o.meshPeer, o.meshTo, o.meshHeaders);
-    // node's agent keeps a socket alive with these; a stream has no TCP keep-alive, and
-    // holds the event loop only as its session does
-    const pooled = s as ClientHttp2Stream & Pick<Socket, 'setKeepAlive' | 'ref' | 'unref'>;
-    pooled.setKeepAlive = noop as Socket['setKeepAlive'];
-    pooled.ref = noop as Socket['ref'];
-    pooled.unref = noop as Socket['unref'];
-    // node:http corks its head (a string) with the first body chunk: see buffersOnly()
-    buffersOnly(s);
-    s.once('response', onConnectAnswer);
-    return s;
-  }
 }
 
-function onConnectAnswer(this: ClientHttp2Stream, h: IncomingHttpHeaders): void {
-  const status = Number(h[':status']);
-  if (status !== 200) refusals.set(this, status);
-}
-
-/** a CONNECT the destination answered with something other than 200 (403: refused by its policy or identity check) */
-export class MeshRefusal extends Error {
-  readonly status: number;
-
-  constructor(status: number, message: string) {
-    super(message);
-    this.name = 'MeshRefusal';
-    this.status = status;
-  }
-}
-
-function connectHeaders(src: MeshSource, addr: string, traceparent: string | string[] | undefined): Record<string, string> {
+function connectHeaders(t: MeshTarget): Record<string, string> {
   const h: Record<string, string> = {
-    [Header.identity]: String(src.identity),
-    [Header.addr]: addr,
+    [Header.identity]: String(t.src.identity),
+    [Header.addr]: t.addr,
     [Header.protocol]: POOLED_REQUESTS,
   };
-  if (src.spiffe) h[Header.spiffe] = src.spiffe;
-  if (src.endpoint) h[Header.endpoint] = src.endpoint;
-  if (typeof traceparent === 'string') h[Header.traceparent] = traceparent;
+  if (t.src.spiffe) h[Header.spiffe] = t.src.spiffe;
+  if (t.src.endpoint) h[Header.endpoint] = t.src.endpoint;
+  if (t.traceparent) h[Header.traceparent] = t.traceparent;
   return h;
 }
-

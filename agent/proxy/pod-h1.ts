@@ -6,13 +6,15 @@
 // setHeader per header, a write of the head through OutgoingMessage, three ticks to hand
 // the socket back); this writes the head in one call and parses with the same parser.
 // Requests with a body still go through node:http (pods.ts): chunked framing, answers
-// that come before the body was sent and Expect: 100-continue are its business.
+// that come before the body was sent and Expect: 100-continue are its business. The pool
+// (LeanPool) also serves mesh.ts, whose connections are CONNECT streams to other nodes' pods.
 //
 // The parser comes from llhttp.ts; when it is not there (another Node) pods.ts sends
 // every request through node:http.
 
 import { IncomingMessage, validateHeaderValue } from 'node:http';
 import { connect, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { errorText } from './errors.ts';
 import { headerLines, NO_BYTES, unwatchAbort, watchAbort, type Headers, type RequestHead } from './exchange.ts';
 import { headerObject, HTTPParser, type Parser } from './llhttp.ts';
@@ -21,10 +23,13 @@ import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 export class UpstreamError extends Error {
   /** 'connect-failure': nothing reached the pod; 'reset': the pod or the connection failed mid-exchange */
   readonly kind: 'connect-failure' | 'reset';
-  constructor(kind: UpstreamError['kind'], message: string, options?: { cause?: unknown }) {
+  /** the status a peer node's proxy refused the CONNECT stream with (mesh.ts) */
+  readonly refused: number | undefined;
+  constructor(kind: UpstreamError['kind'], message: string, options?: { cause?: unknown; refused?: number }) {
     super(message, options);
     this.name = 'UpstreamError';
     this.kind = kind;
+    this.refused = options?.refused;
   }
 }
 
@@ -52,6 +57,8 @@ const INVALID_PATH = /[^\u0021-\u00ff]/;
 /** what a pooled connection asks of the pool it belongs to */
 interface PoolSide {
   readonly maxIdle: number;
+  /** how errors name the upstream of `key` */
+  describe(key: string): string;
   /** requests a connection to `key` may carry; 0: unlimited */
   maxRequests(key: string): number;
   /** an idle connection to `key` is closed after this long; 0: never */
@@ -95,8 +102,16 @@ interface Exchange {
 /** where pod connections' reads land (onread), one per thread: parsed before the next read */
 const READ_BUFFER = Buffer.allocUnsafe(64 * 1024);
 
-class PodConnection implements EndOfTurn {
+/**
+ * Opens a pooled connection's transport for `c`: a socket to the pod, whose reads reach
+ * c.read(), or a stream whose chunks reach c.parse(); it sets c.connected once the other
+ * end took the connection
+ */
+export type Opener = (c: PodConnection) => Duplex;
+
+export class PodConnection implements EndOfTurn {
   readonly key: string;
+  /** a socket to the pod, or a CONNECT stream to it (mesh.ts) */
   readonly socket: Socket;
   private readonly parser: PodParser;
   private readonly pool: PoolSide;
@@ -117,7 +132,8 @@ class PodConnection implements EndOfTurn {
   keepAlive = true;
   /** an idle timer is set on the socket (TrafficPolicy idleTimeoutMs) */
   private idleTimer = false;
-  private lastError: Error | undefined;
+  /** set when the far end refused the connection: the request's error */
+  lastError: Error | undefined;
   /** bound once per connection, not per request */
   readonly released = (): void => this.release();
   readonly aborted = (): void => {
@@ -125,13 +141,11 @@ class PodConnection implements EndOfTurn {
     this.socket.destroy(r instanceof Error ? r : new Error('request cancelled'));
   };
 
-  constructor(pool: PoolSide, key: string, ip: string, port: number, bindIp: string) {
+  constructor(pool: PoolSide, key: string, open: Opener) {
     this.pool = pool;
     this.key = key;
-    // reads land in one buffer shared by every pod connection of this thread and are parsed
-    // at once (llhttp copies what it hands over): no allocation, stream or 'data' event per read
-    this.socket = connect({ host: ip, port, localAddress: bindIp, noDelay: true, onread: { buffer: READ_BUFFER, callback: (n: number) => this.read(n) } });
-    this.socket.setKeepAlive(true, TCP_KEEPALIVE_MS);
+    // Socket's setTimeout, pause and resume are all this uses beyond Duplex; a stream has them too
+    this.socket = open(this) as Socket;
     this.parser = new HTTPParser!();
     this.parser.initialize(HTTPParser!.RESPONSE, {}, 0, 0);
     this.parser[CONN] = this;
@@ -139,7 +153,6 @@ class PodConnection implements EndOfTurn {
     this.parser[HTTPParser!.kOnHeadersComplete] = onHeadersComplete;
     this.parser[HTTPParser!.kOnBody] = onBody;
     this.parser[HTTPParser!.kOnMessageComplete] = onMessageComplete;
-    this.socket.once('connect', () => { this.connected = true; });
     this.socket.on('end', () => {
       // a body that runs to the end of the connection ends here; anything else in flight failed
       this.parser.finish();
@@ -151,8 +164,13 @@ class PodConnection implements EndOfTurn {
   }
 
   /** `n` bytes the pod sent, in READ_BUFFER */
-  private read(n: number): boolean {
-    const ret = this.parser.execute(READ_BUFFER.subarray(0, n));
+  read(n: number): boolean {
+    return this.parse(READ_BUFFER.subarray(0, n));
+  }
+
+  /** bytes the upstream sent */
+  parse(bytes: Buffer): boolean {
+    const ret = this.parser.execute(bytes);
     if (ret instanceof Error) {
       this.socket.destroy(ret);
       return false;
@@ -311,7 +329,10 @@ class PodConnection implements EndOfTurn {
     this.exchange = undefined;
     unwatchAbort(ex.signal, this.aborted);
     const err = this.lastError ?? new Error(ex.res ? 'aborted' : 'socket hang up');
-    if (!ex.res) ex.reject(new UpstreamError(this.connected ? 'reset' : 'connect-failure', `upstream ${this.key}: ${errorText(err)}`, { cause: err }));
+    if (!ex.res) {
+      ex.reject(err instanceof UpstreamError ? err
+        : new UpstreamError(this.connected ? 'reset' : 'connect-failure', `${this.pool.describe(this.key)}: ${errorText(err)}`, { cause: err }));
+    }
     else if (!ex.res.complete) ex.res.destroy(err);
   }
 }
@@ -342,60 +363,54 @@ function onMessageComplete(this: PodParser): void {
   this[CONN]!.complete();
 }
 
-/** keep-alive connections to local pods, per pod address, for requests without a body */
-export class LeanPodClient implements PoolSide {
+/**
+ * Keep-alive connections for requests without a body, pooled by key, one exchange at a
+ * time each; `T` is what connect() needs to open one for a key. LeanPodClient's pool is
+ * per pod address; mesh.ts pools CONNECT streams to other nodes' pods the same way.
+ */
+export abstract class LeanPool<T> implements PoolSide {
   readonly maxIdle: number;
-  private readonly bindIp: string;
-  private readonly onSocket: (s: Socket) => void;
   private readonly idle = new Map<string, PodConnection[]>();
-  /** keyOf()'s strings */
-  private readonly keys = new Map<string, Map<number, string>>();
   private readonly all = new Set<PodConnection>();
-  private settings: ReadonlyMap<string, { maxRequestsPerConnection?: number | undefined; idleTimeoutMs?: number | undefined }> = new Map();
 
-  constructor(bindIp: string, maxIdle: number, onSocket: (s: Socket) => void) {
-    this.bindIp = bindIp;
+  constructor(maxIdle: number) {
     this.maxIdle = maxIdle;
-    this.onSocket = onSocket;
   }
 
-  configure(settings: LeanPodClient['settings']): void {
-    this.settings = settings;
-  }
+  abstract describe(key: string): string;
+  abstract maxRequests(key: string): number;
+  abstract idleMs(key: string): number;
+  /** the transport of a new connection for `key` (Opener) */
+  protected abstract connect(c: PodConnection, target: T): Duplex;
+  /** a new connection, opened */
+  protected opened(_c: PodConnection): void {}
 
   /**
-   * One request without a body to ip:port; `resolve` gets the answer whole when it came in
-   * one read with its head, else its head (the body streams). `reject` gets UpstreamErrors,
-   * as from node:http in pods.ts: 'connect-failure' when the pod was never reached, 'reset'
-   * after. A header node:http would refuse throws its own error here.
+   * One request without a body, its head as `text`, on an idle connection for `key` or a new
+   * one to `target`; `resolve` gets the answer whole when it came in one read with its head,
+   * else its head (the body streams). `reject` gets UpstreamErrors, as from node:http in
+   * pods.ts: 'connect-failure' when the upstream was never reached, 'reset' after.
    */
-  send(ip: string, port: number, head: RequestHead, traceparent: string, signal: AbortSignal,
+  protected request(key: string, target: T, text: string, method: string, signal: AbortSignal,
     resolve: (res: IncomingMessage | WholeAnswer) => void, reject: (err: UpstreamError) => void): void {
     if (signal.aborted) {
-      reject(new UpstreamError('connect-failure', `upstream ${ip}:${port}: request cancelled before it was sent`));
+      reject(new UpstreamError('connect-failure', `${this.describe(key)}: request cancelled before it was sent`));
       return;
     }
-    // validated as node:http validates them: a bad name or value throws its own error
-    const text = requestHead(head, traceparent);
-    const key = this.keyOf(ip, port);
-    const conn = this.take(key) ?? this.open(key, ip, port);
-    conn.send(text, { method: head.method, res: undefined, head: undefined, chunks: undefined, whole: false, trailers: undefined, signal, resolve, reject });
+    const conn = this.take(key) ?? this.open(key, target);
+    conn.send(text, { method, res: undefined, head: undefined, chunks: undefined, whole: false, trailers: undefined, signal, resolve, reject });
   }
 
+  /** close every connection */
   close(): void {
     for (const c of this.all) c.socket.destroy();
     this.all.clear();
     this.idle.clear();
   }
 
-  maxRequests(key: string): number {
-    if (this.settings.size === 0) return 0;
-    return this.settings.get(key)?.maxRequestsPerConnection ?? 0;
-  }
-
-  idleMs(key: string): number {
-    if (this.settings.size === 0) return 0;
-    return this.settings.get(key)?.idleTimeoutMs ?? 0;
+  /** close the idle connections */
+  closeIdle(): void {
+    for (const list of this.idle.values()) for (const c of list.splice(0)) c.socket.destroy();
   }
 
   release(conn: PodConnection): void {
@@ -416,6 +431,87 @@ export class LeanPodClient implements PoolSide {
     if (i >= 0) list.splice(i, 1);
   }
 
+  /** the most recently used idle connection (lifo, as node's Agent): the one least likely closed meanwhile */
+  private take(key: string): PodConnection | undefined {
+    const list = this.idle.get(key);
+    if (!list) return undefined;
+    for (;;) {
+      const c = list.pop();
+      if (c === undefined) return undefined;
+      if (!c.socket.destroyed && c.socket.writable) return c;
+    }
+  }
+
+  private open(key: string, target: T): PodConnection {
+    const c = new PodConnection(this, key, (conn) => this.connect(conn, target));
+    this.all.add(c);
+    this.opened(c);
+    return c;
+  }
+}
+
+/** keep-alive connections to local pods, per pod address, for requests without a body */
+export class LeanPodClient extends LeanPool<string> {
+  private readonly bindIp: string;
+  private readonly onSocket: (s: Socket) => void;
+  /** keyOf()'s strings */
+  private readonly keys = new Map<string, Map<number, string>>();
+  private settings: ReadonlyMap<string, { maxRequestsPerConnection?: number | undefined; idleTimeoutMs?: number | undefined }> = new Map();
+
+  constructor(bindIp: string, maxIdle: number, onSocket: (s: Socket) => void) {
+    super(maxIdle);
+    this.bindIp = bindIp;
+    this.onSocket = onSocket;
+  }
+
+  configure(settings: LeanPodClient['settings']): void {
+    this.settings = settings;
+  }
+
+  /**
+   * One request without a body to ip:port (LeanPool.request()). A header node:http would
+   * refuse throws its own error here.
+   */
+  send(ip: string, port: number, head: RequestHead, traceparent: string, signal: AbortSignal,
+    resolve: (res: IncomingMessage | WholeAnswer) => void, reject: (err: UpstreamError) => void): void {
+    // validated as node:http validates them: a bad name or value throws its own error
+    const text = requestHead(head, traceparent);
+    const key = this.keyOf(ip, port);
+    this.request(key, key, text, head.method, signal, resolve, reject);
+  }
+
+  describe(key: string): string {
+    return `upstream ${key}`;
+  }
+
+  maxRequests(key: string): number {
+    if (this.settings.size === 0) return 0;
+    return this.settings.get(key)?.maxRequestsPerConnection ?? 0;
+  }
+
+  idleMs(key: string): number {
+    if (this.settings.size === 0) return 0;
+    return this.settings.get(key)?.idleTimeoutMs ?? 0;
+  }
+
+  /** a socket to the pod at `key` (ip:port, keyOf()) */
+  protected connect(c: PodConnection, key: string): Duplex {
+    const colon = key.lastIndexOf(':');
+    // reads land in one buffer shared by every pod connection of this thread and are parsed
+    // at once (llhttp copies what it hands over): no allocation, stream or 'data' event per read
+    const s = connect({
+      host: key.slice(0, colon), port: Number(key.slice(colon + 1)), localAddress: this.bindIp, noDelay: true,
+      onread: { buffer: READ_BUFFER, callback: (n: number) => c.read(n) },
+    });
+    s.setKeepAlive(true, TCP_KEEPALIVE_MS);
+    s.once('connect', () => { c.connected = true; });
+    return s;
+  }
+
+  protected override opened(c: PodConnection): void {
+    this.onSocket(c.socket);
+  }
+
   /**
    * `ip:port`, one string per pod address: V8 computes a string's hash once, so the pool's
    * lookups with it cost no hashing per request (a key built per request would)
@@ -429,24 +525,6 @@ export class LeanPodClient implements PoolSide {
     let key = ports.get(port);
     if (key === undefined) ports.set(port, (key = `${ip}:${port}`));
     return key;
-  }
-
-  /** the most recently used idle connection (lifo, as node's Agent): the one least likely closed meanwhile */
-  private take(key: string): PodConnection | undefined {
-    const list = this.idle.get(key);
-    if (!list) return undefined;
-    for (;;) {
-      const c = list.pop();
-      if (c === undefined) return undefined;
-      if (!c.socket.destroyed && c.socket.writable) return c;
-    }
-  }
-
-  private open(key: string, ip: string, port: number): PodConnection {
-    const c = new PodConnection(this, key, ip, port, this.bindIp);
-    this.all.add(c);
-    this.onSocket(c.socket);
-    return c;
   }
 }
 
@@ -471,7 +549,7 @@ function contentLength(raw: readonly string[]): number {
 const DIGITS = /^\d{1,15}$/;
 
 /** the request head as it goes on the wire; throws node:http's errors for what it would refuse */
-function requestHead(head: RequestHead, traceparent: string): string {
+export function requestHead(head: RequestHead, traceparent: string, extra = ''): string {
   if (!TOKEN.test(head.method)) throw Object.assign(new TypeError(`Method must be a valid HTTP token ["${head.method}"]`), { code: 'ERR_INVALID_HTTP_TOKEN' });
   if (INVALID_PATH.test(head.path)) throw Object.assign(new TypeError('Request path contains unescaped characters'), { code: 'ERR_UNESCAPED_CHARACTERS' });
   let text = `${head.method} ${head.path} HTTP/1.1\r\n`;
@@ -486,5 +564,5 @@ function requestHead(head: RequestHead, traceparent: string): string {
     validateHeaderValue('host', head.authority);
     text += `host: ${head.authority}\r\n`;
   }
-  return `${text}traceparent: ${traceparent}\r\nconnection: keep-alive\r\n\r\n`;
+  return `${text}traceparent: ${traceparent}\r\n${extra}connection: keep-alive\r\n\r\n`;
 }

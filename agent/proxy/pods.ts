@@ -317,7 +317,7 @@ function knownEmpty(body: Readable): boolean {
  * Transfer-Encoding and no Content-Length, or a length of 0), or a stream that already
  * ended. Known from the head, before the parser has even reached the request's end.
  */
-function bodiless(body: Readable): boolean {
+export function bodiless(body: Readable): boolean {
   if (body.readableEnded) return true;
   if (endedWithHeaders(body)) return true;
   if (!(body instanceof IncomingMessage)) return false;
@@ -326,11 +326,11 @@ function bodiless(body: Readable): boolean {
 }
 
 /** an HTTP/2 stream whose HEADERS frame ended it (a request without a body from another node, or an h2c client) */
-function endedWithHeaders(body: Readable): boolean {
+export function endedWithHeaders(body: Readable): boolean {
   return (body as Partial<Http2Stream>).endAfterHeaders === true;
 }
 
-function leanAnswer(res: IncomingMessage | WholeAnswer): L7Response {
+export function leanAnswer(res: IncomingMessage | WholeAnswer): L7Response {
   if (res instanceof IncomingMessage) return answer(res);
   return new WholeResponse(res.status, endToEnd(res.headers, false), res.body, res.trailers);
 }
