@@ -18,6 +18,7 @@ import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
 import { answerHasBody, bodyIfHere, connectionClosed, cutOff, endToEnd, headerLines, NO_BYTES, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 import { addHeaderLine, CAN_CONSUME, HTTPParser, METHODS, type Parser } from './llhttp.ts';
+import { Header } from './tunnel.ts';
 import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 
 /** false on a Node whose http parser cannot be reached: every connection goes to node:http */
@@ -42,9 +43,13 @@ export type ServeRequest = (head: RequestHead, body: Readable, signal: AbortSign
  */
 export type HandOver = (socket: Socket) => void;
 
-/** serve a client connection: lean while its requests are plain, node:http's from the first that is not */
-export function serveLean(socket: Socket, limits: LeanServerLimits, serve: ServeRequest, handOver: HandOver): void {
-  new LeanConnection(socket, limits, serve, handOver).start();
+/**
+ * Serve a client connection: lean while its requests are plain, node:http's from the first
+ * that is not. `pooled`: a pooled tunnel connection from a peer's proxy (mesh.ts), whose
+ * requests name their client (RequestHead.clientAddr).
+ */
+export function serveLean(socket: Socket, limits: LeanServerLimits, serve: ServeRequest, handOver: HandOver, pooled = false): void {
+  new LeanConnection(socket, limits, serve, handOver, pooled).start();
 }
 
 /**
@@ -91,6 +96,7 @@ class LeanConnection implements EndOfTurn {
   private readonly limits: LeanServerLimits;
   private readonly serve: ServeRequest;
   private readonly handOver: HandOver;
+  private readonly pooled: boolean;
   private readonly parser: LeanParser;
   private readonly signal: AbortSignal;
   /** requests whose answers are not all written yet, oldest first */
@@ -127,8 +133,9 @@ class LeanConnection implements EndOfTurn {
     this.socket.end();
   };
 
-  constructor(socket: Socket, limits: LeanServerLimits, serve: ServeRequest, handOver: HandOver) {
+  constructor(socket: Socket, limits: LeanServerLimits, serve: ServeRequest, handOver: HandOver, pooled: boolean) {
     this.socket = socket;
+    this.pooled = pooled;
     this.limits = limits;
     this.serve = serve;
     this.handOver = handOver;
@@ -264,6 +271,10 @@ class LeanConnection implements EndOfTurn {
       addHeaderLine(field, raw[i + 1]!, h);
     }
     this.head = { method: name, path: url, authority: (h.host as string | undefined) ?? '', headers: endToEnd(h, true), protocol: 'http1' };
+    if (this.pooled) {
+      const addr = h[Header.addr];
+      if (typeof addr === 'string') this.head.clientAddr = addr;
+    }
     return HEAD_DONE;
   }
 

@@ -28,6 +28,11 @@ export interface RequestHead {
   headers: Headers;
   /** what the client spoke; the destination speaks the same to the pod */
   protocol: WireProtocol;
+  /**
+   * On a pooled tunnel connection (mesh.ts), the client's ip:port as the source node's proxy
+   * names it (x-nodal-source-addr): the destination's flow names it
+   */
+  clientAddr?: string;
 }
 
 export interface L7Response {

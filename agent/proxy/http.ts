@@ -14,6 +14,7 @@ import { endToEnd, h1Request, writeH1 } from './exchange.ts';
 import { applyDecision, newFlow } from './flows.ts';
 import { guardRequest, guardUpgrade, hardenHttpServer, http1ServerOptions } from './limits.ts';
 import { buffersOnly, isHttp2Stream, splice } from './stream.ts';
+import { leanServerAvailable, serveLean } from './client-h1.ts';
 import { childSpan, parseTraceparent } from './trace.ts';
 import { Header, parseAuthority } from './tunnel.ts';
 
@@ -39,6 +40,20 @@ export class HttpIngress {
     this.server.close();
     for (const s of this.upstreams) s.destroy();
     this.upstreams.clear();
+  }
+
+  /**
+   * A pooled tunnel connection (mesh.ts): its plain requests are served by the lean server
+   * (client-h1.ts), the rest by the parser, as on the outbound side
+   */
+  servePooled(down: Duplex, conn: InboundConn): void {
+    buffersOnly(down);
+    if (!leanServerAvailable) {
+      this.attach(down, conn);
+      return;
+    }
+    serveLean(down as Socket, this.ctx.limits, (head, body, signal) => this.dest.exchange(withClientPort(conn, head.clientAddr), head, body, signal),
+      (s) => this.attach(s, conn), true);
   }
 
   /** hand a connection to the parser; the stream may be paused by detection */

@@ -47,7 +47,9 @@ export class Inbound {
     this.ctx.track(down, 'inbound');
     const declared = declaredProtocol(conn.appProtocol);
     // the source proxy's requests are HTTP/1.1 whatever the port declares: it parsed them
-    if (declared === 'http1' || conn.pooled) {
+    if (conn.pooled) {
+      this.http.servePooled(down, conn);
+    } else if (declared === 'http1') {
       this.http.attach(down, conn);
     } else if (declared === 'opaque') {
       this.opaque(down, conn, early);
