@@ -2,7 +2,7 @@
 // and gRPC through
 //   direct (client → backend, no proxy),
 //   nodal, same node (client → node-a's outbound listener → in-process inbound → backend),
-//   nodal, cross-node (node-a → HTTP/2 CONNECT tunnel → node-b → backend),
+//   nodal, cross-node (node-a → HTTP/2 tunnel → node-b → backend),
 //   an nginx reverse proxy (one worker, upstream keep-alive),
 //   haproxy (nbthread 1, http-reuse always),
 // measuring requests/s with the proxy pinned to one CPU and its CPU time while it runs,
@@ -457,9 +457,10 @@ run took ${Math.round(took)} s. \`bench/proxy.ts\`, everything on loopback:
   the address of an endpoint on node-a and of one on node-b.
 - **Paths.** direct: the load tool to the backend. nodal, same node: to node-a's outbound
   listener, whose stubbed datapath lookup names a Service VIP, then in-process to the
-  inbound side and to the backend. nodal, cross-node: node-a → HTTP/2 CONNECT tunnel
-  (cleartext on loopback, no WireGuard) → node-b → backend, both proxies in the one
-  pinned process: one core pays for two hops. nginx: \`proxy_pass\` with upstream
+  inbound side and to the backend. nodal, cross-node: node-a → the HTTP/2 tunnel
+  (cleartext on loopback, no WireGuard; HTTP/1.1 on pooled CONNECT streams, HTTP/2 and
+  gRPC a stream per request) → node-b → backend, both proxies in the one pinned process:
+  one core pays for two hops. nginx: \`proxy_pass\` with upstream
   \`keepalive 64\`; for HTTP/2 nginx 1.22 accepts h2c but proxies upstream as HTTP/1.1 (to
   the same nginx backend's HTTP/1.1 listener); for gRPC it uses \`grpc_pass\` (HTTP/2 both
   sides). haproxy: \`mode http\`, \`http-reuse always\`, \`proto h2\` on the bind and server lines
