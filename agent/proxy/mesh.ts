@@ -4,9 +4,12 @@
 // connection is kept: one request at a time per stream, as many streams as requests in
 // flight. A stream is the source workload's: identity, SPIFFE id and pod travel in its
 // CONNECT headers, which the destination checks once, as for any CONNECT; each request adds
-// only its client's port (x-nodal-source-addr), for flows. The destination parses the
-// requests as it parses HTTP/1.1 on any CONNECT stream (http.ts), each through the same
-// policy and flow path as every request.
+// only its client's port (x-nodal-source-addr), for flows. Requests without a body go
+// through the lean client's pool and parser (pod-h1.ts LeanPool), the others through
+// node:http's keep-alive agent. The destination serves a pooled stream as the source side
+// serves a client connection (http.ts servePooled: client-h1.ts, then node:http's Server
+// from the first request that is not plain), each request through the same policy and flow
+// path as every request.
 //
 // Why not a stream per request (as HTTP/2 clients' requests still go): node:http2 costs about
 // as much per stream as the whole rest of a request, on both nodes, and every finished stream
