@@ -71,6 +71,10 @@ function endpoint(name: string, ns: string, node: string, ip: string, id: number
   return { namespace: ns, name, uid: `uid-${name}`, node, ip, identity: id, labels: { app }, serviceAccount: app, enrolled: true };
 }
 
+/** an 8 MiB answer, every byte value, in a pattern a truncation or reorder would break */
+const BIG = Buffer.alloc(8 * 1024 * 1024);
+for (let i = 0; i < BIG.length; i++) BIG[i] = (i * 7 + (i >> 12)) & 0xff;
+
 describe('node proxy: two nodes', () => {
   const sinkA = new FlowSink();
   const sinkB = new FlowSink();
@@ -94,6 +98,13 @@ describe('node proxy: two nodes', () => {
   function web(pod: string): HttpServer {
     const srv = httpServer((req, res) => {
       seen.push({ pod, url: req.url ?? '', headers: req.headers, remote: req.socket.remoteAddress ?? '', remotePort: req.socket.remotePort ?? 0 });
+      if (req.url === '/api/big' || req.url === '/api/big-chunked') {
+        // sized, or chunked (no length): either way more than the tunnel's windows hold
+        res.writeHead(200, req.url === '/api/big' ? { 'content-length': BIG.length } : {});
+        for (let off = 0; off < BIG.length; off += 256 * 1024) res.write(BIG.subarray(off, off + 256 * 1024));
+        res.end();
+        return;
+      }
       const body = JSON.stringify({ pod, url: req.url, traceparent: req.headers.traceparent ?? null });
       res.writeHead(200, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) });
       res.end(body);
@@ -290,6 +301,25 @@ describe('node proxy: two nodes', () => {
     }
     assert.equal(ports.size, 2, 'the two client connections have two ports');
     assert.ok(!ports.has(0));
+  });
+
+  it('an 8 MiB answer crosses the pooled stream byte for byte, sized or chunked, and the stream carries the next request', async () => {
+    const { agent } = clientAgent(IP.web1, webPort);
+    for (const path of ['/api/big', '/api/big-chunked']) {
+      const got = await new Promise<{ status: number; body: Buffer }>((resolve, reject) => {
+        const req = request({ agent, host: 'web.app', port: 80, path }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c: Buffer) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks) }));
+        });
+        req.on('error', reject);
+        req.end();
+      });
+      assert.equal(got.status, 200, path);
+      assert.equal(got.body.length, BIG.length, path);
+      assert.ok(got.body.equals(BIG), `${path}: byte for byte`);
+    }
+    assert.equal((await get(agent, '/api/after-big')).status, 200);
   });
 
   it('answers 403 when the destination refuses the pooled stream: a source identity that, as node-b sees it, does not run on node-a', async () => {
