@@ -32,6 +32,11 @@ import { formatAuthority, Header, POOLED_REQUESTS, type TunnelPool } from './tun
 const IDLE_MS = 30_000;
 /** idle streams kept per source workload and pod */
 const IDLE_PER_KEY = 64;
+/**
+ * Requests a pooled stream carries before it is retired: the destination checks a stream's
+ * source when it opens, so a busy stream is checked again at least this often
+ */
+const MAX_REQUESTS_PER_STREAM = 10_000;
 
 /** the source workload of a request, as its CONNECT stream names it */
 export interface MeshSource {
@@ -62,6 +67,8 @@ interface MeshOptions {
 
 /** a CONNECT the destination refused (its status), for the request that opened it */
 const refusals = new WeakMap<object, number>();
+/** requests each of the agent's streams has carried */
+const carried = new WeakMap<object, number>();
 
 /**
  * Open a CONNECT stream for `t` on the session to its node: node's agent and the lean pool
@@ -139,7 +146,7 @@ class MeshLeanPool extends LeanPool<MeshTarget> {
   }
 
   maxRequests(): number {
-    return 0;
+    return MAX_REQUESTS_PER_STREAM;
   }
 
   /** no timer per connection: MeshRequests closes the idle ones every IDLE_MS */
@@ -208,7 +215,9 @@ export class MeshRequests {
       agent: this.agent, host: peer.tunnelIp, port: 0, agentOptions: options, add: [Header.addr, addr], where: `tunnel to ${peer.name}`,
       onSocket: (s) => {
         stream = s;
-        return false;
+        const n = (carried.get(s) ?? 0) + 1;
+        carried.set(s, n);
+        return n >= MAX_REQUESTS_PER_STREAM;
       },
     }, head, traceparent, body, signal).catch((err: unknown) => {
       const status = stream ? refusals.get(stream) : undefined;
