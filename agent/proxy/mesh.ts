@@ -196,9 +196,10 @@ export class MeshRequests {
     if (lean && bodiless(body)) {
       // as pods.ts sends to a local pod: nothing to send, the client's side drained
       if (!endedWithHeaders(body)) body.resume();
-      // validated as node:http validates them: a bad name or value throws its own error
-      const text = requestHead(head, traceparent, `${Header.addr}: ${addr}\r\n`);
       return new Promise((resolve, reject) => {
+        // validated as node:http validates them: a bad name or value throws its own error,
+        // which rejects this promise
+        const text = requestHead(head, traceparent, `${Header.addr}: ${addr}\r\n`);
         lean.send(key, target, text, head.method, signal, (res) => {
           // called from the stream's read: nothing thrown here may reach it
           try {
