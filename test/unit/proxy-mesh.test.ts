@@ -555,6 +555,32 @@ describe('node proxy: two nodes', () => {
     }
   });
 
+  it('still serves an HTTP/1.1 request sent as a tunnel request stream, as a proxy from before pooled streams sends it (rolling upgrade)', async () => {
+    const session = h2connect(`http://127.0.10.2:${tunnelPort}`, {
+      createConnection: () => connect({ host: '127.0.10.2', port: tunnelPort, localAddress: '127.0.10.1' }),
+    });
+    session.on('error', () => {});
+    try {
+      const stream = session.request({
+        ':method': 'GET', ':path': '/api/older-peer', ':authority': 'web.app',
+        'x-nodal-destination': `${IP.web1}:${webPort}`, 'x-nodal-protocol': 'http1',
+        'x-nodal-source-identity': String(ID.client), 'x-nodal-source-endpoint': 'app/client', 'x-nodal-source-addr': `${IP.client}:40000`,
+      }, { endStream: true });
+      const [headers] = await once(stream, 'response');
+      assert.equal(headers[':status'], 200);
+      let body = '';
+      stream.setEncoding('utf8');
+      stream.on('data', (c: string) => { body += c; });
+      await once(stream, 'end');
+      assert.equal(JSON.parse(body).pod, 'web-1');
+      const f = await sinkB.waitFor((x) => x.Type === 'L7' && (x.l7?.http?.url ?? '').endsWith('/api/older-peer'));
+      assert.equal(f.verdict, 'FORWARDED');
+      assert.equal(f.l4?.TCP?.sourcePort, 40000);
+    } finally {
+      session.destroy();
+    }
+  });
+
   it('refuses a tunnel connection from an address that is not a peer node', async () => {
     const session = h2connect(`http://127.0.10.2:${tunnelPort}`, {
       createConnection: () => connect({ host: '127.0.10.2', port: tunnelPort, localAddress: '127.0.10.9' }),
