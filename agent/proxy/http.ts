@@ -144,7 +144,7 @@ export class HttpIngress {
         // a connection of its own (an upgraded one is never given back to a pool), from the
         // proxy address; half-open, so that once upgraded a FIN travels one way only
         agent: false,
-        createConnection: () => this.upstream(conn.dst.ip, conn.port),
+        createConnection: () => this.upstream(conn),
       });
     } catch (err) {
       // what llhttp let through but node:http will not send (its checks are not llhttp's)
@@ -206,9 +206,11 @@ export class HttpIngress {
   }
 
   /** a connection to the pod for an upgrade request, kept until it closes so that close() can end it */
-  private upstream(host: string, port: number): Socket {
-    const s = connect({ host, port, localAddress: this.ctx.upstreamBindIp, allowHalfOpen: true });
+  private upstream(conn: InboundConn): Socket {
+    const s = connect({ host: conn.dst.ip, port: conn.port, localAddress: this.ctx.upstreamBindIp, allowHalfOpen: true });
     this.ctx.countBytes(s, 'inbound');
+    // a proxied connection once the pod took it, as opaque ones are counted
+    s.once('connect', () => this.ctx.metrics.carried('inbound', s, conn.src.identity, conn.dst.identity, false));
     this.upstreams.add(s);
     s.once('close', () => this.upstreams.delete(s));
     return s;

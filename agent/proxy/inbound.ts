@@ -83,6 +83,7 @@ export class Inbound {
     let connected = false;
     up.once('connect', () => {
       connected = true;
+      this.ctx.metrics.carried('inbound', up, conn.src.identity, conn.dst.identity, false);
       this.emitL4(conn, 'FORWARDED', d);
       // still subject to policy: a snapshot that no longer allows it closes it
       this.destination.track({ conn, request: l4Input(conn), close: () => { abort(down); up.destroy(); } }, up);

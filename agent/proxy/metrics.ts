@@ -41,6 +41,13 @@ export interface RequestSample {
 }
 
 /** per-connection TCP accounting, created once when the connection opens */
+/** what carried() reads of a socket */
+export interface CountedSocket {
+  readonly bytesRead: number;
+  readonly bytesWritten: number;
+  once(event: 'close', fn: () => void): unknown;
+}
+
 export interface ConnectionMetrics {
   /** add bytes (deltas) as seen by the source workload: sent toward the destination, received back */
   bytes(sent: number, received: number): void;
@@ -346,6 +353,20 @@ export class ProxyMetrics {
   /** a request refused by a local rate limit */
   rateLimited(service: string): void {
     this.rateLimitedTotal.add(service, () => ({ service }));
+  }
+
+  /**
+   * A proxied connection between two identities, counted from its socket: opened now, its
+   * bytes and its close when the socket closes. `sourceSide`: the socket the source's bytes
+   * are read from (the client's, on the outbound side); else the one they are written to
+   * (the pod's, on the inbound side).
+   */
+  carried(direction: Direction, socket: CountedSocket, src: number, dst: number, sourceSide: boolean): void {
+    const m = this.connection(direction, src, dst);
+    socket.once('close', () => {
+      m.bytes(sourceSide ? socket.bytesRead : socket.bytesWritten, sourceSide ? socket.bytesWritten : socket.bytesRead);
+      m.close();
+    });
   }
 
   /** a proxied connection opened between two identities; keep the handle for its bytes and close */

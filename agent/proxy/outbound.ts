@@ -9,6 +9,7 @@
 import { connect, type Socket } from 'node:net';
 import type { IncomingHttpHeaders } from 'node:http2';
 import type { EndpointInfo } from '../../control/api/types.ts';
+import { ReservedIdentity } from '../../control/api/types.ts';
 import type { FlowEndpoint, FlowVerdict } from '../flows/flow.ts';
 import { declaredProtocol } from '../policy/index.ts';
 import type { InboundConn, ProxyContext, Redirect, SourceInfo } from './context.ts';
@@ -99,6 +100,7 @@ export class Outbound {
     const ep = svc ? undefined : view.endpointByIp(orig.ip);
     if (!svc && !ep) return this.passthrough(socket, src, orig);
     const conn: EgressConn = { src, orig, service: svc, endpoint: ep, trace: newTrace() };
+    this.ctx.metrics.carried('outbound', socket, src.identity, svc ? svc.service.identity : ep!.identity, true);
     const declared = declaredProtocol(svc ? svc.port.appProtocol : view.appProtocol(orig.ip, orig.port));
     if (declared === 'opaque') return this.carry(socket, conn, false);
     if (declared !== 'detect') return this.l7(socket, view, conn, declared);
@@ -236,6 +238,7 @@ export class Outbound {
 
   /** outside the mesh: connect to the original destination as it was */
   private passthrough(socket: Socket, src: SourceInfo, orig: Addr): void {
+    this.ctx.metrics.carried('outbound', socket, src.identity, ReservedIdentity.WORLD, true);
     const rec: OutboundRecord = { src, dst: orig, dstFlow: WORLD_ENDPOINT, trace: newTrace() };
     const up = connect({ host: orig.ip, port: orig.port, allowHalfOpen: true, noDelay: true });
     let connected = false;

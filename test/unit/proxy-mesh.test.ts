@@ -479,6 +479,31 @@ describe('node proxy: two nodes', () => {
     assert.equal(f.ingressAllowedBy, undefined, 'no policy selects echo for this source: allowed without a name');
   });
 
+  it('counts a carried connection per identity pair on both nodes: opened, bytes each way, closed', async () => {
+    const value = async (r: Registry, name: string, direction: string): Promise<number> => {
+      const m = (await r.getMetricsAsJSON()).find((x) => x.name === name);
+      const hit = m?.values.find((v) => v.labels.direction === direction && v.labels.source_identity === String(ID.client) && v.labels.destination_identity === String(ID.echo));
+      return hit?.value ?? 0;
+    };
+    const names = ['opened', 'closed', 'sent_bytes', 'received_bytes'].map((n) => `nodal_proxy_tcp_${n.includes('bytes') ? n : `connections_${n}`}_total`);
+    const read = async (): Promise<number[]> => [
+      ...(await Promise.all(names.map((n) => value(registryA, n, 'outbound')))),
+      ...(await Promise.all(names.map((n) => value(registryB, n, 'inbound')))),
+    ];
+    const before = await read();
+    const s = dial(a, stubA, IP.client, IP.echoVip, 7);
+    const text = 'twenty bytes of echo';
+    assert.equal(await exchange(s, text), text);
+    let delta: number[] = [];
+    for (let i = 0; i < 100; i++) {
+      delta = (await read()).map((v, j) => v - before[j]!);
+      if (delta[1] === 1 && delta[5] === 1) break; // both sides saw the close
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // outbound (node-a): opened, closed, sent, received; then the same inbound (node-b)
+    assert.deepEqual(delta, [1, 1, text.length, text.length, 1, 1, text.length, text.length]);
+  });
+
   it('detects opaque TCP from the first bytes', async () => {
     const s = dial(a, stubA, IP.client, IP.echo, echoPort);
     assert.equal(await exchange(s, '\x16\x03\x01 not http at all'), '\x16\x03\x01 not http at all');
