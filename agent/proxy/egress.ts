@@ -15,7 +15,7 @@ import { Duplex, Readable } from 'node:stream';
 import type { EndpointInfo, NodeInfo, RouteFilter, RouteRule } from '../../control/api/types.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import type { HopSpan } from '../telemetry/index.ts';
-import type { RequestVerdict } from './metrics.ts';
+import type { RequestVerdict, RetryOutcome } from './metrics.ts';
 import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
 import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
@@ -371,10 +371,14 @@ export class Egress {
     // endpoints already tried: only a request that may be retried needs to remember them
     const tried = retryable ? new Set<string>() : undefined;
     st?.budget.startRequest();
+    /** a retry the budget admitted whose attempt is not over: RetryBudget counts it until then */
+    let retrying = false;
     try {
       for (let n = 0; ; n++) {
         const target = this.pick(req, view, st, tried);
         if (!target) {
+          // a retry with no endpoint left to try: no more attempts
+          if (n > 0 && st) this.ctx.metrics.retry(st.name, 'limit_exceeded');
           const svc = req.service?.service;
           return this.answer(req, 503, `no healthy upstream for service ${svc?.namespace}/${svc?.name}`, body);
         }
@@ -384,10 +388,16 @@ export class Egress {
         const attemptSignal = perTryMs ? AbortSignal.any([signal, AbortSignal.timeout(perTryMs)]) : signal;
         const sendBody = held !== undefined ? Readable.from([held]) : body;
         const res = await this.send(req, view, target, sendBody, empty || (held !== undefined && held.length === 0), attemptSignal);
+        if (retrying) {
+          st!.budget.endRetry();
+          retrying = false;
+        }
         const result = attemptResult(res, attemptSignal, signal);
         lb?.done({ ok: !result.connectFailure && !result.reset && !result.timeout && (result.status ?? 0) < 500 });
         if (target.backend) st?.outlier?.report(target.backend.key, { status: result.status, connectFailure: result.connectFailure || result.timeout });
-        if (!retryable || signal.aborted || !retry.shouldRetry(head.method, n, result)) {
+        const again = retryable && !signal.aborted && retry.shouldRetry(head.method, n, result);
+        if (n > 0 && st) this.ctx.metrics.retry(st.name, retryOutcome(retry, head.method, n, result, again, signal.aborted));
+        if (!again) {
           if (result.timeout && res.status === 503) return this.answer(req, 504, `upstream ${formatAuthority(target.ip, target.port)} did not answer within ${perTryMs} ms`, undefined);
           return res;
         }
@@ -395,13 +405,13 @@ export class Egress {
           if (st) this.ctx.metrics.retry(st.name, 'budget_exhausted');
           return res;
         }
+        retrying = true;
         res.body.destroy();
         await delay(retry.backoffMs(n + 1, Math.random), signal);
-        st.budget.endRetry();
         req.retries++;
-        this.ctx.metrics.retry(st.name, 'success');
       }
     } finally {
+      if (retrying) st?.budget.endRetry();
       st?.budget.endRequest();
     }
   }
@@ -579,6 +589,18 @@ interface RequestRecord {
   local?: boolean;
   verdict?: RequestVerdict;
   error?: string;
+}
+
+/**
+ * What became of retry number `n` (1 = the first retry), for nodal_proxy_retries_total:
+ * `failure` it failed and another retry follows (or the client left), `limit_exceeded` it
+ * failed and was the last one allowed, `success` its answer is not one to retry
+ */
+function retryOutcome(retry: RetryPolicy, method: string, n: number, result: AttemptResult, again: boolean, aborted: boolean): RetryOutcome {
+  if (again || aborted) return 'failure';
+  // with attempts left, this answer would have been retried
+  if (n >= retry.attempts && retry.shouldRetry(method, 0, result)) return 'limit_exceeded';
+  return 'success';
 }
 
 /** local answers that stand for a failed attempt, and how it failed */

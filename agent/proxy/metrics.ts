@@ -15,8 +15,8 @@ export type RequestVerdict = 'FORWARDED' | 'DROPPED' | 'ERROR';
 /**
  * What became of one retry attempt: `success` the retry got an answer that is not retried
  * again, `failure` it failed again and another retry may follow, `limit_exceeded` the
- * last allowed attempt failed (the caller gets that answer), `budget_exhausted` a retry was
- * wanted but the retry budget refused it (no attempt was made).
+ * last allowed attempt failed (the caller gets that answer) or no endpoint was left to try,
+ * `budget_exhausted` a retry was wanted but the retry budget refused it (no attempt was made).
  */
 export type RetryOutcome = 'success' | 'failure' | 'limit_exceeded' | 'budget_exhausted';
 /** outlier detection: `ejected` taken out, `returned` back after its ejection time, `skipped` would have been ejected but the max-ejection share was reached */
