@@ -12,13 +12,13 @@ import { describeDecision, evaluate, type Decision, type PolicyRequest } from '.
 import type { InboundConn, ProxyContext } from './context.ts';
 import { errorText } from './errors.ts';
 import {
-  flatHeaders, grpcMethodOf, grpcStatusOf, headerValue, isGrpc, localResponse, type Headers, type L7Response, type RequestHead,
+  answerBytes, declaredLength, flatHeaders, grpcMethodOf, grpcStatusOf, headerValue, isGrpc, localResponse, type Headers, type L7Response, type RequestHead,
 } from './exchange.ts';
 import { applyDecision, newFlow } from './flows.ts';
 import { policyLabel, type RequestVerdict } from './metrics.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import type { HopSpan } from '../telemetry/index.ts';
-import { PodPool, UpstreamError } from './pods.ts';
+import { bodiless, PodPool, UpstreamError } from './pods.ts';
 import { childSpan, parseTraceparent, type TraceParent } from './trace.ts';
 
 /** something live that a policy let in and that must end when a policy no longer does */
@@ -87,14 +87,18 @@ export class Destination {
     const hop = this.ctx.tracer.start(parentOf(headerValue(head.headers.traceparent), conn.trace), 'server');
     const trace = hop.context;
     const { decision, input } = this.decide(conn, { method: head.method, path, host: head.authority, headers: head.headers, grpc });
-    const rec: RequestRecord = { conn, head, grpc, trace, start, startMs: this.ctx.accessLog ? Date.now() : 0, decision, hop };
+    const rec: RequestRecord = {
+      conn, head, grpc, trace, start, decision, hop,
+      startMs: this.ctx.accessLog ? Date.now() : 0,
+      bytesIn: this.ctx.accessLog ? (bodiless(body) ? 0 : declaredLength(head.headers)) : undefined,
+    };
 
     if (!decision.allowed) {
       body.resume(); // the body is not wanted; drain it so the client's side can finish
       const p = decision.policy;
       const res = localResponse(403, `RBAC: access denied by ${p ? `${p.namespace}/${p.name}` : 'policy'}`, grpc);
       // the flow goes out before the answer: whoever sees the 403 can already find its flow
-      this.finish(rec, 403, grpc ? grpcStatusOf(res) : undefined, 'DROPPED');
+      this.finish(rec, res, 403, grpc ? grpcStatusOf(res) : undefined, 'DROPPED');
       return res;
     }
 
@@ -105,13 +109,13 @@ export class Destination {
       const kind = err instanceof UpstreamError ? err.kind : 'reset';
       const res503 = localResponse(503, 'upstream connect error or disconnect/reset before headers', grpc, { [UPSTREAM_FAILURE_HEADER]: kind });
       upstreamFailure.set(res503, kind);
-      this.finish(rec, 503, grpc ? grpcStatusOf(res503) : undefined, 'ERROR', `upstream ${conn.dst.ip}:${conn.port}: ${errorText(err)}`);
+      this.finish(rec, res503, 503, grpc ? grpcStatusOf(res503) : undefined, 'ERROR', `upstream ${conn.dst.ip}:${conn.port}: ${errorText(err)}`);
       return res503;
     }
 
     // plain HTTP's outcome is known at the response head; gRPC's (grpc-status) at the end
     if (!grpc) {
-      this.finish(rec, res.status, undefined, 'FORWARDED');
+      this.finish(rec, res, res.status, undefined, 'FORWARDED');
       // an answer here whole is over: no policy change can cut it off any more
       if (res.whole !== undefined) return res;
       const live = new LiveRequest(conn, input, res.body);
@@ -125,13 +129,13 @@ export class Destination {
     res.body.once('end', () => {
       if (recorded) return;
       recorded = true;
-      this.finish(rec, res.status, grpcStatusOf(res), 'FORWARDED');
+      this.finish(rec, res, res.status, grpcStatusOf(res), 'FORWARDED');
     });
     res.body.once('close', () => {
       this.live.delete(live);
       if (!recorded) {
         recorded = true;
-        this.finish(rec, res.status, grpcStatusOf(res), 'ERROR', 'stream ended before its trailers');
+        this.finish(rec, res, res.status, grpcStatusOf(res), 'ERROR', 'stream ended before its trailers');
       }
     });
     return res;
@@ -173,7 +177,7 @@ export class Destination {
     this.pods.close();
   }
 
-  private finish(rec: RequestRecord, code: number, grpcStatus: number | undefined, verdict: RequestVerdict, summary?: string): void {
+  private finish(rec: RequestRecord, res: L7Response, code: number, grpcStatus: number | undefined, verdict: RequestVerdict, summary?: string): void {
     const { conn, head } = rec;
     const elapsed = process.hrtime.bigint() - rec.start;
     this.ctx.metrics.request({
@@ -197,7 +201,7 @@ export class Destination {
       src: { identity: conn.src.identity, ...(conn.src.endpoint ? { workload: `${conn.src.endpoint.namespace}/${conn.src.endpoint.name}` } : {}) },
       dst: { identity: conn.dst.identity, workload: `${conn.dst.namespace}/${conn.dst.name}` },
       method: head.method, authority: head.authority, path: head.path, protocol: rec.grpc ? 'gRPC' : protocolName,
-      status: code, grpcStatus, route: '', upstream: `${conn.dst.ip}:${conn.port}`, bytesIn: 0, bytesOut: 0,
+      status: code, grpcStatus, route: '', upstream: `${conn.dst.ip}:${conn.port}`, bytesIn: rec.bytesIn, bytesOut: answerBytes(res),
       durationMs: Number(elapsed) / 1e6, retries: 0, verdict, policy: policyLabel(rec.decision.policy),
     });
     // health probes are not traffic anyone asked to see
@@ -244,6 +248,8 @@ interface RequestRecord {
   startMs: number;
   decision: Decision;
   hop: HopSpan;
+  /** the request body's length for the access log (when it is on and the length is known) */
+  bytesIn: number | undefined;
 }
 
 /**

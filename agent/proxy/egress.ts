@@ -23,7 +23,7 @@ import { errorText } from './errors.ts';
 import { MeshRequests, type MeshSource } from './mesh.ts';
 import { UpstreamError } from './pod-h1.ts';
 import {
-  cancelOn, closedEarly, connectionClosed, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, unwatchAbort, watchAbort, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  answerBytes, cancelOn, closedEarly, connectionClosed, declaredLength, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, unwatchAbort, watchAbort, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -250,7 +250,10 @@ export class Egress {
       const view = this.ctx.view();
       const hop = this.ctx.tracer.start(parseTraceparent(headerValue(head.headers.traceparent)) ?? childSpan(conn.trace), 'client');
       head.headers.traceparent = hop.context.header;
-      const req: RequestRecord = { conn, head, grpc, hop, started, startedMs, route: '', service: conn.service, retries: 0, upstream: undefined };
+      const req: RequestRecord = {
+        conn, head, grpc, hop, started, startedMs, route: '', service: conn.service, retries: 0, upstream: undefined,
+        bytesIn: this.ctx.accessLog ? (empty ? 0 : declaredLength(head.headers)) : undefined,
+      };
       const res = await this.route(req, view, body, empty, signal);
       this.record(req, res);
       return res;
@@ -517,7 +520,7 @@ export class Egress {
         dst: { identity: dstIdentity, ...(svc ? { workload: `${svc.namespace}/${svc.name}` } : {}) },
         method: req.head.method, authority: req.head.authority, path: req.head.path,
         protocol: req.grpc ? 'gRPC' : req.head.protocol === 'h2' ? 'HTTP/2' : 'HTTP/1.1',
-        status: res.status, grpcStatus, route: req.route, upstream: req.upstream ? formatAuthority(req.upstream.ip, req.upstream.port) : '', bytesIn: 0, bytesOut: 0,
+        status: res.status, grpcStatus, route: req.route, upstream: req.upstream ? formatAuthority(req.upstream.ip, req.upstream.port) : '', bytesIn: req.bytesIn, bytesOut: answerBytes(res),
         durationMs: seconds * 1000, retries: req.retries, verdict, policy: '',
       });
     };
@@ -583,6 +586,8 @@ interface RequestRecord {
   /** the Service the request went to (the route's backend Service when a route matched) */
   service: ServiceTarget | undefined;
   retries: number;
+  /** the request body's length for the access log (when it is on and the length is known) */
+  bytesIn: number | undefined;
   /** the last endpoint tried */
   upstream: Target | undefined;
   /** the proxy answered itself */

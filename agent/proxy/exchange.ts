@@ -222,6 +222,23 @@ export function closedEarly(stream: Http2Stream): boolean {
   return !stream.writableEnded || cutOff(stream);
 }
 
+/** a message body's length as its headers declare it (Content-Length); undefined when they do not */
+export function declaredLength(h: Headers): number | undefined {
+  const v = h['content-length'];
+  if (typeof v !== 'string' || !/^\d{1,15}$/.test(v)) return undefined;
+  return Number(v);
+}
+
+/**
+ * An answer's body length as far as it is known when its access log line is written: none,
+ * whole, or declared; undefined for a body still streaming without a declared length
+ */
+export function answerBytes(r: L7Response): number | undefined {
+  if (r.empty === true) return 0;
+  if (r.whole !== undefined) return r.whole.length;
+  return declaredLength(r.headers);
+}
+
 /** an HTTP/1.1 request as a RequestHead */
 export function h1Head(req: IncomingMessage): RequestHead {
   return {

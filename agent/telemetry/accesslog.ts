@@ -36,9 +36,13 @@ export interface AccessLogEntry {
   route: string;
   /** `ip:port` of the endpoint that answered, '' when none did */
   upstream: string;
-  /** request body bytes from the client, response body bytes to it */
-  bytesIn: number;
-  bytesOut: number;
+  /**
+   * Request body bytes from the client, response body bytes to it, as far as they are known
+   * when the line is written: the length of a body that is absent, whole or declared
+   * (Content-Length); left out for a body that streams without a declared length
+   */
+  bytesIn: number | undefined;
+  bytesOut: number | undefined;
   durationMs: number;
   /** retries made (0 when the first attempt answered) */
   retries: number;

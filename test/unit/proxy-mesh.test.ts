@@ -10,12 +10,17 @@ import { once } from 'node:events';
 import { Agent, createServer as httpServer, request, type IncomingHttpHeaders, type Server as HttpServer } from 'node:http';
 import { connect as h2connect } from 'node:http2';
 import { connect, createServer as netServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
 import type { Flow } from '../../agent/flows/flow.ts';
 import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
 import { FlowSink } from '../helpers/flow-sink.ts';
+import { AccessLog } from '../../agent/telemetry/accesslog.ts';
+import { Tracer } from '../../agent/telemetry/index.ts';
 
 const TRUST = 'cluster.local';
 const ID = { client: 256, web: 257, echo: 258, intruder: 259 } as const;
@@ -94,6 +99,8 @@ describe('node proxy: two nodes', () => {
   let worldPort = 0;
   let tunnelPort = 0;
   let snapshot: (node: string) => Snapshot;
+  const logDir = mkdtempSync(join(tmpdir(), 'nodal-mesh-log-'));
+  const logs: AccessLog[] = [];
 
   function web(pod: string): HttpServer {
     const srv = httpServer((req, res) => {
@@ -189,15 +196,18 @@ describe('node proxy: two nodes', () => {
     snapshot = (node: string): Snapshot => ({ version: 1, node, trustDomain: TRUST, nodes, identities, endpoints, services, policies, l4: [] });
 
     const logger = pino({ level: 'silent' });
+    for (const n of ['a', 'b']) logs.push(await AccessLog.open({ destination: join(logDir, `${n}.log`) }));
     a = await NodeProxy.start({
       node: 'node-a', outbound: { host: '127.0.11.1', port: 0 }, inbound: { host: '127.0.10.1', port: tunnelPort },
       upstreamBindIp: '127.0.20.1', peerTunnelPort: tunnelPort,
       originalDestination: stubA.lookup, onFlow: sinkA.push, registry: registryA, logger,
+      telemetry: { accessLog: logs[0], tracer: new Tracer() },
     });
     b = await NodeProxy.start({
       node: 'node-b', outbound: { host: '127.0.11.2', port: 0 }, inbound: { host: '127.0.10.2', port: tunnelPort },
       upstreamBindIp: '127.0.20.2', peerTunnelPort: tunnelPort,
       originalDestination: stubB.lookup, onFlow: sinkB.push, registry: registryB, logger,
+      telemetry: { accessLog: logs[1], tracer: new Tracer() },
     });
     assert.equal(a.ready, false);
     a.update(snapshot('node-a'));
@@ -210,6 +220,8 @@ describe('node proxy: two nodes', () => {
     for (const ag of agents) ag.destroy();
     await Promise.all([a?.close(), b?.close()]);
     await Promise.all(servers.map(close));
+    await Promise.all(logs.map((l) => l.close()));
+    rmSync(logDir, { recursive: true, force: true });
   });
 
   /** a TCP connection from a pod to its node's proxy, as if redirected from ip:port */
@@ -344,6 +356,40 @@ describe('node proxy: two nodes', () => {
     }
     const { agent } = clientAgent(IP.web1, webPort);
     assert.equal((await get(agent, '/api/accepted-again')).status, 200);
+  });
+
+  it('writes an access log line on each node for a cross-node request, with the bytes each way that are known', async () => {
+    const line = async (file: string, path: string): Promise<Record<string, unknown>> => {
+      for (let i = 0; i < 100; i++) {
+        const text = readFileSync(join(logDir, file), 'utf8');
+        const hit = text.split('\n').filter(Boolean).map((l) => JSON.parse(l) as Record<string, unknown>).find((l) => l.path === path);
+        if (hit) return hit;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      throw new Error(`no access log line for ${path} in ${file}`);
+    };
+    const { agent } = clientAgent(IP.web1, webPort);
+    const r = await get(agent, '/api/logged');
+    assert.equal(r.status, 200);
+    const out = await line('a.log', '/api/logged');
+    const inb = await line('b.log', '/api/logged');
+    for (const [l, direction] of [[out, 'outbound'], [inb, 'inbound']] as const) {
+      assert.equal(l.direction, direction);
+      assert.equal(l.method, 'GET');
+      assert.equal(l.status, 200);
+      assert.equal(l.src_identity, ID.client);
+      assert.equal(l.bytes_in, 0, `${direction}: a GET has no body`);
+      assert.equal(l.bytes_out, Buffer.byteLength(r.body), `${direction}: the answer's body`);
+    }
+    assert.equal(out.upstream, `${IP.web1}:${webPort}`);
+    assert.equal(inb.trace_id, out.trace_id, 'one trace across both hops');
+    // a body that streams without a length: its size is not known when the line is written
+    await new Promise<void>((resolve, reject) => {
+      const req = request({ agent, host: 'web.app', port: 80, path: '/api/big-chunked' }, (res) => { res.resume(); res.on('end', () => resolve()); });
+      req.on('error', reject);
+      req.end();
+    });
+    assert.equal('bytes_out' in (await line('a.log', '/api/big-chunked')), false);
   });
 
   it('regression: a request answered through the tunnel cancels nothing (no AbortError per request)', async () => {
