@@ -20,7 +20,7 @@ import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
 import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
-import { MeshRequests, type MeshSource } from './mesh.ts';
+import { MeshRequests } from './mesh.ts';
 import { UpstreamError } from './pod-h1.ts';
 import {
   answerBytes, cancelOn, closedEarly, connectionClosed, declaredLength, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, unwatchAbort, watchAbort, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
@@ -34,7 +34,7 @@ import {
 import { newFlow, type Addr } from './flows.ts';
 import { releaseOnClose } from './stream.ts';
 import { guardRequest, guardUpgrade, h2cServerOptions, hardenHttpServer, http1ServerOptions } from './limits.ts';
-import { formatAuthority, Header, type TunnelPool } from './tunnel.ts';
+import { formatAuthority, Header, sourceHeaders, type TunnelPool } from './tunnel.ts';
 import { childSpan, parseTraceparent, type TraceParent } from './trace.ts';
 import type { MeshView, ServiceTarget } from './view.ts';
 
@@ -446,12 +446,8 @@ export class Egress {
       ':authority': head.authority || formatAuthority(target.ip, target.port),
       [Header.destination]: formatAuthority(target.ip, target.port),
       [Header.protocol]: head.protocol,
-      [Header.identity]: String(conn.src.identity),
-      [Header.addr]: formatAuthority(conn.src.ip, conn.src.port),
+      ...sourceHeaders(view, conn.src),
     };
-    const spiffe = view.identity(conn.src.identity)?.spiffeId;
-    if (spiffe) headers[Header.spiffe] = spiffe;
-    if (conn.src.endpoint) headers[Header.endpoint] = `${conn.src.endpoint.namespace}/${conn.src.endpoint.name}`;
     return new Promise((resolve) => {
       let stream;
       try {
@@ -473,12 +469,7 @@ export class Egress {
   /** an HTTP/1.1 request to a pod on another node: on a pooled CONNECT stream to it (mesh.ts) */
   private pooled(req: RequestRecord, view: MeshView, peer: NodeInfo, head: RequestHead, body: Readable, signal: AbortSignal,
     target: Target): Promise<L7Response> {
-    const { src } = req.conn;
-    const from: MeshSource = {
-      identity: src.identity, spiffe: view.identity(src.identity)?.spiffeId, ip: src.ip, port: src.port,
-      endpoint: src.endpoint ? `${src.endpoint.namespace}/${src.endpoint.name}` : undefined,
-    };
-    return this.mesh.send(peer, target, from, head, body, signal).catch((err: unknown) => {
+    return this.mesh.send(view, peer, target, req.conn.src, head, body, signal).catch((err: unknown) => {
       // refused by the destination's identity check (403), or nothing there (404)
       const refused = err instanceof UpstreamError ? err.refused : undefined;
       if (refused === 403) return this.answer(req, 403, errorText(err), body, 'DROPPED');

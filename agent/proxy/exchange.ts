@@ -225,9 +225,14 @@ export function closedEarly(stream: Http2Stream): boolean {
 /** a message body's length as its headers declare it (Content-Length); undefined when they do not */
 export function declaredLength(h: Headers): number | undefined {
   const v = h['content-length'];
-  if (typeof v !== 'string' || !/^\d{1,15}$/.test(v)) return undefined;
-  return Number(v);
+  return typeof v === 'string' ? lengthValue(v) : undefined;
 }
+
+/** a Content-Length value as a number: at most 15 digits, which a Number holds exactly (llhttp's own limit is higher); undefined for anything else */
+export function lengthValue(v: string): number | undefined {
+  return LENGTH.test(v) ? Number(v) : undefined;
+}
+const LENGTH = /^\d{1,15}$/;
 
 /**
  * An answer's body length as far as it is known when its access log line is written: none,

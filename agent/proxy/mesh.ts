@@ -22,11 +22,13 @@ import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { NodeInfo } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
+import type { SourceInfo } from './context.ts';
 import type { L7Response, RequestHead } from './exchange.ts';
 import { LeanPool, leanClientAvailable, requestHead, UpstreamError, type PodConnection, type WholeAnswer } from './pod-h1.ts';
-import { bodiless, endedWithHeaders, leanAnswer, sendHttp1 } from './pods.ts';
+import { bodiless, sendHttp1, sendLean } from './pods.ts';
 import { buffersOnly } from './stream.ts';
-import { formatAuthority, Header, POOLED_REQUESTS, type TunnelPool } from './tunnel.ts';
+import { formatAuthority, Header, POOLED_REQUESTS, sourceHeaders, type TunnelPool } from './tunnel.ts';
+import type { MeshView } from './view.ts';
 
 /** an idle pooled stream is closed after this long */
 const IDLE_MS = 30_000;
@@ -38,24 +40,13 @@ const IDLE_PER_KEY = 64;
  */
 const MAX_REQUESTS_PER_STREAM = 10_000;
 
-/** the source workload of a request, as its CONNECT stream names it */
-export interface MeshSource {
-  identity: number;
-  spiffe: string | undefined;
-  /** namespace/name of the source pod, when known */
-  endpoint: string | undefined;
-  ip: string;
-  port: number;
-}
-
 /** where a pooled stream goes, and whose it is: what opening one takes */
 interface MeshTarget {
+  view: MeshView;
   peer: NodeInfo;
   /** the pod, ip:port */
   dst: string;
-  src: MeshSource;
-  /** the source's ip:port */
-  addr: string;
+  src: SourceInfo;
   traceparent: string;
 }
 
@@ -75,7 +66,9 @@ const carried = new WeakMap<object, number>();
  * pool it as a socket to the pod. Throws when the session is unusable.
  */
 function openStream(tunnels: TunnelPool, t: MeshTarget): ClientHttp2Stream {
-  const s = tunnels.open(t.peer, t.dst, connectHeaders(t));
+  const headers: Record<string, string> = { ...sourceHeaders(t.view, t.src), [Header.protocol]: POOLED_REQUESTS };
+  if (t.traceparent) headers[Header.traceparent] = t.traceparent;
+  const s = tunnels.open(t.peer, t.dst, headers);
   // node's agent keeps a socket alive with these; a stream has no TCP keep-alive, and
   // holds the event loop only as its session does
   const pooled = s as ClientHttp2Stream & Pick<Socket, 'setKeepAlive' | 'ref' | 'unref'>;
@@ -84,7 +77,6 @@ function openStream(tunnels: TunnelPool, t: MeshTarget): ClientHttp2Stream {
   pooled.unref = noop as Socket['unref'];
   // a request head is a string written with the first body chunk: see buffersOnly()
   buffersOnly(s);
-  s.once('response', onConnectAnswer);
   return s;
 }
 
@@ -115,7 +107,9 @@ class MeshAgent extends Agent {
 
   override createConnection(o: object, done: (err: Error | null, s?: Duplex) => void): Duplex | undefined {
     try {
-      return openStream(this.tunnels, (o as MeshOptions).meshTarget);
+      const s = openStream(this.tunnels, (o as MeshOptions).meshTarget);
+      s.once('response', onConnectAnswer);
+      return s;
     } catch (err) {
       done(err as Error); // the session is unusable: a connect failure, nothing was sent
       return undefined;
@@ -186,28 +180,20 @@ export class MeshRequests {
    * UpstreamError (pod-h1.ts); `refused` names the status of a CONNECT the destination
    * refused.
    */
-  send(peer: NodeInfo, to: { ip: string; port: number }, src: MeshSource, head: RequestHead, body: Readable, signal: AbortSignal): Promise<L7Response> {
+  send(view: MeshView, peer: NodeInfo, to: { ip: string; port: number }, src: SourceInfo, head: RequestHead, body: Readable,
+    signal: AbortSignal): Promise<L7Response> {
     const dst = formatAuthority(to.ip, to.port);
     const addr = formatAuthority(src.ip, src.port);
-    const key = `${peer.name}@${peer.tunnelIp}>${dst}<${src.identity}/${src.endpoint ?? ''}/${src.ip}`;
+    const ep = src.endpoint;
+    const key = `${peer.name}@${peer.tunnelIp}>${dst}<${src.identity}/${ep ? `${ep.namespace}/${ep.name}` : ''}/${src.ip}`;
     const traceparent = String(head.headers.traceparent ?? '');
-    const target: MeshTarget = { peer, dst, src, addr, traceparent };
+    const target: MeshTarget = { view, peer, dst, src, traceparent };
     const lean = this.lean;
     if (lean && bodiless(body)) {
-      // as pods.ts sends to a local pod: nothing to send, the client's side drained
-      if (!endedWithHeaders(body)) body.resume();
-      return new Promise((resolve, reject) => {
-        // validated as node:http validates them: a bad name or value throws its own error,
-        // which rejects this promise
+      return sendLean(body, (resolve, reject) => {
+        // validated as node:http validates them: a bad name or value throws its own error
         const text = requestHead(head, traceparent, `${Header.addr}: ${addr}\r\n`);
-        lean.send(key, target, text, head.method, signal, (res) => {
-          // called from the stream's read: nothing thrown here may reach it
-          try {
-            resolve(leanAnswer(res));
-          } catch (err) {
-            reject(err as Error);
-          }
-        }, reject);
+        lean.send(key, target, text, head.method, signal, resolve, reject);
       });
     }
     let stream: Duplex | undefined;
@@ -237,16 +223,4 @@ export class MeshRequests {
     this.lean?.close();
     this.agent.destroy();
   }
-}
-
-function connectHeaders(t: MeshTarget): Record<string, string> {
-  const h: Record<string, string> = {
-    [Header.identity]: String(t.src.identity),
-    [Header.addr]: t.addr,
-    [Header.protocol]: POOLED_REQUESTS,
-  };
-  if (t.src.spiffe) h[Header.spiffe] = t.src.spiffe;
-  if (t.src.endpoint) h[Header.endpoint] = t.src.endpoint;
-  if (t.traceparent) h[Header.traceparent] = t.traceparent;
-  return h;
 }

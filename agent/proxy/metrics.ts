@@ -40,7 +40,6 @@ export interface RequestSample {
   seconds: number;
 }
 
-/** per-connection TCP accounting, created once when the connection opens */
 /** what carried() reads of a socket */
 export interface CountedSocket {
   readonly bytesRead: number;
@@ -48,6 +47,7 @@ export interface CountedSocket {
   once(event: 'close', fn: () => void): unknown;
 }
 
+/** per-connection TCP accounting, created once when the connection opens */
 export interface ConnectionMetrics {
   /** add bytes (deltas) as seen by the source workload: sent toward the destination, received back */
   bytes(sent: number, received: number): void;

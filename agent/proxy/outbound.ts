@@ -20,7 +20,7 @@ import { newFlow, type Addr } from './flows.ts';
 import { errorText } from './errors.ts';
 import type { Inbound } from './inbound.ts';
 import { abort, DETECT_WAIT_MS, normalizeIp, sniff, splice } from './stream.ts';
-import { formatAuthority, Header, type TunnelPool } from './tunnel.ts';
+import { formatAuthority, Header, sourceHeaders, type TunnelPool } from './tunnel.ts';
 import { newTrace, type TraceParent } from './trace.ts';
 import { hashKeyFor } from './traffic/index.ts';
 import { WORLD_ENDPOINT, type MeshView, type ServiceTarget } from './view.ts';
@@ -196,14 +196,7 @@ export class Outbound {
     if (!peer || !peer.tunnelIp) {
       return this.fail(socket, view, rec.src, `no tunnel address for node ${target.node}`, rec.src, rec.dst);
     }
-    const headers: Record<string, string> = {
-      [Header.identity]: String(rec.src.identity),
-      [Header.traceparent]: rec.trace.header,
-      [Header.addr]: formatAuthority(rec.src.ip, rec.src.port),
-    };
-    const spiffe = view.identity(rec.src.identity)?.spiffeId;
-    if (spiffe) headers[Header.spiffe] = spiffe;
-    if (rec.src.endpoint) headers[Header.endpoint] = `${rec.src.endpoint.namespace}/${rec.src.endpoint.name}`;
+    const headers = { ...sourceHeaders(view, rec.src), [Header.traceparent]: rec.trace.header };
 
     let stream;
     try {

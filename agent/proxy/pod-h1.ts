@@ -16,7 +16,7 @@ import { IncomingMessage, validateHeaderValue } from 'node:http';
 import { connect, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { errorText } from './errors.ts';
-import { headerLines, NO_BYTES, unwatchAbort, watchAbort, type Headers, type RequestHead } from './exchange.ts';
+import { headerLines, lengthValue, NO_BYTES, unwatchAbort, watchAbort, type Headers, type RequestHead } from './exchange.ts';
 import { headerObject, HTTPParser, type Parser } from './llhttp.ts';
 import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 
@@ -132,7 +132,7 @@ export class PodConnection implements EndOfTurn {
   keepAlive = true;
   /** an idle timer is set on the socket (TrafficPolicy idleTimeoutMs) */
   private idleTimer = false;
-  /** set when the far end refused the connection: the request's error */
+  /** the connection's last error, or the refusal of a CONNECT stream the peer declined (mesh.ts): what the exchange in flight fails with */
   lastError: Error | undefined;
   /** bound once per connection, not per request */
   readonly released = (): void => this.release();
@@ -538,15 +538,13 @@ function contentLength(raw: readonly string[]): number {
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i]!;
     if (name.length === 14 && name.toLowerCase() === 'content-length') {
-      const v = raw[i + 1]!;
-      if (length >= 0 || !DIGITS.test(v)) return -1;
-      length = Number(v);
+      const n = lengthValue(raw[i + 1]!);
+      if (length >= 0 || n === undefined) return -1;
+      length = n;
     } else if (name.length === 17 && name.toLowerCase() === 'transfer-encoding') return -1;
   }
   return length;
 }
-/** at most 15 digits: a length Number holds exactly (llhttp's own limit is higher) */
-const DIGITS = /^\d{1,15}$/;
 
 /** the request head as it goes on the wire; throws node:http's errors for what it would refuse */
 export function requestHead(head: RequestHead, traceparent: string, extra = ''): string {

@@ -121,24 +121,8 @@ export class PodPool {
    */
   send(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
     if (head.protocol === 'h2') return this.sendH2(ip, port, head, traceparent, body, signal);
-    if (this.lean && bodiless(body)) {
-      // nothing to send; drained so that the client's side ends. Not an HTTP/2 stream whose
-      // HEADERS ended it: node:http2 drains that itself when the stream closes, and one whose
-      // readable side ended before its answer was written is destroyed before that write
-      // completes, which builds an ERR_STREAM_DESTROYED error, stack and all, per request
-      if (!endedWithHeaders(body)) body.resume();
-      const lean = this.lean;
-      return new Promise((resolve, reject) => {
-        lean.send(ip, port, head, traceparent, signal, (res) => {
-          // called from the pod connection's read: nothing thrown here may reach it
-          try {
-            resolve(leanAnswer(res));
-          } catch (err) {
-            reject(err as Error);
-          }
-        }, reject);
-      });
-    }
+    const lean = this.lean;
+    if (lean && bodiless(body)) return sendLean(body, (resolve, reject) => lean.send(ip, port, head, traceparent, signal, resolve, reject));
     return this.sendH1(ip, port, head, traceparent, body, signal);
   }
 
@@ -217,7 +201,28 @@ export class PodPool {
   }
 }
 
-/** a request body known to be empty before it is read (anything else gets framed) */
+/**
+ * A request without a body through a lean client (pod-h1.ts): `send` starts it; what it
+ * throws rejects. The client's side is drained so that it ends; not an HTTP/2 stream whose
+ * HEADERS ended it: node:http2 drains that itself when the stream closes, and one whose
+ * readable side ended before its answer was written is destroyed before that write
+ * completes, which builds an ERR_STREAM_DESTROYED error, stack and all, per request.
+ */
+export function sendLean(body: Readable,
+  send: (resolve: (res: IncomingMessage | WholeAnswer) => void, reject: (err: Error) => void) => void): Promise<L7Response> {
+  if (!endedWithHeaders(body)) body.resume();
+  return new Promise((resolve, reject) => {
+    send((res) => {
+      // called from the connection's read: nothing thrown here may reach it
+      try {
+        resolve(leanAnswer(res));
+      } catch (err) {
+        reject(err as Error);
+      }
+    }, reject);
+  });
+}
+
 /** where sendHttp1() sends a request, through a keep-alive agent */
 export interface Http1Upstream {
   agent: Agent;
@@ -303,10 +308,11 @@ export function sendHttp1(up: Http1Upstream, head: RequestHead, traceparent: str
   });
 }
 
+/** a request body known to be empty before it is read (anything else gets framed) */
 function knownEmpty(body: Readable): boolean {
   if (body.readableEnded) return true;
   // HTTP/2: END_STREAM on the HEADERS frame
-  if ((body as Partial<Http2Stream>).endAfterHeaders === true) return true;
+  if (endedWithHeaders(body)) return true;
   // HTTP/1.1: llhttp read no body without Content-Length or Transfer-Encoding
   if (body instanceof IncomingMessage) return body.headers['content-length'] === undefined && body.headers['transfer-encoding'] === undefined;
   return false;
@@ -326,11 +332,11 @@ export function bodiless(body: Readable): boolean {
 }
 
 /** an HTTP/2 stream whose HEADERS frame ended it (a request without a body from another node, or an h2c client) */
-export function endedWithHeaders(body: Readable): boolean {
+function endedWithHeaders(body: Readable): boolean {
   return (body as Partial<Http2Stream>).endAfterHeaders === true;
 }
 
-export function leanAnswer(res: IncomingMessage | WholeAnswer): L7Response {
+function leanAnswer(res: IncomingMessage | WholeAnswer): L7Response {
   if (res instanceof IncomingMessage) return answer(res);
   return new WholeResponse(res.status, endToEnd(res.headers, false), res.body, res.trailers);
 }

@@ -40,6 +40,18 @@ export const Header = {
   traceparent: 'traceparent',
 } as const;
 
+/**
+ * The headers that name a stream's source workload, which the receiver checks: its
+ * identity and address, and its SPIFFE id and pod when known
+ */
+export function sourceHeaders(view: MeshView, src: { identity: number; endpoint: EndpointInfo | undefined; ip: string; port: number }): Record<string, string> {
+  const h: Record<string, string> = { [Header.identity]: String(src.identity), [Header.addr]: formatAuthority(src.ip, src.port) };
+  const spiffe = view.identity(src.identity)?.spiffeId;
+  if (spiffe) h[Header.spiffe] = spiffe;
+  if (src.endpoint) h[Header.endpoint] = `${src.endpoint.namespace}/${src.endpoint.name}`;
+  return h;
+}
+
 /** x-nodal-protocol of a CONNECT stream that carries the source proxy's own HTTP/1.1 requests (mesh.ts) */
 export const POOLED_REQUESTS = 'http1-requests';
 
