@@ -377,14 +377,12 @@ export class Egress {
     /** a retry the budget admitted whose attempt is not over: RetryBudget counts it until then */
     let retrying = false;
     try {
+      let target = this.pick(req, view, st, tried);
+      if (!target) {
+        const svc = req.service?.service;
+        return this.answer(req, 503, `no healthy upstream for service ${svc?.namespace}/${svc?.name}`, body);
+      }
       for (let n = 0; ; n++) {
-        const target = this.pick(req, view, st, tried);
-        if (!target) {
-          // a retry with no endpoint left to try: no more attempts
-          if (n > 0 && st) this.ctx.metrics.retry(st.name, 'limit_exceeded');
-          const svc = req.service?.service;
-          return this.answer(req, 503, `no healthy upstream for service ${svc?.namespace}/${svc?.name}`, body);
-        }
         tried?.add(target.ip);
         req.upstream = target;
         const lb = target.backend && st ? st.balancer.start(target.backend) : undefined;
@@ -399,8 +397,11 @@ export class Egress {
         lb?.done({ ok: !result.connectFailure && !result.reset && !result.timeout && (result.status ?? 0) < 500 });
         if (target.backend) st?.outlier?.report(target.backend.key, { status: result.status, connectFailure: result.connectFailure || result.timeout });
         const again = retryable && !signal.aborted && retry.shouldRetry(head.method, n, result);
-        if (n > 0 && st) this.ctx.metrics.retry(st.name, retryOutcome(retry, head.method, n, result, again, signal.aborted));
-        if (!again) {
+        // the endpoint a retry would go to: with none left, the client gets this answer, as
+        // Envoy gives the last upstream answer once it may not retry
+        const next = again ? this.pick(req, view, st, tried) : undefined;
+        if (n > 0 && st) this.ctx.metrics.retry(st.name, retryOutcome(retry, head.method, result, next !== undefined, signal.aborted));
+        if (!next) {
           if (result.timeout && res.status === 503) return this.answer(req, 504, `upstream ${formatAuthority(target.ip, target.port)} did not answer within ${perTryMs} ms`, undefined);
           return res;
         }
@@ -412,6 +413,7 @@ export class Egress {
         res.body.destroy();
         await delay(retry.backoffMs(n + 1, Math.random), signal);
         req.retries++;
+        target = next;
       }
     } finally {
       if (retrying) st?.budget.endRetry();
@@ -588,14 +590,15 @@ interface RequestRecord {
 }
 
 /**
- * What became of retry number `n` (1 = the first retry), for nodal_proxy_retries_total:
- * `failure` it failed and another retry follows (or the client left), `limit_exceeded` it
- * failed and was the last one allowed, `success` its answer is not one to retry
+ * What became of a retry, for nodal_proxy_retries_total: `failure` it failed and another
+ * retry follows (or the client left), `limit_exceeded` it failed and may not be retried
+ * (it was the last one allowed, or no endpoint is left to try), `success` its answer is not
+ * one to retry
  */
-function retryOutcome(retry: RetryPolicy, method: string, n: number, result: AttemptResult, again: boolean, aborted: boolean): RetryOutcome {
-  if (again || aborted) return 'failure';
-  // with attempts left, this answer would have been retried
-  if (n >= retry.attempts && retry.shouldRetry(method, 0, result)) return 'limit_exceeded';
+function retryOutcome(retry: RetryPolicy, method: string, result: AttemptResult, retried: boolean, aborted: boolean): RetryOutcome {
+  if (retried || aborted) return 'failure';
+  // with attempts and endpoints left, this answer would have been retried
+  if (retry.shouldRetry(method, 0, result)) return 'limit_exceeded';
   return 'success';
 }
 

@@ -233,7 +233,7 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
     assert.match(text, /nodal_proxy_retries_total\{service="app\/stable",outcome="success"\} [1-9]/);
   });
 
-  it('counts each retry by what became of it: a failure, then the last allowed one failing too', async () => {
+  it('with no endpoint left to retry on, answers with the last upstream answer and counts that retry limit_exceeded', async () => {
     const count = async (outcome: string): Promise<number> => {
       const m = (await registryA.getMetricsAsJSON()).find((x) => x.name === 'nodal_proxy_retries_total');
       return m?.values.find((v) => v.labels.service === 'app/stable' && v.labels.outcome === outcome)?.value ?? 0;
@@ -243,15 +243,18 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
     broken.add('web-2');
     try {
       // two backends, two retries allowed: the first try and the first retry use both, and
-      // the second retry finds no endpoint left to try
+      // a second retry would find no endpoint left to try
       const r = await curl('stable', '/all-broken');
       assert.equal(r.status, 503);
+      // the pod's own answer, not one the proxy made up ("no healthy upstream")
+      assert.ok(['web-1', 'web-2'].includes(r.body.pod ?? ''), JSON.stringify(r.body));
+      assert.equal(r.body.path, '/all-broken');
     } finally {
       broken.delete('web-1');
       broken.delete('web-2');
     }
     const after = await Promise.all(['success', 'failure', 'limit_exceeded'].map(count));
-    assert.deepEqual(after.map((v, i) => v - before[i]!), [0, 1, 1], 'success, failure, limit_exceeded');
+    assert.deepEqual(after.map((v, i) => v - before[i]!), [0, 0, 1], 'success, failure, limit_exceeded: the one retry made');
   });
 
   it('never retries a POST whose body was sent', async () => {
