@@ -138,8 +138,6 @@ export class Egress {
   /** a new snapshot: routes recompiled, Services' backends and TrafficPolicies updated */
   update(view: MeshView): void {
     this.traffic.update(view);
-    // the destination checks a pooled stream's source when it opens: new streams for a new view
-    this.mesh.refresh();
   }
 
   close(): void {

@@ -16,6 +16,7 @@ import { Destination, l4Input } from './destination.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import { HttpIngress } from './http.ts';
 import { abort, DETECT_WAIT_MS, sniff, splice } from './stream.ts';
+import type { MeshView } from './view.ts';
 
 import { declaredProtocol } from '../policy/index.ts';
 
@@ -23,6 +24,8 @@ export class Inbound {
   private readonly ctx: ProxyContext;
   readonly destination: Destination;
   private readonly http: HttpIngress;
+  /** open pooled streams (mesh.ts) and what each was accepted as: a new snapshot checks them again */
+  private readonly pooled = new Map<Duplex, InboundConn>();
 
   constructor(ctx: ProxyContext) {
     this.ctx = ctx;
@@ -48,6 +51,8 @@ export class Inbound {
     const declared = declaredProtocol(conn.appProtocol);
     // the source proxy's requests are HTTP/1.1 whatever the port declares: it parsed them
     if (conn.pooled) {
+      this.pooled.set(down, conn);
+      down.once('close', () => this.pooled.delete(down));
       this.http.servePooled(down, conn);
     } else if (declared === 'http1') {
       this.http.attach(down, conn);
@@ -60,6 +65,24 @@ export class Inbound {
         else this.opaque(down, conn, undefined);
       });
     }
+  }
+
+  /**
+   * After a new snapshot. A pooled stream was accepted once, for one source identity on its
+   * peer node and one local pod, and every request on it keeps both. The streams the view
+   * no longer backs are closed: the peer is gone, the identity no longer runs on it, or the
+   * pod's address now names another pod (or the pod another identity). The source's next
+   * requests open new streams, checked afresh; the rest stay open.
+   */
+  recheckPooled(view: MeshView): number {
+    let closed = 0;
+    for (const [down, conn] of this.pooled) {
+      if (stillBacked(view, conn)) continue;
+      this.pooled.delete(down);
+      down.destroy();
+      closed++;
+    }
+    return closed;
   }
 
   close(): void {
@@ -110,4 +133,11 @@ export class Inbound {
     applyDecision(f, d);
     this.ctx.emit(f);
   }
+}
+
+/** a pooled stream's source still runs on its peer, and its pod is still the one it was accepted for */
+function stillBacked(view: MeshView, conn: InboundConn): boolean {
+  const dst = view.localEndpointByIp(conn.dst.ip);
+  return conn.peer !== undefined && view.node(conn.peer) !== undefined && view.identityRunsOn(conn.peer, conn.src.identity)
+    && dst !== undefined && dst.uid === conn.dst.uid && dst.identity === conn.dst.identity;
 }

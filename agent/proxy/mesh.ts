@@ -35,8 +35,9 @@ const IDLE_MS = 30_000;
 /** idle streams kept per source workload and pod */
 const IDLE_PER_KEY = 64;
 /**
- * Requests a pooled stream carries before it is retired: the destination checks a stream's
- * source when it opens, so a busy stream is checked again at least this often
+ * Requests a pooled stream carries before it is retired. The destination checks a stream's
+ * source when it opens and again at each snapshot (inbound.ts recheckPooled()); retiring it
+ * as well bounds what any one check covers.
  */
 const MAX_REQUESTS_PER_STREAM = 10_000;
 
@@ -180,12 +181,13 @@ export class MeshRequests {
    * UpstreamError (pod-h1.ts); `refused` names the status of a CONNECT the destination
    * refused.
    */
-  send(view: MeshView, peer: NodeInfo, to: { ip: string; port: number }, src: SourceInfo, head: RequestHead, body: Readable,
+  send(view: MeshView, peer: NodeInfo, to: { ip: string; port: number; identity: number }, src: SourceInfo, head: RequestHead, body: Readable,
     signal: AbortSignal): Promise<L7Response> {
     const dst = formatAuthority(to.ip, to.port);
     const addr = formatAuthority(src.ip, src.port);
     const ep = src.endpoint;
-    const key = `${peer.name}@${peer.tunnelIp}>${dst}<${src.identity}/${ep ? `${ep.namespace}/${ep.name}` : ''}/${src.ip}`;
+    // the pod's identity too: an address another pod took over is another destination
+    const key = `${peer.name}@${peer.tunnelIp}>${dst}#${to.identity}<${src.identity}/${ep ? `${ep.namespace}/${ep.name}` : ''}/${src.ip}`;
     const traceparent = String(head.headers.traceparent ?? '');
     const target: MeshTarget = { view, peer, dst, src, traceparent };
     const lean = this.lean;
@@ -210,12 +212,6 @@ export class MeshRequests {
       const status = stream ? refusals.get(stream) : undefined;
       throw status === undefined ? err : refusal(target, status);
     });
-  }
-
-  /** close the idle streams: the next requests open new ones, which the destination checks against its current view */
-  refresh(): void {
-    this.lean?.closeIdle();
-    for (const list of Object.values(this.agent.freeSockets)) for (const s of list ?? []) s.destroy();
   }
 
   close(): void {

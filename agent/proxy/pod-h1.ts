@@ -18,6 +18,7 @@ import type { Duplex } from 'node:stream';
 import { errorText } from './errors.ts';
 import { headerLines, lengthValue, NO_BYTES, unwatchAbort, watchAbort, type Headers, type RequestHead } from './exchange.ts';
 import { headerObject, HTTPParser, type Parser } from './llhttp.ts';
+import { isIdempotent } from './traffic/retry.ts';
 import { atEndOfTurn, type EndOfTurn } from './turn.ts';
 
 export class UpstreamError extends Error {
@@ -65,6 +66,8 @@ interface PoolSide {
   idleMs(key: string): number;
   release(conn: PodConnection): void;
   forget(conn: PodConnection): void;
+  /** send `ex` again, on a new connection to `key` */
+  replay(key: string, ex: Exchange): void;
 }
 
 /**
@@ -97,6 +100,11 @@ interface Exchange {
   whole: boolean;
   trailers: string[] | undefined;
   signal: AbortSignal;
+  /** the request's head as sent, and what opens a connection for it (LeanPool's T): what a replay takes */
+  text: string;
+  target: unknown;
+  /** sent a second time already (replay()): a second failure is the answer */
+  replayed: boolean;
 }
 
 /** where pod connections' reads land (onread), one per thread: parsed before the next read */
@@ -120,6 +128,8 @@ export class PodConnection implements EndOfTurn {
   private out: string | undefined;
   /** requests carried, this one included */
   carried = 0;
+  /** a byte of the answer to the request in flight came in */
+  private heard = false;
   connected = false;
   /** header lines the parser handed over before the head was complete (long heads, trailers) */
   pending: string[] = [];
@@ -170,6 +180,7 @@ export class PodConnection implements EndOfTurn {
 
   /** bytes the upstream sent */
   parse(bytes: Buffer): boolean {
+    this.heard = true;
     const ret = this.parser.execute(bytes);
     if (ret instanceof Error) {
       this.socket.destroy(ret);
@@ -187,6 +198,7 @@ export class PodConnection implements EndOfTurn {
     if (this.exchange !== undefined) throw new Error(`pod connection ${this.key} is already carrying a request`);
     this.exchange = ex;
     this.carried++;
+    this.heard = false;
     if (this.idleTimer) {
       this.socket.setTimeout(0); // in use: an idle timer must not cut a slow answer
       this.idleTimer = false;
@@ -328,12 +340,33 @@ export class PodConnection implements EndOfTurn {
     if (!ex) return;
     this.exchange = undefined;
     unwatchAbort(ex.signal, this.aborted);
+    if (!ex.res && this.replayable(ex)) {
+      ex.replayed = true;
+      ex.head = undefined;
+      ex.chunks = undefined;
+      ex.whole = false;
+      ex.trailers = undefined;
+      this.pool.replay(this.key, ex);
+      return;
+    }
     const err = this.lastError ?? new Error(ex.res ? 'aborted' : 'socket hang up');
     if (!ex.res) {
       ex.reject(err instanceof UpstreamError ? err
         : new UpstreamError(this.connected ? 'reset' : 'connect-failure', `${this.pool.describe(this.key)}: ${errorText(err)}`, { cause: err }));
     }
     else if (!ex.res.complete) ex.res.destroy(err);
+  }
+
+  /**
+   * A connection that had carried an answer before closed before a byte of this one: the
+   * other end closed it, idle, as the request went out, the race every keep-alive client
+   * meets (a pod's keep-alive timeout; a destination closing a pooled stream). The pod never
+   * answered it, so an idempotent request (RFC 9110 §9.2.2; these carry no body) goes once
+   * more, on a new connection, as Go's and hyper's clients do. A new connection's failure,
+   * or one after the answer began, is the answer.
+   */
+  private replayable(ex: Exchange): boolean {
+    return this.carried > 1 && !this.heard && !ex.replayed && !ex.signal.aborted && isIdempotent(ex.method);
   }
 }
 
@@ -398,7 +431,15 @@ export abstract class LeanPool<T> implements PoolSide {
       return;
     }
     const conn = this.take(key) ?? this.open(key, target);
-    conn.send(text, { method, res: undefined, head: undefined, chunks: undefined, whole: false, trailers: undefined, signal, resolve, reject });
+    conn.send(text, {
+      method, res: undefined, head: undefined, chunks: undefined, whole: false, trailers: undefined, signal, resolve, reject,
+      text, target, replayed: false,
+    });
+  }
+
+  replay(key: string, ex: Exchange): void {
+    // a new connection: an idle one may have been closed in the same way
+    this.open(key, ex.target as T).send(ex.text, ex);
   }
 
   /** close every connection */

@@ -129,6 +129,8 @@ export class NodeProxy {
     if (!first) {
       const closed = this.inbound.destination.revalidate();
       if (closed > 0) this.log.info({ closed, version: snapshot.version }, 'closed connections and streams the new policy denies');
+      const stale = this.inbound.recheckPooled(view);
+      if (stale > 0) this.log.info({ closed: stale, version: snapshot.version }, 'closed pooled tunnel streams whose source or pod the new snapshot no longer backs');
     }
   }
 
