@@ -26,7 +26,7 @@ export interface ProxyLimits {
   upgradeTimeoutMs: number;
   /** after an error answer (400/408/431), how long the client may take to read it before the connection is dropped */
   errorLingerMs: number;
-  /** tunnel: CONNECT streams one peer node may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS) */
+  /** tunnel: streams one tunnel session may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS); a full session gets a sibling (tunnel.ts) */
   tunnelMaxStreams: number;
   /** tunnel: bytes of one stream's header block (SETTINGS_MAX_HEADER_LIST_SIZE); a tunnel request carries ~6 short headers */
   tunnelMaxHeaderBytes: number;
@@ -66,8 +66,8 @@ export const DEFAULT_LIMITS: Readonly<ProxyLimits> = Object.freeze({
   // Envoy's default route timeout: a WebSocket handshake is answered at once or not at all
   upgradeTimeoutMs: 15_000,
   errorLingerMs: 2_000,
-  // every connection between two nodes shares one session: a busy pair of nodes needs
-  // thousands, a compromised peer must not get millions
+  // the connections between two nodes share a session (another once it is full): a busy
+  // pair of nodes needs thousands, a compromised peer must not get millions per session
   tunnelMaxStreams: 16_384,
   tunnelMaxHeaderBytes: 16 * 1024,
   tunnelMaxHeaderPairs: 32,

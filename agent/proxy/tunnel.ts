@@ -1,5 +1,5 @@
 // The node-to-node tunnel (DESIGN §5): one HTTP/2 session (h2c, inside WireGuard) per peer
-// node, multiplexing CONNECT streams and request streams. A CONNECT stream is a proxied
+// node (another when one is at its stream limit), multiplexing CONNECT streams and request streams. A CONNECT stream is a proxied
 // connection (opaque TCP, an HTTP Upgrade), or one of the source proxy's pooled connections
 // to a pod that carries the HTTP/1.1 requests it routed there (mesh.ts). A request stream is
 // one HTTP/2 or gRPC request the source side routed (the request as the client sent it, plus
@@ -69,11 +69,33 @@ const settings = { initialWindowSize: STREAM_WINDOW, enablePush: false };
 
 // ---------------------------------------------------------------- client (outbound side)
 
+/**
+ * Sessions one peer may have open at once. A session carries as many streams at once as the
+ * peer's SETTINGS_MAX_CONCURRENT_STREAMS allows (limits.ts tunnelMaxStreams, 16,384), and
+ * nghttp2 holds any stream beyond that, unsent, until one of the open ones ends: a long-lived
+ * connection or an idle pooled stream can hold its slot for minutes. So a full session gets a
+ * sibling, as Envoy's HTTP/2 pool opens another connection at max_concurrent_streams.
+ */
+const MAX_SESSIONS_PER_PEER = 8;
+
+/** one session to a peer and the streams open on it */
+interface Tunnel { session: ClientHttp2Session; open: number }
+
+/** the tunnel each open stream is counted in */
+const tunnelOf = new WeakMap<ClientHttp2Stream, Tunnel>();
+
+function streamClosed(this: ClientHttp2Stream): void {
+  const t = tunnelOf.get(this);
+  if (t) t.open--;
+}
+
 export class TunnelPool {
   private readonly ctx: ProxyContext;
   private readonly port: number;
-  /** `${node}@${tunnelIp}`: a peer whose tunnel address changes gets a new session */
-  private readonly sessions = new Map<string, ClientHttp2Session>();
+  /** `${node}@${tunnelIp}`: a peer whose tunnel address changes gets new sessions */
+  private readonly sessions = new Map<string, Tunnel[]>();
+  /** peers whose every session was full at once, told in the log once until a stream fits again */
+  private readonly saturated = new Set<string>();
 
   constructor(ctx: ProxyContext, port: number) {
     this.ctx = ctx;
@@ -85,20 +107,59 @@ export class TunnelPool {
     return this.request(peer, { ':method': 'CONNECT', ':authority': authority, ...headers });
   }
 
-  /** any stream on the session to `peer` (pseudo-headers included); throws if the session is unusable */
+  /** any stream on a session to `peer` (pseudo-headers included); throws if the session is unusable */
   request(peer: NodeInfo, headers: OutgoingHttpHeaders, options?: { endStream?: boolean }): ClientHttp2Stream {
-    const key = `${peer.name}@${peer.tunnelIp}`;
-    let s = this.sessions.get(key);
-    if (!s || s.closed || s.destroyed) s = this.connect(key, peer);
-    return s.request(headers, options);
+    const t = this.pick(`${peer.name}@${peer.tunnelIp}`, peer);
+    const s = t.session.request(headers, options);
+    t.open++;
+    tunnelOf.set(s, t);
+    s.once('close', streamClosed);
+    return s;
   }
 
   close(): void {
-    for (const s of this.sessions.values()) s.destroy();
+    for (const list of this.sessions.values()) for (const t of list) t.session.destroy();
     this.sessions.clear();
   }
 
-  private connect(key: string, peer: NodeInfo): ClientHttp2Session {
+  /**
+   * The first session to `peer` with a free stream slot (streams stay packed into the fewest
+   * sessions), else a new one while fewer than MAX_SESSIONS_PER_PEER are open, else the
+   * least busy: nghttp2 holds the stream until one of that session's streams ends.
+   */
+  private pick(key: string, peer: NodeInfo): Tunnel {
+    const list = this.sessions.get(key);
+    let least: Tunnel | undefined;
+    if (list) {
+      for (const t of list) {
+        // destroyed, its 'close' not yet emitted
+        if (t.session.destroyed) continue;
+        if (t.open < this.capacity(t.session)) {
+          this.saturated.delete(key);
+          return t;
+        }
+        if (!least || t.open < least.open) least = t;
+      }
+    }
+    if (!list || list.length < MAX_SESSIONS_PER_PEER || !least) {
+      if (least) this.ctx.log.info({ peer: peer.name, sessions: list!.length + 1, streams: least.open }, 'tunnel sessions to the peer are full: opening another');
+      return this.connect(key, peer);
+    }
+    if (!this.saturated.has(key)) {
+      this.saturated.add(key);
+      this.ctx.log.warn({ peer: peer.name, sessions: list!.length, streams: least.open },
+        'every tunnel session to the peer is at its stream limit: new streams wait for open ones to end');
+    }
+    return least;
+  }
+
+  /** streams a session may carry at once: what the peer allows, and no more than this proxy would allow a peer */
+  private capacity(s: ClientHttp2Session): number {
+    const remote = s.remoteSettings.maxConcurrentStreams ?? Infinity;
+    return Math.min(remote, this.ctx.limits.tunnelMaxStreams);
+  }
+
+  private connect(key: string, peer: NodeInfo): Tunnel {
     const host = peer.tunnelIp;
     const port = this.port;
     // the receiver authenticates us by source address: leave from our own tunnel address
@@ -108,13 +169,23 @@ export class TunnelPool {
       ...tunnelClientOptions(this.ctx.limits, settings),
       createConnection: () => connect({ host, port, localAddress, noDelay: true }),
     });
-    const forget = (): void => { if (this.sessions.get(key) === s) this.sessions.delete(key); };
+    const t: Tunnel = { session: s, open: 0 };
+    // a session closing or going away takes no new streams; the ones it carries run on
+    const forget = (): void => {
+      const list = this.sessions.get(key);
+      const i = list ? list.indexOf(t) : -1;
+      if (i < 0) return;
+      list!.splice(i, 1);
+      if (list!.length === 0) this.sessions.delete(key);
+    };
     s.on('connect', () => s.setLocalWindowSize(SESSION_WINDOW));
     s.on('error', (err) => this.ctx.log.warn({ peer: peer.name, tunnel: url, err: errorText(err) }, 'tunnel session failed'));
     s.on('goaway', forget);
     s.on('close', forget);
-    this.sessions.set(key, s);
-    return s;
+    let list = this.sessions.get(key);
+    if (!list) this.sessions.set(key, (list = []));
+    list.push(t);
+    return t;
   }
 }
 
