@@ -558,7 +558,7 @@ ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`
   ${f0(h1full(1).rps)} requests/s on ${f2(nodalCores)} of its core; nginx ${f0(nginxH1.rps)} requests/s on
   ${f2(nginxH1.cores)} of its core. Measured ratio ${ratioMeasured.toFixed(2)}; per proxy core
   ${ratioPerCore.toFixed(2)} (cross-node, two hops on the one core: ${ratioCross.toFixed(2)}). In the
-  ${ROUNDS} rounds taken in turn, the median ratio per core is ${roundRatio.toFixed(2)} (rounds
+  ${ROUNDS} rounds taken in turn, the median ratio per core is ${roundRatio.toFixed(3)} (rounds
   ${f2(Math.min(...roundRatios))} to ${f2(Math.max(...roundRatios))}).
   Target ≥ 0.5, read on the rounds' median: ${verdict(roundRatio >= 0.5)}${nginxH1.cores !== undefined && nginxH1.cores < 0.9
     ? `. In the full-speed row nginx did not fill its core (the load tool and the backend on CPU 0 were the limit), so its per-core figure, which scales nginx up to a full core, is the fair one, and the measured ratio flatters nodal` : ''}.
