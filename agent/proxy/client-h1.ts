@@ -1,12 +1,13 @@
 // HTTP/1.1 from client pods, the common case without node:http's Server: requests without
-// a body (no Transfer-Encoding, no Content-Length but 0, no Expect), HTTP/1.1 keep-alive,
-// no Upgrade and no CONNECT, each head whole within one read. llhttp (node:http's own
-// parser, strict, llhttp.ts) parses the head; the request goes on as a RequestHead, and
+// a body, or with a Content-Length body that came whole in the read of its head (a small
+// POST; no Transfer-Encoding, no Expect), HTTP/1.1 keep-alive, no Upgrade and no CONNECT,
+// each head whole within one read. llhttp (node:http's own parser, strict, llhttp.ts)
+// parses the head; the request goes on as a RequestHead with its body as a WholeBody, and
 // its answer is written back in one write when it arrived whole, streamed otherwise, in
 // request order when the client pipelines.
 //
-// The first request that is anything else (a body, an upgrade, a head split over reads or
-// longer than 32 header lines, a refusal, anything llhttp rejects) hands the connection to
+// The first request that is anything else (a chunked or streaming body, an upgrade, a head
+// split over reads or longer than 32 header lines, a refusal, anything llhttp rejects) hands the connection to
 // the hardened node:http Server (limits.ts) for the rest of its life, from that request's
 // first byte on, once the answers before it are out: 400/408/431 answers, slowloris
 // timeouts, bodies, 100-continue and upgrades stay node:http's business, unchanged. Only
@@ -16,7 +17,9 @@
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
 import { Readable } from 'node:stream';
-import { answerHasBody, bodyIfHere, connectionClosed, cutOff, endToEnd, headerLines, NO_BYTES, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import {
+  answerHasBody, bodyIfHere, connectionClosed, cutOff, endToEnd, headerLines, lengthValue, NO_BYTES, WholeBody, type Headers, type L7Response, type RequestHead,
+} from './exchange.ts';
 import { addHeaderLine, CAN_CONSUME, HTTPParser, METHODS, type Parser } from './llhttp.ts';
 import { Header } from './tunnel.ts';
 import { atEndOfTurn, type EndOfTurn } from './turn.ts';
@@ -74,6 +77,11 @@ const KEEP_ALIVE_MARGIN_MS = 1000;
  * thousands in one write must not start thousands at once.
  */
 const MAX_OUTSTANDING = 64;
+/**
+ * Request bodies up to this size are served here when all of them came in the read of
+ * their head (one read holds up to 64 KiB); a larger body, or one that does not, is node:http's
+ */
+const MAX_BODY = 64 * 1024;
 /** answers up to this size go out in one buffer with their head */
 const ONE_WRITE_MAX = 16 * 1024;
 /** answers up to this size go out in one string with their head (no buffer to fill) */
@@ -107,6 +115,8 @@ class LeanConnection implements EndOfTurn {
   private streaming: L7Response | undefined;
   /** the head the last execute() completed */
   private head: RequestHead | undefined;
+  /** its body's length (Content-Length): the bytes that follow the head in the same read */
+  private bodyLength = 0;
   /** set once the connection is to go to node:http: the bytes it starts from */
   private rest: Buffer | undefined;
   /** bytes read but not parsed yet, while too many answers are outstanding */
@@ -199,11 +209,30 @@ class LeanConnection implements EndOfTurn {
     const read = this.consumed!.bytesRead;
     const length = read - this.readTo;
     this.readTo = read;
-    this.request(head);
+    const need = this.bodyLength;
+    if (need > 0) {
+      // a head read here starts its read (a head cut off by a read's end went to node:http)
+      const data = this.parser.getCurrentBuffer();
+      this.bodyLength = 0;
+      if (length - ret < need) {
+        // the body is not all in this read: node:http's from the request's first byte
+        this.stop(data);
+        return;
+      }
+      this.request(head, new WholeBody(data.subarray(ret, ret + need)));
+      if (ret + need < length) this.read(data.subarray(ret + need));
+      else this.pauseIfBusy();
+      return;
+    }
+    this.request(head, NO_BODY);
     // pipelined requests behind this head: getCurrentBuffer() copies the read, so only then
     if (ret < length) this.read(this.parser.getCurrentBuffer().subarray(ret));
-    else if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) {
-      // nothing left of this read, and no more reads until answers are out (flush())
+    else this.pauseIfBusy();
+  }
+
+  /** nothing left of this read: no more reads while too many answers are outstanding (flush()) */
+  private pauseIfBusy(): void {
+    if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) {
       this.held = NO_BYTES;
       this.pauseReading();
     }
@@ -246,8 +275,15 @@ class LeanConnection implements EndOfTurn {
       }
       this.head = undefined;
       this.reset();
-      off += n;
-      this.request(head);
+      const need = this.bodyLength;
+      this.bodyLength = 0;
+      if (need > 0 && data.length - n < need) {
+        // the body is not all in this read: node:http's from the request's first byte
+        this.stop(data);
+        return;
+      }
+      this.request(head, need > 0 ? new WholeBody(data.subarray(n, n + need)) : NO_BODY);
+      off += n + need;
     }
   }
 
@@ -259,13 +295,22 @@ class LeanConnection implements EndOfTurn {
     if (name === undefined || name === 'CONNECT' || raw.length > 2 * this.limits.maxHeaderCount) return NOT_HERE;
     const h: Record<string, string | string[]> = {};
     let hosts = 0;
+    let length = 0;
+    let lengths = 0;
     for (let i = 0; i < raw.length; i += 2) {
       const field = raw[i]!;
-      // a body, a repeated Host (refused by guardRequest) or Expect: not here
+      // a chunked body, a repeated Host (refused by guardRequest) or Content-Length, or
+      // Expect: not here (llhttp refuses a second Content-Length already; not trusted to)
       switch (field.length) {
         case 4: if (field.toLowerCase() === 'host' && ++hosts > 1) return NOT_HERE; break;
         case 6: if (field.toLowerCase() === 'expect') return NOT_HERE; break;
-        case 14: if (field.toLowerCase() === 'content-length' && raw[i + 1] !== '0') return NOT_HERE; break;
+        case 14:
+          if (field.toLowerCase() === 'content-length') {
+            const n = lengthValue(raw[i + 1]!);
+            if (n === undefined || n > MAX_BODY || ++lengths > 1) return NOT_HERE;
+            length = n;
+          }
+          break;
         case 17: if (field.toLowerCase() === 'transfer-encoding') return NOT_HERE; break;
       }
       addHeaderLine(field, raw[i + 1]!, h);
@@ -275,13 +320,14 @@ class LeanConnection implements EndOfTurn {
       const addr = h[Header.addr];
       if (typeof addr === 'string') this.head.clientAddr = addr;
     }
+    this.bodyLength = length;
     return HEAD_DONE;
   }
 
-  private request(head: RequestHead): void {
+  private request(head: RequestHead, body: Readable): void {
     const p: Pending = { method: head.method, res: undefined };
     this.queue.push(p);
-    this.serve(head, NO_BODY, this.signal).then((res) => {
+    this.serve(head, body, this.signal).then((res) => {
       p.res = res;
       if (!this.turnQueued) {
         this.turnQueued = true;

@@ -11,7 +11,7 @@ import {
   type IncomingHttpHeaders as H2Headers, type ServerHttp2Stream,
 } from 'node:http2';
 import { connect as netConnect, type Socket } from 'node:net';
-import { Duplex, Readable } from 'node:stream';
+import { Duplex, type Readable } from 'node:stream';
 import type { EndpointInfo, NodeInfo, RouteFilter, RouteRule } from '../../control/api/types.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import type { HopSpan } from '../telemetry/index.ts';
@@ -23,7 +23,7 @@ import { errorText } from './errors.ts';
 import { MeshRequests } from './mesh.ts';
 import { UpstreamError } from './pod-h1.ts';
 import {
-  answerBytes, cancelOn, closedEarly, connectionClosed, declaredLength, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, unwatchAbort, watchAbort, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  answerBytes, cancelOn, closedEarly, connectionClosed, declaredLength, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, unwatchAbort, watchAbort, WholeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -115,8 +115,9 @@ export class Egress {
       }
     } else if (leanServerAvailable) {
       // plain requests without node:http's Server; the connection goes to it at the first other one
-      // a request client-h1.ts serves has no body
-      serveLean(socket, this.ctx.limits, (head, body, signal) => this.forward(conn, head, body, true, signal), (s) => this.toNodeHttp(s, conn));
+      // a request client-h1.ts serves has no body, or all of it here (a WholeBody)
+      serveLean(socket, this.ctx.limits, (head, body, signal) => this.forward(conn, head, body, !(body instanceof WholeBody), signal),
+        (s) => this.toNodeHttp(s, conn));
     } else {
       this.toNodeHttp(socket, conn);
     }
@@ -385,7 +386,8 @@ export class Egress {
         req.upstream = target;
         const lb = target.backend && st ? st.balancer.start(target.backend) : undefined;
         const attemptSignal = perTryMs ? AbortSignal.any([signal, AbortSignal.timeout(perTryMs)]) : signal;
-        const sendBody = held !== undefined ? Readable.from([held]) : body;
+        // a held body goes whole (the lean clients send it with the head), once per attempt
+        const sendBody = held !== undefined ? new WholeBody(held) : body;
         const res = await this.send(req, view, target, sendBody, empty || (held !== undefined && held.length === 0), attemptSignal);
         if (retrying) {
           st!.budget.endRetry();
@@ -650,6 +652,7 @@ const MAX_HELD_BODY = 64 * 1024;
 async function holdBody(head: RequestHead, body: Readable): Promise<Buffer | undefined> {
   const cl = Number(headerValue(head.headers['content-length']));
   if (!Number.isInteger(cl) || cl > MAX_HELD_BODY) return undefined;
+  if (body instanceof WholeBody) return body.whole;
   const chunks: Buffer[] = [];
   for await (const c of body) chunks.push(c as Buffer);
   return Buffer.concat(chunks);

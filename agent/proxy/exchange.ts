@@ -92,6 +92,36 @@ export class WholeResponse implements L7Response {
 export const NO_BYTES = Buffer.alloc(0);
 
 /**
+ * A request body that is all here: read in the same read as its head (client-h1.ts), or
+ * held for a retry (egress.ts). The lean clients (pod-h1.ts, mesh.ts) take `whole` and send
+ * it with the head in one write, and never read the stream: it costs no tick then. Anything
+ * else reads it as the stream it also is.
+ */
+export class WholeBody extends Readable {
+  readonly whole: Buffer;
+
+  constructor(whole: Buffer) {
+    super();
+    this.whole = whole;
+  }
+
+  override _read(): void {
+    if (this.whole.length > 0) this.push(this.whole);
+    this.push(null);
+  }
+}
+
+/**
+ * `body`'s bytes when all of them are here and `head` frames exactly them, with a Content-
+ * Length a lean client sends as it is; undefined otherwise (node:http frames it itself)
+ */
+export function wholeBodyOf(head: RequestHead, body: Readable): Buffer | undefined {
+  if (!(body instanceof WholeBody)) return undefined;
+  const cl = head.headers['content-length'];
+  return typeof cl === 'string' && lengthValue(cl) === body.whole.length ? body.whole : undefined;
+}
+
+/**
  * The answer on an HTTP/2 stream we opened (to the peer node's proxy, or to an h2c/gRPC
  * pod), handed to `onAnswer` once its HEADERS arrive; an error before them goes to
  * `onFailure`, one after them is the body's (the writers see it cut off). A small answer

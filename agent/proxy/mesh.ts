@@ -4,9 +4,9 @@
 // connection is kept: one request at a time per stream, as many streams as requests in
 // flight. A stream is the source workload's: identity, SPIFFE id and pod travel in its
 // CONNECT headers, which the destination checks once, as for any CONNECT; each request adds
-// only its client's port (x-nodal-source-addr), for flows. Requests without a body go
-// through the lean client's pool and parser (pod-h1.ts LeanPool), the others through
-// node:http's keep-alive agent. The destination serves a pooled stream as the source side
+// only its client's port (x-nodal-source-addr), for flows. Requests without a body, or
+// with a small body all here (a WholeBody), go through the lean client's pool and parser
+// (pod-h1.ts LeanPool), the others through node:http's keep-alive agent. The destination serves a pooled stream as the source side
 // serves a client connection (http.ts servePooled: client-h1.ts, then node:http's Server
 // from the first request that is not plain), each request through the same policy and flow
 // path as every request.
@@ -25,11 +25,18 @@ import { errorText } from './errors.ts';
 import type { SourceInfo } from './context.ts';
 import type { L7Response, RequestHead } from './exchange.ts';
 import { LeanPool, leanClientAvailable, requestHead, UpstreamError, type PodConnection, type WholeAnswer } from './pod-h1.ts';
-import { bodiless, sendHttp1, sendLean } from './pods.ts';
+import { leanBody, sendHttp1, sendLean } from './pods.ts';
 import { buffersOnly } from './stream.ts';
 import { formatAuthority, Header, POOLED_REQUESTS, sourceHeaders, type TunnelPool } from './tunnel.ts';
 import type { MeshView } from './view.ts';
 
+/**
+ * Bodies up to this size go with their head in one write, so in one DATA frame (16 KiB),
+ * which the destination's lean server reads whole with its head; a larger one would reach
+ * it in two frames, and the stream would be node:http's from then on (client-h1.ts). A
+ * larger body goes through node's agent.
+ */
+const MAX_LEAN_BODY = 8 * 1024;
 /** an idle pooled stream is closed after this long */
 const IDLE_MS = 30_000;
 /** idle streams kept per source workload and pod */
@@ -118,7 +125,7 @@ class MeshAgent extends Agent {
   }
 }
 
-/** the lean client's pool (pod-h1.ts) over CONNECT streams, for requests without a body */
+/** the lean client's pool (pod-h1.ts) over CONNECT streams, for requests without a body or with a small whole one */
 class MeshLeanPool extends LeanPool<MeshTarget> {
   private readonly tunnels: TunnelPool;
 
@@ -127,10 +134,10 @@ class MeshLeanPool extends LeanPool<MeshTarget> {
     this.tunnels = tunnels;
   }
 
-  send(key: string, t: MeshTarget, text: string, method: string, signal: AbortSignal,
+  send(key: string, t: MeshTarget, text: string, body: Buffer, method: string, signal: AbortSignal,
     resolve: (res: IncomingMessage | WholeAnswer) => void, reject: (err: UpstreamError) => void): void {
     try {
-      this.request(key, t, text, method, signal, resolve, reject);
+      this.request(key, t, text, body, method, signal, resolve, reject);
     } catch (err) {
       reject(new UpstreamError('connect-failure', `tunnel to ${t.peer.name}: ${errorText(err)}`, { cause: err }));
     }
@@ -191,11 +198,12 @@ export class MeshRequests {
     const traceparent = String(head.headers.traceparent ?? '');
     const target: MeshTarget = { view, peer, dst, src, traceparent };
     const lean = this.lean;
-    if (lean && bodiless(body)) {
+    const bytes = lean ? leanBody(head, body) : undefined;
+    if (bytes !== undefined && bytes.length <= MAX_LEAN_BODY) {
       return sendLean(body, (resolve, reject) => {
         // validated as node:http validates them: a bad name or value throws its own error
         const text = requestHead(head, traceparent, `${Header.addr}: ${addr}\r\n`);
-        lean.send(key, target, text, head.method, signal, resolve, reject);
+        lean!.send(key, target, text, bytes, head.method, signal, resolve, reject);
       });
     }
     let stream: Duplex | undefined;

@@ -1,12 +1,13 @@
 // HTTP/1.1 to local pods for requests without a body (GET, HEAD, DELETE... the common
-// case), without http.request and its Agent: pooled keep-alive sockets per pod, each with
+// case) or with a body that is all here and framed by its Content-Length (a small POST
+// read whole with its head, exchange.ts WholeBody), without http.request and its Agent: pooled keep-alive sockets per pod, each with
 // one llhttp parser for its life (node:http's own, from _http_common), answers handed on
 // as node:http IncomingMessages (same header rules, same body stream). ClientRequest and
 // the Agent cost a third of the proxy's CPU per request (an options object merged twice,
 // setHeader per header, a write of the head through OutgoingMessage, three ticks to hand
 // the socket back); this writes the head in one call and parses with the same parser.
-// Requests with a body still go through node:http (pods.ts): chunked framing, answers
-// that come before the body was sent and Expect: 100-continue are its business. The pool
+// Any other body still goes through node:http (pods.ts): streamed and chunked bodies,
+// answers that come before the body was sent and Expect: 100-continue are its business. The pool
 // (LeanPool) also serves mesh.ts, whose connections are CONNECT streams to other nodes' pods.
 //
 // The parser comes from llhttp.ts; when it is not there (another Node) pods.ts sends
@@ -54,6 +55,8 @@ const TCP_KEEPALIVE_MS = 1000;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 /** what node:http refuses in a request target (ERR_UNESCAPED_CHARACTERS) */
 const INVALID_PATH = /[^\u0021-\u00ff]/;
+/** request bodies up to this size go out in one string with their head (no buffer to fill) */
+const ONE_STRING_MAX = 1024;
 
 /** what a pooled connection asks of the pool it belongs to */
 interface PoolSide {
@@ -100,8 +103,9 @@ interface Exchange {
   whole: boolean;
   trailers: string[] | undefined;
   signal: AbortSignal;
-  /** the request's head as sent, and what opens a connection for it (LeanPool's T): what a replay takes */
+  /** the request's head as sent, its body (all of it, framed by the head's Content-Length), and what opens a connection for it (LeanPool's T): what a replay takes */
   text: string;
+  body: Buffer | undefined;
   target: unknown;
   /** sent a second time already (replay()): a second failure is the answer */
   replayed: boolean;
@@ -124,8 +128,9 @@ export class PodConnection implements EndOfTurn {
   private readonly parser: PodParser;
   private readonly pool: PoolSide;
   exchange: Exchange | undefined;
-  /** the request's head, written at the end of the turn with the others (turn.ts) */
+  /** the request's head, written at the end of the turn with the others (turn.ts), and its body */
   private out: string | undefined;
+  private outBody: Buffer | undefined;
   /** requests carried, this one included */
   carried = 0;
   /** a byte of the answer to the request in flight came in */
@@ -205,14 +210,26 @@ export class PodConnection implements EndOfTurn {
     }
     watchAbort(ex.signal, this.aborted);
     this.out = head;
+    this.outBody = ex.body;
     atEndOfTurn(this);
   }
 
   endOfTurn(): void {
     const out = this.out;
+    const body = this.outBody;
     this.out = undefined;
+    this.outBody = undefined;
     // a request cancelled meanwhile has destroyed the socket: nothing goes out
-    if (out !== undefined && !this.socket.destroyed) this.socket.write(out, 'latin1');
+    if (out === undefined || this.socket.destroyed) return;
+    if (body === undefined || body.length === 0) this.socket.write(out, 'latin1');
+    // latin1 maps bytes to characters one to one: a small body goes out in the head's string
+    else if (body.length <= ONE_STRING_MAX) this.socket.write(out + body.toString('latin1'), 'latin1');
+    else {
+      this.socket.cork();
+      this.socket.write(out, 'latin1');
+      this.socket.write(body);
+      this.socket.uncork();
+    }
   }
 
   /** the answer's head, held for answer() at the end of this read; 1 tells llhttp there is no body */
@@ -419,12 +436,13 @@ export abstract class LeanPool<T> implements PoolSide {
   protected opened(_c: PodConnection): void {}
 
   /**
-   * One request without a body, its head as `text`, on an idle connection for `key` or a new
-   * one to `target`; `resolve` gets the answer whole when it came in one read with its head,
+   * One request, its head as `text` and its body (none, or all of it as the head's
+   * Content-Length frames it) as `body`, on an idle connection for `key` or a new one to
+   * `target`; `resolve` gets the answer whole when it came in one read with its head,
    * else its head (the body streams). `reject` gets UpstreamErrors, as from node:http in
    * pods.ts: 'connect-failure' when the upstream was never reached, 'reset' after.
    */
-  protected request(key: string, target: T, text: string, method: string, signal: AbortSignal,
+  protected request(key: string, target: T, text: string, body: Buffer | undefined, method: string, signal: AbortSignal,
     resolve: (res: IncomingMessage | WholeAnswer) => void, reject: (err: UpstreamError) => void): void {
     if (signal.aborted) {
       reject(new UpstreamError('connect-failure', `${this.describe(key)}: request cancelled before it was sent`));
@@ -433,7 +451,7 @@ export abstract class LeanPool<T> implements PoolSide {
     const conn = this.take(key) ?? this.open(key, target);
     conn.send(text, {
       method, res: undefined, head: undefined, chunks: undefined, whole: false, trailers: undefined, signal, resolve, reject,
-      text, target, replayed: false,
+      text, body, target, replayed: false,
     });
   }
 
@@ -510,15 +528,16 @@ export class LeanPodClient extends LeanPool<string> {
   }
 
   /**
-   * One request without a body to ip:port (LeanPool.request()). A header node:http would
+   * One request to ip:port (LeanPool.request()), without a body or with all of it, framed
+   * by the head's Content-Length (exchange.ts wholeBodyOf()). A header node:http would
    * refuse throws its own error here.
    */
-  send(ip: string, port: number, head: RequestHead, traceparent: string, signal: AbortSignal,
+  send(ip: string, port: number, head: RequestHead, body: Buffer | undefined, traceparent: string, signal: AbortSignal,
     resolve: (res: IncomingMessage | WholeAnswer) => void, reject: (err: UpstreamError) => void): void {
     // validated as node:http validates them: a bad name or value throws its own error
     const text = requestHead(head, traceparent);
     const key = this.keyOf(ip, port);
-    this.request(key, key, text, head.method, signal, resolve, reject);
+    this.request(key, key, text, body, head.method, signal, resolve, reject);
   }
 
   describe(key: string): string {

@@ -11,7 +11,7 @@ import { connect, Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
 import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
-import { cancelOn, endToEnd, onH2Answer, pipeBody, unwatchAbort, watchAbort, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
+import { cancelOn, endToEnd, NO_BYTES, onH2Answer, pipeBody, unwatchAbort, watchAbort, WholeBody, wholeBodyOf, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 import { LeanPodClient, leanClientAvailable, UpstreamError, type WholeAnswer } from './pod-h1.ts';
 
 export { UpstreamError };
@@ -122,7 +122,8 @@ export class PodPool {
   send(ip: string, port: number, head: RequestHead, traceparent: string, body: Readable, signal: AbortSignal): Promise<L7Response> {
     if (head.protocol === 'h2') return this.sendH2(ip, port, head, traceparent, body, signal);
     const lean = this.lean;
-    if (lean && bodiless(body)) return sendLean(body, (resolve, reject) => lean.send(ip, port, head, traceparent, signal, resolve, reject));
+    const bytes = lean ? leanBody(head, body) : undefined;
+    if (bytes !== undefined) return sendLean(body, (resolve, reject) => lean!.send(ip, port, head, bytes, traceparent, signal, resolve, reject));
     return this.sendH1(ip, port, head, traceparent, body, signal);
   }
 
@@ -202,7 +203,17 @@ export class PodPool {
 }
 
 /**
- * A request without a body through a lean client (pod-h1.ts): `send` starts it; what it
+ * The body a lean client (pod-h1.ts) sends in one write with the head: none (NO_BYTES), or
+ * all of it, here already and framed by the head's Content-Length (a small POST read with
+ * its head). undefined: it goes through node:http, which frames and streams it.
+ */
+export function leanBody(head: RequestHead, body: Readable): Buffer | undefined {
+  if (body instanceof WholeBody) return wholeBodyOf(head, body);
+  return bodiless(body) ? NO_BYTES : undefined;
+}
+
+/**
+ * A request without a body, or with all of it (leanBody()), through a lean client (pod-h1.ts): `send` starts it; what it
  * throws rejects. The client's side is drained so that it ends; not an HTTP/2 stream whose
  * HEADERS ended it: node:http2 drains that itself when the stream closes, and one whose
  * readable side ended before its answer was written is destroyed before that write
@@ -210,7 +221,8 @@ export class PodPool {
  */
 export function sendLean(body: Readable,
   send: (resolve: (res: IncomingMessage | WholeAnswer) => void, reject: (err: Error) => void) => void): Promise<L7Response> {
-  if (!endedWithHeaders(body)) body.resume();
+  // a WholeBody's bytes go with the head; its stream is never read
+  if (!endedWithHeaders(body) && !(body instanceof WholeBody)) body.resume();
   return new Promise((resolve, reject) => {
     send((res) => {
       // called from the connection's read: nothing thrown here may reach it
@@ -324,6 +336,8 @@ function knownEmpty(body: Readable): boolean {
  * ended. Known from the head, before the parser has even reached the request's end.
  */
 export function bodiless(body: Readable): boolean {
+  // whatever became of its stream, a WholeBody's bytes are the body
+  if (body instanceof WholeBody) return body.whole.length === 0;
   if (body.readableEnded) return true;
   if (endedWithHeaders(body)) return true;
   if (!(body instanceof IncomingMessage)) return false;

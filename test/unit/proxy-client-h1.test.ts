@@ -11,7 +11,7 @@ import { connect, createServer as netServer, type AddressInfo, type Server, type
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { leanServerAvailable, serveLean, type LeanServerLimits } from '../../agent/proxy/client-h1.ts';
-import type { Headers, L7Response, RequestHead } from '../../agent/proxy/exchange.ts';
+import { WholeBody, type Headers, type L7Response, type RequestHead } from '../../agent/proxy/exchange.ts';
 import { guardRequest, hardenHttpServer, http1ServerOptions, resolveLimits } from '../../agent/proxy/limits.ts';
 
 const ADDR = '127.0.33.1';
@@ -37,6 +37,8 @@ function text(body: string): L7Response {
 
 class Harness {
   served: string[] = [];
+  /** each served request's body as it was handed on: '' for none, or `whole:` and its bytes */
+  bodies: string[] = [];
   signals: AbortSignal[] = [];
   handedOver = 0;
   answerWith: Answer = (head) => text(`lean ${head.method} ${head.path}`);
@@ -58,8 +60,9 @@ class Harness {
       this.sockets.add(s);
       s.once('close', () => this.sockets.delete(s));
       s.on('error', () => {});
-      serveLean(s, limits, async (head, _body, signal) => {
+      serveLean(s, limits, async (head, body, signal) => {
         this.served.push(`${head.method} ${head.path}`);
+        this.bodies.push(body instanceof WholeBody ? `whole:${body.whole.toString('latin1')}` : body.readableEnded || body.readableLength === 0 ? '' : '?');
         this.signals.push(signal);
         return this.answerWith(head, signal);
       }, (sock) => {
@@ -90,6 +93,7 @@ class Harness {
 
   reset(): void {
     this.served = [];
+    this.bodies = [];
     this.signals = [];
     this.handedOver = 0;
     this.answerWith = (head) => text(`lean ${head.method} ${head.path}`);
@@ -257,18 +261,45 @@ describe('lean client-facing HTTP/1.1 (client-h1.ts)', () => {
     assert.deepEqual(answers(got).map((a) => a.body), Array.from({ length: 70 }, (_, i) => `lean /q${i}`));
   });
 
-  it('a request with a body goes to node:http from that request on, once the answers before it are out', async () => {
+  it('a POST whose body came with its head in one read is served here, body and all, and so are the requests behind it', async () => {
     h.reset();
-    h.answerWith = async (head) => {
-      await sleep(50);
-      return text(`lean ${head.path}`);
-    };
     const t = await raw(h.port, [
       'GET /first HTTP/1.1\r\nHost: svc\r\n\r\nPOST /upload HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhelloGET /after HTTP/1.1\r\nHost: svc\r\n\r\n',
-    ], (x) => x.includes('node:http GET /after'));
-    assert.deepEqual(answers(t.text).map((a) => a.body), ['lean /first', 'node:http POST /upload hello', 'node:http GET /after ']);
-    assert.deepEqual(h.served, ['GET /first']);
-    assert.equal(h.handedOver, 1);
+    ], count(3));
+    assert.deepEqual(answers(t.text).map((a) => a.body), ['lean GET /first', 'lean POST /upload', 'lean GET /after']);
+    assert.deepEqual(h.served, ['GET /first', 'POST /upload', 'GET /after']);
+    assert.deepEqual(h.bodies, ['', 'whole:hello', ''], 'the body is exactly its Content-Length, the next request is not part of it');
+    assert.equal(h.handedOver, 0);
+  });
+
+  it('a body that does not come with its head, or comes chunked, goes to node:http from that request on, once the answers before it are out', async () => {
+    for (const parts of [
+      // the body's last bytes come in a later read
+      ['GET /first HTTP/1.1\r\nHost: svc\r\n\r\nPOST /upload HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\n\r\nhe', 'lloGET /after HTTP/1.1\r\nHost: svc\r\n\r\n'],
+      ['GET /first HTTP/1.1\r\nHost: svc\r\n\r\nPOST /upload HTTP/1.1\r\nHost: svc\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\nGET /after HTTP/1.1\r\nHost: svc\r\n\r\n'],
+    ]) {
+      h.reset();
+      h.answerWith = async (head) => {
+        await sleep(50);
+        return text(`lean ${head.path}`);
+      };
+      const t = await raw(h.port, parts, (x) => x.includes('node:http GET /after'));
+      assert.deepEqual(answers(t.text).map((a) => a.body), ['lean /first', 'node:http POST /upload hello', 'node:http GET /after '], parts.join('|'));
+      assert.deepEqual(h.served, ['GET /first']);
+      assert.equal(h.handedOver, 1);
+    }
+  });
+
+  it('two Content-Length headers, or one past the lean limit, are not read here', async () => {
+    h.reset();
+    const two = await raw(h.port, ['POST /two HTTP/1.1\r\nHost: svc\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello'], count(1));
+    assert.equal(answers(two.text)[0]?.status, 400, 'llhttp refuses it, and node:http says so');
+    assert.deepEqual(h.served, []);
+    h.reset();
+    const big = 'x'.repeat(70_000);
+    const t = await raw(h.port, [`POST /big HTTP/1.1\r\nHost: svc\r\nContent-Length: ${big.length}\r\n\r\n${big}`], count(1));
+    assert.equal(answers(t.text)[0]?.body, `node:http POST /big ${big}`);
+    assert.deepEqual(h.served, []);
   });
 
   it('a head split over two reads, an upgrade, HTTP/1.0, Connection: close, Expect and CONNECT are node:http\'s', async () => {

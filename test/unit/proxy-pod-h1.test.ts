@@ -1,12 +1,15 @@
-// The lean pod client (agent/proxy/pod-h1.ts) against a pod that closes a keep-alive
-// connection as a request arrives on it: the race every keep-alive client meets when a pod's
-// idle timeout fires. An idempotent request the pod never answered goes once more, on a new
-// connection; anything else is the client's answer.
+// The lean pod client (agent/proxy/pod-h1.ts): a request's body goes with its head, and a
+// pod that closes a keep-alive connection as a request arrives on it (the race every
+// keep-alive client meets when a pod's idle timeout fires) gets an idempotent request it
+// never answered once more, on a new connection; anything else is the client's answer.
 import assert from 'node:assert/strict';
 import type { IncomingMessage } from 'node:http';
 import { createServer, type Server, type Socket } from 'node:net';
 import { after, before, beforeEach, describe, it } from 'node:test';
+import { Readable } from 'node:stream';
+import { WholeBody, type RequestHead } from '../../agent/proxy/exchange.ts';
 import { LeanPodClient, UpstreamError, type WholeAnswer } from '../../agent/proxy/pod-h1.ts';
+import { leanBody } from '../../agent/proxy/pods.ts';
 
 const POD_IP = '127.0.33.1';
 
@@ -37,9 +40,13 @@ describe('lean pod client: a kept connection the pod closed as the request went 
       s.on('data', (d: Buffer) => {
         buffered += d.toString('latin1');
         for (let end = buffered.indexOf('\r\n\r\n'); end >= 0; end = buffered.indexOf('\r\n\r\n')) {
-          const line = buffered.slice(0, buffered.indexOf('\r\n'));
-          buffered = buffered.slice(end + 4);
-          requests.push(line);
+          const head = buffered.slice(0, end);
+          const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1] ?? 0);
+          if (buffered.length < end + 4 + length) return; // the body is still coming
+          const line = head.slice(0, head.indexOf('\r\n'));
+          const body = buffered.slice(end + 4, end + 4 + length);
+          buffered = buffered.slice(end + 4 + length);
+          requests.push(length > 0 ? `${line} ${body}` : line);
           const what = act(++nth);
           if (what === 'drop') {
             s.destroy();
@@ -72,10 +79,12 @@ describe('lean pod client: a kept connection the pod closed as the request went 
     await new Promise<void>((resolve) => server.close(() => resolve()));
   });
 
-  /** one request without a body: the status and body, or the error */
-  function send(method: string, path: string): Promise<{ status: number; body: string } | UpstreamError> {
+  /** one request, without a body or with `body` whole: the status and body, or the error */
+  function send(method: string, path: string, body?: string): Promise<{ status: number; body: string } | UpstreamError> {
+    const headers: Record<string, string> = body === undefined ? {} : { 'content-length': String(Buffer.byteLength(body)) };
     return new Promise((resolve) => {
-      client.send(POD_IP, port, { method, path, authority: 'pod', headers: {}, protocol: 'http1' }, '', new AbortController().signal,
+      client.send(POD_IP, port, { method, path, authority: 'pod', headers, protocol: 'http1' }, body === undefined ? undefined : Buffer.from(body), '',
+        new AbortController().signal,
         (res: IncomingMessage | WholeAnswer) => {
           if ('body' in res && Buffer.isBuffer(res.body)) {
             resolve({ status: res.status, body: res.body.toString() });
@@ -100,6 +109,17 @@ describe('lean pod client: a kept connection the pod closed as the request went 
     // and the new connection is kept for the next
     act = () => 'answer';
     assert.deepEqual(await send('DELETE', '/three'), { status: 200, body: 'DELETE /three HTTP/1.1' });
+    assert.equal(connections, 2);
+  });
+
+  it('a body goes with its head, framed by its Content-Length, and a PUT\'s body goes again with its replay', async () => {
+    assert.deepEqual(await send('POST', '/order', 'one item'), { status: 200, body: 'POST /order HTTP/1.1' });
+    // small and larger than one string write (pod-h1.ts ONE_STRING_MAX)
+    const big = 'b'.repeat(5000);
+    assert.deepEqual(await send('PUT', '/big', big), { status: 200, body: 'PUT /big HTTP/1.1' });
+    act = (nth) => (nth === 3 ? 'drop' : 'answer');
+    assert.deepEqual(await send('PUT', '/item', 'state'), { status: 200, body: 'PUT /item HTTP/1.1' });
+    assert.deepEqual(requests, ['POST /order HTTP/1.1 one item', `PUT /big HTTP/1.1 ${big}`, 'PUT /item HTTP/1.1 state', 'PUT /item HTTP/1.1 state']);
     assert.equal(connections, 2);
   });
 
@@ -139,5 +159,28 @@ describe('lean pod client: a kept connection the pod closed as the request went 
     assert.equal(r.kind, 'reset');
     assert.equal(connections, 2);
     assert.deepEqual(requests, ['GET /one HTTP/1.1', 'GET /two HTTP/1.1', 'GET /two HTTP/1.1']);
+  });
+});
+
+describe('leanBody: what a lean client may send with the head', () => {
+  const head = (headers: Record<string, string>): RequestHead => ({ method: 'POST', path: '/', authority: 'pod', headers, protocol: 'http1' });
+
+  it('a whole body goes only when the head\'s Content-Length frames exactly it; node:http frames anything else', () => {
+    const body = (): WholeBody => new WholeBody(Buffer.from('hello'));
+    assert.equal(leanBody(head({ 'content-length': '5' }), body())?.toString(), 'hello');
+    // a client's "Connection: content-length" drops the length from the head: sent bare,
+    // the body would be read by the pod as the next request
+    assert.equal(leanBody(head({}), body()), undefined);
+    assert.equal(leanBody(head({ 'content-length': '4' }), body()), undefined);
+    assert.equal(leanBody(head({ 'content-length': '05' }), body())?.length, 5, 'the number, not its spelling');
+    // a stream that ended with nothing in it is no body at all
+    const ended = new Readable({ read() {} });
+    ended.push(null);
+    ended.resume();
+    return new Promise<void>((resolve) => ended.once('end', () => {
+      assert.equal(leanBody(head({}), ended)?.length, 0);
+      assert.equal(leanBody(head({}), new Readable({ read() {} })), undefined, 'a body still to come is node:http\'s');
+      resolve();
+    }));
   });
 });
