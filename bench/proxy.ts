@@ -75,6 +75,8 @@ const PROTOCOLS: readonly Protocol[] = ['http1', 'h2', 'grpc'];
 const PORT: Record<Protocol, number> = { http1: 18080, h2: 18082, grpc: 19090 };
 const LABEL: Record<Protocol, string> = { http1: 'HTTP/1.1', h2: 'HTTP/2 (h2c)', grpc: 'gRPC (unary)' };
 const GRPC_PATH = '/demo.Greeter/Hello';
+/** the body of the HTTP/1.1 POST rows */
+const POST_BODY = '{"id":1,"name":"hello"}';
 
 const TOPOLOGY: Topology = {
   tunnelPort: 15008,
@@ -280,6 +282,9 @@ async function main(): Promise<void> {
     const frame = Buffer.alloc(5);
     frame.writeUInt32BE(payload.length, 1); // byte 0: not compressed; bytes 1-4: length
     writeFileSync(grpcBody, Buffer.concat([frame, payload]));
+    // HTTP/1.1 with a body: a small JSON POST, as an API client sends it
+    const postScript = join(dir, 'post.lua');
+    writeFileSync(postScript, `wrk.method = "POST"\nwrk.body = '${POST_BODY}'\nwrk.headers["Content-Type"] = "application/json"\n`);
 
     // backends on the load CPU: nginx for HTTP/1.1 and h2c, grpc-js for gRPC; each listens
     // on the address of an endpoint on node-a and one on node-b
@@ -388,6 +393,17 @@ async function main(): Promise<void> {
       }
     }
 
+    // HTTP/1.1 with a small body, at full speed, on every HTTP/1.1 path
+    const posts = new Map<string, Measured>();
+    for (const path of h1) {
+      await aim(path);
+      const u = url('http1', path);
+      await wrk(CPU.load, u, 32, WARMUP_SECONDS, postScript);
+      const m = await measure(path.proxy ? pids[path.proxy] : undefined, () => wrk(CPU.load, u, 32, SECONDS, postScript));
+      posts.set(path.name, m);
+      process.stderr.write(`HTTP/1.1 POST ${path.name}: ${f0(m.rps)} req/s on ${f2(m.cores)} cores ${m.errors}\n`);
+    }
+
     const perCore = (m: Measured): number => (m.cores ? m.rps / m.cores : NaN);
     /**
      * `n` rounds of `run` on each path, by path name; the order turns each round, so none
@@ -426,6 +442,11 @@ async function main(): Promise<void> {
       const f = full.get(`${p}/${path.name}`)!;
       return [LABEL[p], path.name, f0(f.rps), f2(f.cores), f.cores ? f0(f.rps / f.cores) : '—', f2(f.p50), f2(f.p99), f.errors || '—'];
     }));
+    const postRows = h1.map((path) => {
+      const m = posts.get(path.name)!;
+      return [path.name, f0(m.rps), f2(m.cores), m.cores ? f0(m.rps / m.cores) : '—', f2(m.p50), f2(m.p99), m.errors || '—'];
+    });
+    const postRatio = perCore(posts.get(h1[1]!.name)!) / perCore(posts.get(h1[3]!.name)!);
     const rateRows = PROTOCOLS.flatMap((p) => {
       const direct = rate.get(`${p}/${paths(p)[0]!.name}`)!;
       return paths(p).map((path) => {
@@ -520,6 +541,14 @@ within each round:
 
 ${table(['round', 'nodal, same node', 'nginx', 'haproxy', 'nodal ÷ nginx'], roundRows)}
 
+**HTTP/1.1 with a body.** The same \`wrk -t1 -c32 -d${SECONDS}s\` with a Lua script that makes every
+request a \`POST\` of a ${POST_BODY.length}-byte JSON body (\`Content-Type: application/json\`), after a
+${WARMUP_SECONDS}-s warm-up per path:
+
+${table(['path', 'requests/s', 'proxy cores', 'requests/s per proxy core', 'p50 ms', 'p99 ms', 'errors'], postRows)}
+
+nodal (same node) ÷ nginx per core with a body: ${postRatio.toFixed(2)}.
+
 **At a fixed 1,000 requests/s**: \`h2load -c${RATE_CLIENTS} -m1 --rps=${RATE_PER_CLIENT} -D${SECONDS}\` (\`--h1\` for
 HTTP/1.1; ${RATE_CLIENTS} keep-alive connections × ${RATE_PER_CLIENT} requests/s), per-request latency from
 h2load's \`--log-file\` (start to end of response), percentiles computed over all requests
@@ -572,6 +601,8 @@ ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`
   ${f2(pacedMedian(2))} ms (cross-node, two proxies on one core); nginx ${f2(pacedMedian(3))} ms, haproxy ${f2(pacedMedian(4))} ms.
   Target < 1 ms with evenly spaced load, read on the rounds' median: same node ${verdict(pacedMedian(1) < 1)},
   cross-node ${verdict(pacedMedian(2) < 1)}.
+- *With a body* (no target of its own): a small JSON POST, nodal (same node) ÷ nginx per core
+  ${postRatio.toFixed(2)}.
 - *Memory:* nodal holds ${f2(memory.get(h1[1]!.name))} KiB of RSS per open HTTP/1.1 connection (nginx
   ${f2(memory.get(h1[3]!.name))} KiB, haproxy ${f2(memory.get(h1[4]!.name))} KiB).
 

@@ -209,30 +209,36 @@ class LeanConnection implements EndOfTurn {
     const read = this.consumed!.bytesRead;
     const length = read - this.readTo;
     this.readTo = read;
-    const need = this.bodyLength;
-    if (need > 0) {
+    if (this.bodyLength > 0) {
       // a head read here starts its read (a head cut off by a read's end went to node:http)
-      const data = this.parser.getCurrentBuffer();
-      this.bodyLength = 0;
-      if (length - ret < need) {
-        // the body is not all in this read: node:http's from the request's first byte
-        this.stop(data);
-        return;
-      }
-      this.request(head, new WholeBody(data.subarray(ret, ret + need)));
-      if (ret + need < length) this.read(data.subarray(ret + need));
-      else this.pauseIfBusy();
+      this.withBody(head, this.parser.getCurrentBuffer(), ret);
       return;
     }
     this.request(head, NO_BODY);
     // pipelined requests behind this head: getCurrentBuffer() copies the read, so only then
     if (ret < length) this.read(this.parser.getCurrentBuffer().subarray(ret));
-    else this.pauseIfBusy();
+    else if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) {
+      // nothing left of this read, and no more reads until answers are out (flush())
+      this.held = NO_BYTES;
+      this.pauseReading();
+    }
   }
 
-  /** nothing left of this read: no more reads while too many answers are outstanding (flush()) */
-  private pauseIfBusy(): void {
-    if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) {
+  /**
+   * A head that ends at `at` in `data`, its request starting at data's first byte, with a
+   * Content-Length body: served with the body when all of it is in `data`, and what
+   * follows is parsed on; else the connection is node:http's from the request's first byte
+   */
+  private withBody(head: RequestHead, data: Buffer, at: number): void {
+    const need = this.bodyLength;
+    this.bodyLength = 0;
+    if (data.length - at < need) {
+      this.stop(data);
+      return;
+    }
+    this.request(head, new WholeBody(data.subarray(at, at + need)));
+    if (at + need < data.length) this.read(data.subarray(at + need));
+    else if (this.queue.length >= MAX_OUTSTANDING || this.socket.writableNeedDrain) {
       this.held = NO_BYTES;
       this.pauseReading();
     }
@@ -275,15 +281,12 @@ class LeanConnection implements EndOfTurn {
       }
       this.head = undefined;
       this.reset();
-      const need = this.bodyLength;
-      this.bodyLength = 0;
-      if (need > 0 && data.length - n < need) {
-        // the body is not all in this read: node:http's from the request's first byte
-        this.stop(data);
+      if (this.bodyLength > 0) {
+        this.withBody(head, data, n);
         return;
       }
-      this.request(head, need > 0 ? new WholeBody(data.subarray(n, n + need)) : NO_BODY);
-      off += n + need;
+      off += n;
+      this.request(head, NO_BODY);
     }
   }
 

@@ -30,9 +30,10 @@ function ms(text: string): number {
   return m[2] === 'us' ? v / 1000 : m[2] === 's' ? v * 1000 : v;
 }
 
-/** HTTP/1.1 keep-alive at full speed: one wrk thread, `connections` connections */
-export async function wrk(cpu: string, url: string, connections: number, seconds: number): Promise<LoadResult> {
-  const { stdout: out } = await run('taskset', ['-c', cpu, 'wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--latency', url], { timeout: (seconds + 20) * 1000 });
+/** HTTP/1.1 keep-alive at full speed: one wrk thread, `connections` connections; `script`: a wrk Lua script (a POST, say) */
+export async function wrk(cpu: string, url: string, connections: number, seconds: number, script?: string): Promise<LoadResult> {
+  const args = ['-c', cpu, 'wrk', '-t1', `-c${connections}`, `-d${seconds}s`, '--latency', ...(script ? ['-s', script] : []), url];
+  const { stdout: out } = await run('taskset', args, { timeout: (seconds + 20) * 1000 });
   const line = (re: RegExp): string => re.exec(out)?.[1] ?? '';
   const errors = [/Socket errors: (.*)/, /Non-2xx or 3xx responses: (\d+)/].map((re) => re.exec(out)?.[0]).filter(Boolean).join('; ');
   const rps = Number(line(/Requests\/sec:\s+([\d.]+)/));
