@@ -1,14 +1,14 @@
 // HTTP/1.1 to local pods for requests without a body (GET, HEAD, DELETE... the common
 // case) or with a body that is all here and framed by its Content-Length (a small POST
-// read whole with its head, exchange.ts WholeBody), without http.request and its Agent: pooled keep-alive sockets per pod, each with
-// one llhttp parser for its life (node:http's own, from _http_common), answers handed on
+// read whole with its head, exchange.ts WholeBody), without http.request and its Agent:
+// pooled keep-alive sockets per pod, each with one llhttp parser for its life (node:http's own, from _http_common), answers handed on
 // as node:http IncomingMessages (same header rules, same body stream). ClientRequest and
 // the Agent cost a third of the proxy's CPU per request (an options object merged twice,
 // setHeader per header, a write of the head through OutgoingMessage, three ticks to hand
 // the socket back); this writes the head in one call and parses with the same parser.
 // Any other body still goes through node:http (pods.ts): streamed and chunked bodies,
-// answers that come before the body was sent and Expect: 100-continue are its business. The pool
-// (LeanPool) also serves mesh.ts, whose connections are CONNECT streams to other nodes' pods.
+// answers that come before the body was sent and Expect: 100-continue are its business.
+// The pool (LeanPool) also serves mesh.ts, whose connections are CONNECT streams to other nodes' pods.
 //
 // The parser comes from llhttp.ts; when it is not there (another Node) pods.ts sends
 // every request through node:http.
@@ -103,7 +103,10 @@ interface Exchange {
   whole: boolean;
   trailers: string[] | undefined;
   signal: AbortSignal;
-  /** the request's head as sent, its body (all of it, framed by the head's Content-Length), and what opens a connection for it (LeanPool's T): what a replay takes */
+  /**
+   * What a replay takes: the request's head as sent, its body (all of it, framed by the
+   * head's Content-Length), and what opens a connection for it (LeanPool's T)
+   */
   text: string;
   body: Buffer | undefined;
   target: unknown;
@@ -378,8 +381,8 @@ export class PodConnection implements EndOfTurn {
    * A connection that had carried an answer before closed before a byte of this one: the
    * other end closed it, idle, as the request went out, the race every keep-alive client
    * meets (a pod's keep-alive timeout; a destination closing a pooled stream). The pod never
-   * answered it, so an idempotent request (RFC 9110 §9.2.2; these carry no body) goes once
-   * more, on a new connection, as Go's and hyper's clients do. A new connection's failure,
+   * answered it, so an idempotent request (RFC 9110 §9.2.2), with its body if it has one
+   * (held whole), goes once more, on a new connection, as Go's and hyper's clients do. A new connection's failure,
    * or one after the answer began, is the answer.
    */
   private replayable(ex: Exchange): boolean {

@@ -213,8 +213,8 @@ export function leanBody(head: RequestHead, body: Readable): Buffer | undefined 
 }
 
 /**
- * A request without a body, or with all of it (leanBody()), through a lean client (pod-h1.ts): `send` starts it; what it
- * throws rejects. The client's side is drained so that it ends; not an HTTP/2 stream whose
+ * A request without a body, or with all of it (leanBody()), through a lean client
+ * (pod-h1.ts): `send` starts it; what it throws rejects. The client's side is drained so that it ends; not an HTTP/2 stream whose
  * HEADERS ended it: node:http2 drains that itself when the stream closes, and one whose
  * readable side ended before its answer was written is destroyed before that write
  * completes, which builds an ERR_STREAM_DESTROYED error, stack and all, per request.
