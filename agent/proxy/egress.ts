@@ -22,6 +22,7 @@ import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
 import { MeshRequests } from './mesh.ts';
 import { UpstreamError } from './pod-h1.ts';
+import { drain } from './pods.ts';
 import {
   answerBytes, cancelOn, closedEarly, connectionClosed, declaredLength, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, unwatchAbort, watchAbort, WholeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
@@ -463,7 +464,7 @@ export class Egress {
         resolve(this.answer(req, 503, `tunnel to ${peer.name}: ${errorText(err)}`, body, 'ERROR', undefined, refused ? 'refused-stream' : 'reset'));
       });
       cancelOn(signal, stream);
-      if (empty) body.resume();
+      if (empty) drain(body);
       else pipeBody(body, stream);
     });
   }

@@ -173,7 +173,7 @@ export class PodPool {
         reject(new UpstreamError(kind, `upstream ${ip}:${port}: ${errorText(err)}`, { cause: err }));
       });
       cancelOn(signal, stream);
-      if (none) body.resume();
+      if (none) drain(body);
       else pipeBody(body, stream);
     });
   }
@@ -213,16 +213,24 @@ export function leanBody(head: RequestHead, body: Readable): Buffer | undefined 
 }
 
 /**
+ * The client's side of a request whose body is sent another way, or is none: read to its
+ * end so that it ends. Not an HTTP/2 stream whose HEADERS ended it: node:http2 drains that
+ * itself when the stream closes, and one whose readable side ended before its answer was
+ * written is destroyed before that write completes, which builds an ERR_STREAM_DESTROYED
+ * error, stack and all, per request. Not a WholeBody: its bytes went with the head, and its
+ * stream costs nothing while unread.
+ */
+export function drain(body: Readable): void {
+  if (!endedWithHeaders(body) && !(body instanceof WholeBody)) body.resume();
+}
+
+/**
  * A request without a body, or with all of it (leanBody()), through a lean client
- * (pod-h1.ts): `send` starts it; what it throws rejects. The client's side is drained so that it ends; not an HTTP/2 stream whose
- * HEADERS ended it: node:http2 drains that itself when the stream closes, and one whose
- * readable side ended before its answer was written is destroyed before that write
- * completes, which builds an ERR_STREAM_DESTROYED error, stack and all, per request.
+ * (pod-h1.ts): `send` starts it; what it throws rejects. The client's side is drained (drain()).
  */
 export function sendLean(body: Readable,
   send: (resolve: (res: IncomingMessage | WholeAnswer) => void, reject: (err: Error) => void) => void): Promise<L7Response> {
-  // a WholeBody's bytes go with the head; its stream is never read
-  if (!endedWithHeaders(body) && !(body instanceof WholeBody)) body.resume();
+  drain(body);
   return new Promise((resolve, reject) => {
     send((res) => {
       // called from the connection's read: nothing thrown here may reach it
