@@ -32,6 +32,8 @@ export interface ProxyLimits {
   tunnelMaxHeaderBytes: number;
   /** tunnel: header fields of one stream, pseudo-headers included */
   tunnelMaxHeaderPairs: number;
+  /** tunnel: idle pooled streams (mesh.ts) kept to one peer node, over all its source and destination pods */
+  tunnelIdleStreamsPerPeer: number;
   /** HTTP/2: memory nghttp2 may hold per session, in MB, before it refuses new streams */
   h2SessionMemoryMb: number;
   /** HTTP/2: invalid frames tolerated before the session is closed */
@@ -71,6 +73,9 @@ export const DEFAULT_LIMITS: Readonly<ProxyLimits> = Object.freeze({
   tunnelMaxStreams: 16_384,
   tunnelMaxHeaderBytes: 16 * 1024,
   tunnelMaxHeaderPairs: 32,
+  // a pool is per source pod and destination pod, 64 idle streams each: without a bound per
+  // peer, a burst between many pairs of pods would keep tens of thousands open for 30 s
+  tunnelIdleStreamsPerPeer: 1_024,
   // one session carries every connection between two nodes, so the 10 MB default would
   // throttle a busy pair of nodes long before memory is a real concern
   h2SessionMemoryMb: 128,

@@ -129,9 +129,14 @@ class MeshAgent extends Agent {
 class MeshLeanPool extends LeanPool<MeshTarget> {
   private readonly tunnels: TunnelPool;
 
-  constructor(tunnels: TunnelPool) {
-    super(IDLE_PER_KEY);
+  constructor(tunnels: TunnelPool, idlePerPeer: number) {
+    super(IDLE_PER_KEY, idlePerPeer);
     this.tunnels = tunnels;
+  }
+
+  /** a peer node's pools share one bound on idle streams (ProxyLimits tunnelIdleStreamsPerPeer) */
+  protected override group(key: string): string {
+    return key.slice(0, key.indexOf('>'));
   }
 
   send(key: string, t: MeshTarget, text: string, body: Buffer, method: string, signal: AbortSignal,
@@ -176,9 +181,9 @@ export class MeshRequests {
   private readonly lean: MeshLeanPool | undefined;
   private readonly sweep: NodeJS.Timeout;
 
-  constructor(tunnels: TunnelPool) {
+  constructor(tunnels: TunnelPool, idlePerPeer: number) {
     this.agent = new MeshAgent(tunnels);
-    this.lean = leanClientAvailable ? new MeshLeanPool(tunnels) : undefined;
+    this.lean = leanClientAvailable ? new MeshLeanPool(tunnels, idlePerPeer) : undefined;
     // the lean pool's idle streams: closed every IDLE_MS (one timer, not one per stream and request)
     this.sweep = setInterval(() => this.lean?.closeIdle(), IDLE_MS).unref();
   }

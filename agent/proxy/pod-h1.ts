@@ -126,6 +126,8 @@ export type Opener = (c: PodConnection) => Duplex;
 
 export class PodConnection implements EndOfTurn {
   readonly key: string;
+  /** the group of keys its pool bounds idle connections over (LeanPool.group()) */
+  group = '';
   /** a socket to the pod, or a CONNECT stream to it (mesh.ts) */
   readonly socket: Socket;
   private readonly parser: PodParser;
@@ -423,11 +425,20 @@ function onMessageComplete(this: PodParser): void {
  */
 export abstract class LeanPool<T> implements PoolSide {
   readonly maxIdle: number;
+  /** idle connections kept over all the keys of one group (group()); Infinity: no bound but maxIdle per key */
+  private readonly maxIdlePerGroup: number;
   private readonly idle = new Map<string, PodConnection[]>();
+  private readonly idleInGroup = new Map<string, number>();
   private readonly all = new Set<PodConnection>();
 
-  constructor(maxIdle: number) {
+  constructor(maxIdle: number, maxIdlePerGroup = Infinity) {
     this.maxIdle = maxIdle;
+    this.maxIdlePerGroup = maxIdlePerGroup;
+  }
+
+  /** the group whose idle connections are bounded together (mesh.ts: a peer node's) */
+  protected group(_key: string): string {
+    return '';
   }
 
   abstract describe(key: string): string;
@@ -468,17 +479,23 @@ export abstract class LeanPool<T> implements PoolSide {
     for (const c of this.all) c.socket.destroy();
     this.all.clear();
     this.idle.clear();
+    this.idleInGroup.clear();
   }
 
   /** close the idle connections */
   closeIdle(): void {
-    for (const list of this.idle.values()) for (const c of list.splice(0)) c.socket.destroy();
+    for (const list of this.idle.values()) {
+      for (const c of list.splice(0)) {
+        this.leftIdle(c);
+        c.socket.destroy();
+      }
+    }
   }
 
   release(conn: PodConnection): void {
     let list = this.idle.get(conn.key);
     if (!list) this.idle.set(conn.key, (list = []));
-    if (list.length >= this.maxIdle) {
+    if (list.length >= this.maxIdle || !this.keptIdle(conn)) {
       conn.socket.destroy();
       return;
     }
@@ -490,7 +507,9 @@ export abstract class LeanPool<T> implements PoolSide {
     const list = this.idle.get(conn.key);
     if (!list) return;
     const i = list.indexOf(conn);
-    if (i >= 0) list.splice(i, 1);
+    if (i < 0) return;
+    list.splice(i, 1);
+    this.leftIdle(conn);
   }
 
   /** the most recently used idle connection (lifo, as node's Agent): the one least likely closed meanwhile */
@@ -500,12 +519,30 @@ export abstract class LeanPool<T> implements PoolSide {
     for (;;) {
       const c = list.pop();
       if (c === undefined) return undefined;
+      this.leftIdle(c);
       if (!c.socket.destroyed && c.socket.writable) return c;
     }
   }
 
+  /** counts `c` idle in its group; false when the group has as many idle as it may keep */
+  private keptIdle(c: PodConnection): boolean {
+    if (this.maxIdlePerGroup === Infinity) return true;
+    const n = this.idleInGroup.get(c.group) ?? 0;
+    if (n >= this.maxIdlePerGroup) return false;
+    this.idleInGroup.set(c.group, n + 1);
+    return true;
+  }
+
+  private leftIdle(c: PodConnection): void {
+    if (this.maxIdlePerGroup === Infinity) return;
+    const n = (this.idleInGroup.get(c.group) ?? 1) - 1;
+    if (n > 0) this.idleInGroup.set(c.group, n);
+    else this.idleInGroup.delete(c.group);
+  }
+
   private open(key: string, target: T): PodConnection {
     const c = new PodConnection(this, key, (conn) => this.connect(conn, target));
+    c.group = this.group(key);
     this.all.add(c);
     this.opened(c);
     return c;

@@ -35,6 +35,9 @@ export interface TwoNodes {
   ip: Record<string, string>;
   /** a connection from the client pod through node-a's outbound listener to a pod */
   dial(podIp: string): Socket;
+  /** each node's Prometheus registry */
+  registryA: Registry;
+  registryB: Registry;
   close(): Promise<void>;
 }
 
@@ -105,10 +108,11 @@ export async function startTwoNodes(block: number, pods: PodSpec[], limits: Part
       return next && { origIp: next.ip, origPort: next.port, endpointId: 7, srcIdentity: CLIENT_IDENTITY, dstIdentity: 0 };
     };
     const logger = pino({ level: 'silent' });
+    const registries = [new Registry(), new Registry()] as const;
     const start = (name: string, i: number): Promise<NodeProxy> => NodeProxy.start({
       node: name, outbound: { host: net(1, i), port: 0 }, inbound: { host: net(0, i), port: tunnelPort },
       upstreamBindIp: net(2, i), peerTunnelPort: tunnelPort, limits,
-      originalDestination: lookup, onFlow: () => {}, registry: new Registry(), logger,
+      originalDestination: lookup, onFlow: () => {}, registry: registries[i - 1]!, logger,
     });
     a = await start('node-a', 1);
     b = await start('node-b', 2);
@@ -116,7 +120,7 @@ export async function startTwoNodes(block: number, pods: PodSpec[], limits: Part
     b.update(snapshot('node-b'));
     const proxyA = a;
     return {
-      a, b, clientIp, tunnelA, tunnelB, tunnelPort, port, ip, close,
+      a, b, clientIp, tunnelA, tunnelB, tunnelPort, port, ip, close, registryA: registries[0], registryB: registries[1],
       dial(podIp: string): Socket {
         queue.push({ ip: podIp, port });
         const s = connect({ host: proxyA.addresses.outbound.address, port: proxyA.addresses.outbound.port, localAddress: clientIp });

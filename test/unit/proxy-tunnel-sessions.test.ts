@@ -3,13 +3,16 @@
 // two nodes beyond that limit must not wait on each other: the source proxy opens another
 // session to the peer (tunnel.ts TunnelPool).
 import assert from 'node:assert/strict';
+import { createServer as httpServer } from 'node:http';
 import { createServer, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
+import { httpGet, startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
 
 const BLOCK = 80;
 /** streams per session, as node-b advertises it and node-a holds to */
 const STREAMS = 2;
+/** idle pooled streams node-a keeps to node-b, over all its pools */
+const IDLE_PER_PEER = 2;
 
 /** the first `text.length` bytes the socket reads back, or an error after `ms` */
 function echoed(s: Socket, text: string, ms: number): Promise<string> {
@@ -32,7 +35,10 @@ describe('tunnel sessions: more connections between two nodes than one session c
 
   before(async () => {
     const echo = createServer((s) => { s.on('error', () => {}); s.pipe(s); });
-    mesh = await startTwoNodes(BLOCK, [{ name: 'echo', node: 'node-b', server: echo }], { tunnelMaxStreams: STREAMS });
+    // answers a little late, so that requests sent together are in flight together
+    const web = httpServer((req, res) => { setTimeout(() => res.end(`web ${req.url}`), 50); });
+    mesh = await startTwoNodes(BLOCK, [{ name: 'echo', node: 'node-b', server: echo }, { name: 'web', node: 'node-b', server: web }],
+      { tunnelMaxStreams: STREAMS, tunnelIdleStreamsPerPeer: IDLE_PER_PEER });
   });
 
   after(async () => {
@@ -48,5 +54,26 @@ describe('tunnel sessions: more connections between two nodes than one session c
     const again = await Promise.all(conns.map((s, i) => echoed(s, `pong ${i}\n`, 3000)));
     assert.deepEqual(again, conns.map((_, i) => `pong ${i}\n`));
     for (const s of conns) s.destroy();
+  });
+
+  /** node-b's open inbound connections and streams */
+  const openAtB = async (): Promise<number> => {
+    const m = (await mesh.registryB.getMetricsAsJSON()).find((x) => x.name === 'nodal_proxy_active_connections');
+    return m?.values.find((v) => v.labels.direction === 'inbound')?.value ?? 0;
+  };
+
+  it(`requests that ran together leave at most ${IDLE_PER_PEER} idle pooled streams to the peer, however many they opened`, async () => {
+    // the echo test's streams are gone first
+    for (let i = 0; i < 100 && await openAtB() > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(await openAtB(), 0);
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => httpGet(() => mesh.dial(mesh.ip.web!), `/burst-${i}`)));
+    assert.deepEqual(answers.map((a) => a.body), answers.map((_, i) => `web /burst-${i}`));
+    // six streams were open at once; the ones beyond the bound close as their answers end
+    for (let i = 0; i < 100 && await openAtB() > IDLE_PER_PEER; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(await openAtB(), IDLE_PER_PEER);
+    // and the kept ones carry the next requests
+    const next = await Promise.all([0, 1].map((i) => httpGet(() => mesh.dial(mesh.ip.web!), `/next-${i}`)));
+    assert.deepEqual(next.map((a) => a.body), ['web /next-0', 'web /next-1']);
+    assert.equal(await openAtB(), IDLE_PER_PEER);
   });
 });
