@@ -6,11 +6,12 @@
 // its answer is written back in one write when it arrived whole, streamed otherwise, in
 // request order when the client pipelines.
 //
-// The first request that is anything else (a chunked or streaming body, an upgrade, a head
-// split over reads or longer than 32 header lines, a refusal, anything llhttp rejects) hands the connection to
-// the hardened node:http Server (limits.ts) for the rest of its life, from that request's
-// first byte on, once the answers before it are out: 400/408/431 answers, slowloris
-// timeouts, bodies, 100-continue and upgrades stay node:http's business, unchanged. Only
+// The first request that is anything else (a chunked body, or one not all in its head's
+// read, an upgrade, a head split over reads or longer than 32 header lines, a refusal,
+// anything llhttp rejects) hands the connection to the hardened node:http Server
+// (limits.ts) for the rest of its life, from that request's first byte on, once the answers
+// before it are out: 400/408/431 answers, slowloris timeouts, streamed bodies, 100-continue
+// and upgrades stay node:http's business, unchanged. Only
 // the idle keep-alive timeout is kept here. The Server's IncomingMessage, ServerResponse
 // and their ticks cost a fifth of the proxy's CPU per request (docs/benchmarks.md).
 

@@ -3,13 +3,14 @@
 // to that pod (DESIGN §5's tunnel), and keeps the stream for the next request as a keep-alive
 // connection is kept: one request at a time per stream, as many streams as requests in
 // flight. A stream is the source workload's: identity, SPIFFE id and pod travel in its
-// CONNECT headers, which the destination checks once, as for any CONNECT; each request adds
-// only its client's port (x-nodal-source-addr), for flows. Requests without a body, or
-// with a small body all here (a WholeBody), go through the lean client's pool and parser
-// (pod-h1.ts LeanPool), the others through node:http's keep-alive agent. The destination serves a pooled stream as the source side
-// serves a client connection (http.ts servePooled: client-h1.ts, then node:http's Server
-// from the first request that is not plain), each request through the same policy and flow
-// path as every request.
+// CONNECT headers, which the destination checks as for any CONNECT, and again at each
+// snapshot (inbound.ts recheckPooled()); each request adds only its client's port
+// (x-nodal-source-addr), for flows. Requests without a body, or with a small body all here
+// (a WholeBody), go through the lean client's pool and parser (pod-h1.ts LeanPool), the
+// others through node:http's keep-alive agent. The destination serves a pooled stream as
+// the source side serves a client connection (http.ts servePooled: client-h1.ts, then
+// node:http's Server from the first request that is not plain), each request through the
+// same policy and flow path as every request.
 //
 // Why not a stream per request (as HTTP/2 clients' requests still go): node:http2 costs about
 // as much per stream as the whole rest of a request, on both nodes, and every finished stream

@@ -1,9 +1,9 @@
 // The node-to-node tunnel (DESIGN §5): one HTTP/2 session (h2c, inside WireGuard) per peer
-// node (another when one is at its stream limit), multiplexing CONNECT streams and request streams. A CONNECT stream is a proxied
-// connection (opaque TCP, an HTTP Upgrade), or one of the source proxy's pooled connections
-// to a pod that carries the HTTP/1.1 requests it routed there (mesh.ts). A request stream is
-// one HTTP/2 or gRPC request the source side routed (the request as the client sent it, plus
-// x-nodal-destination naming the pod). The
+// node (another when one is at its stream limit), multiplexing CONNECT streams and request
+// streams. A CONNECT stream is a proxied connection (opaque TCP, an HTTP Upgrade), or one of
+// the source proxy's pooled connections to a pod that carries the HTTP/1.1 requests it
+// routed there (mesh.ts). A request stream is one HTTP/2 or gRPC request the source side
+// routed (the request as the client sent it, plus x-nodal-destination naming the pod). The
 // client half (TunnelPool) serves the outbound side; the server half (TunnelServer)
 // authenticates the peer by its tunnel address, checks the claimed source identity against
 // the pods that run on that peer, and hands accepted streams to the inbound side.
