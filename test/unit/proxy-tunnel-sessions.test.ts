@@ -1,7 +1,8 @@
 // A tunnel session carries at most the peer's SETTINGS_MAX_CONCURRENT_STREAMS at once, and
 // nghttp2 holds any stream beyond that, unsent, until an open one ends. Connections between
 // two nodes beyond that limit must not wait on each other: the source proxy opens another
-// session to the peer (tunnel.ts TunnelPool).
+// session to the peer (tunnel.ts TunnelPool). And the pooled streams a burst opened do not
+// all stay open afterwards: idle ones are bounded per peer (mesh.ts, tunnelIdleStreamsPerPeer).
 import assert from 'node:assert/strict';
 import { createServer as httpServer } from 'node:http';
 import { createServer, type Socket } from 'node:net';
@@ -30,7 +31,7 @@ function echoed(s: Socket, text: string, ms: number): Promise<string> {
   });
 }
 
-describe('tunnel sessions: more connections between two nodes than one session carries', () => {
+describe('tunnel sessions: more connections between two nodes than one session carries, and the idle streams a burst leaves', () => {
   let mesh: TwoNodes;
 
   before(async () => {
