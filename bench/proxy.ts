@@ -5,11 +5,13 @@
 //   nodal, cross-node (node-a → HTTP/2 tunnel → node-b → backend),
 //   an nginx reverse proxy (one worker, upstream keep-alive),
 //   haproxy (nbthread 1, http-reuse always),
-// measuring requests/s with the proxy pinned to one CPU and its CPU time while it runs,
-// p50/p99 at a fixed 1,000 requests/s, and RSS per 1,000 idle keep-alive connections.
-// Both NodeProxy instances run in one process (bench/helpers/proxy-pair.ts) with a stubbed
-// datapath lookup, as in test/unit/proxy-l7.test.ts. No sandbox, no BPF.
-// Run: node dist/bench/proxy.js [--seconds S] [--calm-wait S]
+// measuring requests/s with the proxy pinned to one CPU and its CPU time while it runs
+// (HTTP/1.1 also with a small POST body), p50/p99 at a fixed 1,000 requests/s, and RSS per
+// 1,000 idle keep-alive connections; the HTTP/1.1 per-core ratio and the evenly spaced p99
+// again in rounds of the paths taken in turn. Both NodeProxy instances run in one process
+// (bench/helpers/proxy-pair.ts) with a stubbed datapath lookup, as in
+// test/unit/proxy-l7.test.ts. No sandbox, no BPF.
+// Run: node dist/bench/proxy.js [--seconds S] [--calm-wait S] [--rounds N] [--paced-rounds N]
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
