@@ -18,7 +18,7 @@ import { applyDecision, newFlow } from './flows.ts';
 import { policyLabel, type RequestVerdict } from './metrics.ts';
 import { ReservedIdentity } from '../../control/api/types.ts';
 import type { HopSpan } from '../telemetry/index.ts';
-import { bodiless, PodPool, UpstreamError } from './pods.ts';
+import { bodiless, drain, PodPool, UpstreamError } from './pods.ts';
 import { childSpan, parseTraceparent, type TraceParent } from './trace.ts';
 
 /** something live that a policy let in and that must end when a policy no longer does */
@@ -94,7 +94,7 @@ export class Destination {
     };
 
     if (!decision.allowed) {
-      body.resume(); // the body is not wanted; drain it so the client's side can finish
+      drain(body); // the body is not wanted; drained so the client's side can finish
       const p = decision.policy;
       const res = localResponse(403, `RBAC: access denied by ${p ? `${p.namespace}/${p.name}` : 'policy'}`, grpc);
       // the flow goes out before the answer: whoever sees the 403 can already find its flow

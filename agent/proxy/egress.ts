@@ -545,7 +545,7 @@ export class Egress {
    */
   private answer(req: RequestRecord, status: number, why: string, body: Readable | undefined, verdict: RequestVerdict = 'ERROR',
     extra?: Headers, failure?: 'connect-failure' | 'reset' | 'refused-stream'): L7Response {
-    body?.resume();
+    if (body) drain(body);
     const { conn, head } = req;
     const f = newFlow(this.ctx.node, verdict, 'L7', 'EGRESS', { ip: conn.src.ip, port: conn.src.port }, conn.orig);
     f.source = conn.src.flow;

@@ -419,8 +419,8 @@ function onMessageComplete(this: PodParser): void {
 }
 
 /**
- * Keep-alive connections for requests without a body, pooled by key, one exchange at a
- * time each; `T` is what connect() needs to open one for a key. LeanPodClient's pool is
+ * Keep-alive connections for requests without a body or with all of it here, pooled by
+ * key, one exchange at a time each; `T` is what connect() needs to open one for a key. LeanPodClient's pool is
  * per pod address; mesh.ts pools CONNECT streams to other nodes' pods the same way.
  */
 export abstract class LeanPool<T> implements PoolSide {
@@ -549,7 +549,7 @@ export abstract class LeanPool<T> implements PoolSide {
   }
 }
 
-/** keep-alive connections to local pods, per pod address, for requests without a body */
+/** keep-alive connections to local pods, per pod address, for requests without a body or with all of it here */
 export class LeanPodClient extends LeanPool<string> {
   private readonly bindIp: string;
   private readonly onSocket: (s: Socket) => void;

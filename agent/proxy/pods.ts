@@ -318,7 +318,7 @@ export function sendHttp1(up: Http1Upstream, head: RequestHead, traceparent: str
     // no body (a GET): the request ends at once instead of piping nothing into it; the
     // client's stream is drained so that it ends too
     if (bodiless(body)) {
-      body.resume();
+      drain(body);
       req.end();
       return;
     }
