@@ -81,7 +81,7 @@ export class Egress {
     this.ctx = ctx;
     this.destination = destination;
     this.pool = pool;
-    this.mesh = new MeshRequests(pool, ctx.limits.tunnelIdleStreamsPerPeer);
+    this.mesh = new MeshRequests(pool, { idlePerPeer: ctx.limits.tunnelIdleStreamsPerPeer, maxAgeMs: ctx.limits.tunnelStreamMaxAgeMs });
     this.carry = carry;
     this.traffic = new TrafficState(ctx, (ep) => this.probeConnection(ep));
     // the client pod's bytes meet the limits here first: llhttp strict, head size, count and

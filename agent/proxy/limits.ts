@@ -34,6 +34,8 @@ export interface ProxyLimits {
   tunnelMaxHeaderPairs: number;
   /** tunnel: idle pooled streams (mesh.ts) kept to one peer node, over all its source and destination pods */
   tunnelIdleStreamsPerPeer: number;
+  /** tunnel: a pooled stream (mesh.ts) is retired once it is this old, however busy; 0: never */
+  tunnelStreamMaxAgeMs: number;
   /** HTTP/2: memory nghttp2 may hold per session, in MB, before it refuses new streams */
   h2SessionMemoryMb: number;
   /** HTTP/2: invalid frames tolerated before the session is closed */
@@ -76,6 +78,12 @@ export const DEFAULT_LIMITS: Readonly<ProxyLimits> = Object.freeze({
   // a pool is per source pod and destination pod, 64 idle streams each: without a bound per
   // peer, a burst between many pairs of pods would keep tens of thousands open for 30 s
   tunnelIdleStreamsPerPeer: 1_024,
+  // the destination checks a pooled stream's source when it opens, and again at each
+  // snapshot (inbound.ts recheckPooled()); a destination of an older version does only the
+  // first, so during a rolling upgrade a busy stream would carry one check for hours.
+  // Retired after a minute, no check covers more, whatever the peer's version: one CONNECT
+  // a minute per busy pair of pods
+  tunnelStreamMaxAgeMs: 60_000,
   // one session carries every connection between two nodes, so the 10 MB default would
   // throttle a busy pair of nodes long before memory is a real concern
   h2SessionMemoryMb: 128,
@@ -96,8 +104,8 @@ export function resolveLimits(over: Partial<ProxyLimits> | undefined): ProxyLimi
   const l: ProxyLimits = { ...DEFAULT_LIMITS, ...over };
   for (const k of Object.keys(DEFAULT_LIMITS) as Array<keyof ProxyLimits>) {
     const v = l[k];
-    // a zero timeout means "none" in node; a zero size or count would refuse everything
-    const min = k === 'requestTimeoutMs' ? 0 : 1;
+    // a zero timeout or age means "none"; a zero size or count would refuse everything
+    const min = k === 'requestTimeoutMs' || k === 'tunnelStreamMaxAgeMs' ? 0 : 1;
     if (!Number.isInteger(v) || v < min) {
       throw new ProxyError('NODAL_ERR_PROXY_CONFIG', `proxy options: limits.${k} ${String(v)} is not an integer >= ${min}`);
     }

@@ -43,9 +43,10 @@ const IDLE_MS = 30_000;
 /** idle streams kept per source workload and pod */
 const IDLE_PER_KEY = 64;
 /**
- * Requests a pooled stream carries before it is retired. The destination checks a stream's
- * source when it opens and again at each snapshot (inbound.ts recheckPooled()); retiring it
- * as well bounds what any one check covers.
+ * Requests a pooled stream carries before it is retired (and ProxyLimits
+ * tunnelStreamMaxAgeMs, its age). The destination checks a stream's source when it opens
+ * and again at each snapshot (inbound.ts recheckPooled()); retiring it as well bounds what
+ * any one check covers, on a destination that does only the first too.
  */
 const MAX_REQUESTS_PER_STREAM = 10_000;
 
@@ -69,6 +70,8 @@ interface MeshOptions {
 const refusals = new WeakMap<object, number>();
 /** requests each of the agent's streams has carried */
 const carried = new WeakMap<object, number>();
+/** when each of the agent's streams was opened (Date.now()) */
+const openedAt = new WeakMap<object, number>();
 
 /**
  * Open a CONNECT stream for `t` on the session to its node: node's agent and the lean pool
@@ -118,6 +121,7 @@ class MeshAgent extends Agent {
     try {
       const s = openStream(this.tunnels, (o as MeshOptions).meshTarget);
       s.once('response', onConnectAnswer);
+      openedAt.set(s, Date.now());
       return s;
     } catch (err) {
       done(err as Error); // the session is unusable: a connect failure, nothing was sent
@@ -129,10 +133,12 @@ class MeshAgent extends Agent {
 /** the lean client's pool (pod-h1.ts) over CONNECT streams, for requests without a body or with a small whole one */
 class MeshLeanPool extends LeanPool<MeshTarget> {
   private readonly tunnels: TunnelPool;
+  private readonly maxAge: number;
 
-  constructor(tunnels: TunnelPool, idlePerPeer: number) {
-    super(IDLE_PER_KEY, idlePerPeer);
+  constructor(tunnels: TunnelPool, bounds: MeshPoolBounds) {
+    super(IDLE_PER_KEY, bounds.idlePerPeer);
     this.tunnels = tunnels;
+    this.maxAge = bounds.maxAgeMs;
   }
 
   /** a peer node's pools share one bound on idle streams (ProxyLimits tunnelIdleStreamsPerPeer) */
@@ -157,6 +163,10 @@ class MeshLeanPool extends LeanPool<MeshTarget> {
     return MAX_REQUESTS_PER_STREAM;
   }
 
+  override maxAgeMs(): number {
+    return this.maxAge;
+  }
+
   /** no timer per connection: MeshRequests closes the idle ones every IDLE_MS */
   idleMs(): number {
     return 0;
@@ -177,14 +187,24 @@ class MeshLeanPool extends LeanPool<MeshTarget> {
 /** what node's agent calls on a socket it pools, which a stream has no use for */
 function noop(): void {}
 
+/** how many pooled streams stay, and for how long (ProxyLimits) */
+export interface MeshPoolBounds {
+  /** idle streams kept to one peer node (tunnelIdleStreamsPerPeer) */
+  idlePerPeer: number;
+  /** a stream is retired once it is this old (tunnelStreamMaxAgeMs); 0: never */
+  maxAgeMs: number;
+}
+
 export class MeshRequests {
   private readonly agent: MeshAgent;
   private readonly lean: MeshLeanPool | undefined;
   private readonly sweep: NodeJS.Timeout;
+  private readonly maxAge: number;
 
-  constructor(tunnels: TunnelPool, idlePerPeer: number) {
+  constructor(tunnels: TunnelPool, bounds: MeshPoolBounds) {
     this.agent = new MeshAgent(tunnels);
-    this.lean = leanClientAvailable ? new MeshLeanPool(tunnels, idlePerPeer) : undefined;
+    this.lean = leanClientAvailable ? new MeshLeanPool(tunnels, bounds) : undefined;
+    this.maxAge = bounds.maxAgeMs;
     // the lean pool's idle streams: closed every IDLE_MS (one timer, not one per stream and request)
     this.sweep = setInterval(() => this.lean?.closeIdle(), IDLE_MS).unref();
   }
@@ -220,7 +240,9 @@ export class MeshRequests {
         stream = s;
         const n = (carried.get(s) ?? 0) + 1;
         carried.set(s, n);
-        return n >= MAX_REQUESTS_PER_STREAM;
+        // node's agent hands out a free stream however old: past its age it carries this
+        // request, its last
+        return n >= MAX_REQUESTS_PER_STREAM || (this.maxAge > 0 && Date.now() - (openedAt.get(s) ?? 0) >= this.maxAge);
       },
     }, head, traceparent, body, signal).catch((err: unknown) => {
       const status = stream ? refusals.get(stream) : undefined;

@@ -67,6 +67,8 @@ interface PoolSide {
   maxRequests(key: string): number;
   /** an idle connection to `key` is closed after this long; 0: never */
   idleMs(key: string): number;
+  /** a connection to `key` is retired once it is this old; 0: never */
+  maxAgeMs(key: string): number;
   release(conn: PodConnection): void;
   forget(conn: PodConnection): void;
   /** send `ex` again, on a new connection to `key` */
@@ -138,6 +140,8 @@ export class PodConnection implements EndOfTurn {
   private outBody: Buffer | undefined;
   /** requests carried, this one included */
   carried = 0;
+  /** when it was opened (Date.now()) */
+  readonly openedAt = Date.now();
   /** a byte of the answer to the request in flight came in */
   private heard = false;
   connected = false;
@@ -341,7 +345,7 @@ export class PodConnection implements EndOfTurn {
     this.exchange = undefined;
     unwatchAbort(ex.signal, this.aborted);
     const max = this.pool.maxRequests(this.key);
-    if (!this.keepAlive || this.socket.destroyed || (max > 0 && this.carried >= max)) {
+    if (!this.keepAlive || this.socket.destroyed || (max > 0 && this.carried >= max) || this.tooOld()) {
       this.socket.destroy();
       return;
     }
@@ -352,6 +356,12 @@ export class PodConnection implements EndOfTurn {
     }
     if (this.socket.isPaused()) this.socket.resume(); // a pause for backpressure must not outlive its answer
     this.pool.release(this);
+  }
+
+  /** older than its pool keeps a connection (maxAgeMs) */
+  tooOld(): boolean {
+    const age = this.pool.maxAgeMs(this.key);
+    return age > 0 && Date.now() - this.openedAt >= age;
   }
 
   private closed(): void {
@@ -444,6 +454,10 @@ export abstract class LeanPool<T> implements PoolSide {
   abstract describe(key: string): string;
   abstract maxRequests(key: string): number;
   abstract idleMs(key: string): number;
+  /** a connection to `key` is retired once it is this old (at the end of its answer, or when taken idle); 0: never */
+  maxAgeMs(_key: string): number {
+    return 0;
+  }
   /** the transport of a new connection for `key` (Opener) */
   protected abstract connect(c: PodConnection, target: T): Duplex;
   /** a new connection, opened */
@@ -520,7 +534,8 @@ export abstract class LeanPool<T> implements PoolSide {
       const c = list.pop();
       if (c === undefined) return undefined;
       this.leftIdle(c);
-      if (!c.socket.destroyed && c.socket.writable) return c;
+      if (c.tooOld()) c.socket.destroy();
+      else if (!c.socket.destroyed && c.socket.writable) return c;
     }
   }
 

@@ -140,16 +140,22 @@ export async function startTwoNodes(block: number, pods: PodSpec[], limits: Part
 
 /** one GET on a connection of its own (`dial`), as a client library sends it */
 export function httpGet(dial: () => Socket, path: string): Promise<{ status: number; body: string }> {
+  return httpSend(dial, 'GET', path);
+}
+
+/** one request on a connection of its own (`dial`), with `body` (text/plain) if given */
+export function httpSend(dial: () => Socket, method: string, path: string, body?: string): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
     const agent = new Agent({ keepAlive: false });
     (agent as unknown as { createConnection: () => Socket }).createConnection = dial;
-    const req = request({ agent, host: 'backend', path }, (res) => {
-      let body = '';
+    const headers = body === undefined ? {} : { 'content-type': 'text/plain', 'content-length': Buffer.byteLength(body) };
+    const req = request({ agent, host: 'backend', method, path, headers }, (res) => {
+      let text = '';
       res.setEncoding('utf8');
-      res.on('data', (c: string) => { body += c; });
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      res.on('data', (c: string) => { text += c; });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
     });
     req.on('error', reject);
-    req.end();
+    req.end(body);
   });
 }

@@ -74,11 +74,14 @@ describe('proxy limits', () => {
     assert.deepEqual(resolveLimits(undefined), DEFAULT_LIMITS);
     assert.equal(resolveLimits({ headersTimeoutMs: 300 }).headersTimeoutMs, 300);
     assert.equal(resolveLimits({ headersTimeoutMs: 300 }).maxHeaderBytes, DEFAULT_LIMITS.maxHeaderBytes);
+    // 0: pooled tunnel streams are not retired by age
+    assert.equal(resolveLimits({ tunnelStreamMaxAgeMs: 0 }).tunnelStreamMaxAgeMs, 0);
   });
 
   it('refuses limits that cannot work, naming them', () => {
     const bad: Array<Partial<ProxyLimits>> = [
       { maxHeaderBytes: 0 }, { headersTimeoutMs: -1 }, { h2ResetRate: 1.5 }, { requestTimeoutMs: 1_000, headersTimeoutMs: 2_000 },
+      { tunnelStreamMaxAgeMs: -1 },
     ];
     for (const over of bad) {
       assert.throws(() => resolveLimits(over), (err: Error & { code?: string }) => {
