@@ -32,7 +32,7 @@ export interface ProxyLimits {
   tunnelMaxHeaderBytes: number;
   /** tunnel: header fields of one stream, pseudo-headers included */
   tunnelMaxHeaderPairs: number;
-  /** tunnel: idle pooled streams (mesh.ts) kept to one peer node, over all its source and destination pods */
+  /** tunnel: idle pooled streams (mesh.ts) kept to one peer node, over all its source and destination pods, by each of the two pools (lean, node's agent) */
   tunnelIdleStreamsPerPeer: number;
   /** tunnel: a pooled stream (mesh.ts) is retired once it is this old, however busy; 0: never */
   tunnelStreamMaxAgeMs: number;

@@ -17,7 +17,7 @@
 // stays reachable until V8's next full GC (stream.ts releaseOnClose), so cross-node load made
 // young-generation GC pauses of 10-20 ms. docs/benchmarks.md has the figures.
 
-import { Agent, type IncomingMessage } from 'node:http';
+import { Agent, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex, Readable } from 'node:stream';
@@ -101,16 +101,60 @@ function refusal(t: MeshTarget, status: number): UpstreamError {
   return new UpstreamError('connect-failure', `tunnel to ${t.peer.name}: ${t.dst} refused the connection (${status})`, { refused: status });
 }
 
+/** the peer node a pool key names (its part before '>'): idle streams are bounded per peer */
+function peerOf(key: string): string {
+  return key.slice(0, key.indexOf('>'));
+}
+
 /**
- * node:http's keep-alive agent over CONNECT streams, for requests with a body: a pool per
- * source workload and pod (getName), a new stream when none is free (createConnection)
+ * node:http's keep-alive agent over CONNECT streams, for larger request bodies: a pool per
+ * source workload and pod (getName), a new stream when none is free (createConnection).
+ * Its idle streams are bounded per peer node as the lean pool's are (tunnelIdleStreamsPerPeer).
  */
 class MeshAgent extends Agent {
   private readonly tunnels: TunnelPool;
+  private readonly idlePerPeer: number;
+  /** each stream's peer (peerOf()) */
+  private readonly peers = new WeakMap<object, string>();
+  /** the streams in the free lists, and how many per peer */
+  private readonly idle = new WeakSet<object>();
+  private readonly idleOfPeer = new Map<string, number>();
 
-  constructor(tunnels: TunnelPool) {
+  constructor(tunnels: TunnelPool, idlePerPeer: number) {
     super({ keepAlive: true, maxFreeSockets: IDLE_PER_KEY, scheduling: 'lifo', timeout: IDLE_MS });
     this.tunnels = tunnels;
+    this.idlePerPeer = idlePerPeer;
+  }
+
+  /** node's agent asks before it puts a stream in a free list: not past the peer's bound */
+  override keepSocketAlive(s: Duplex): boolean {
+    const peer = this.peers.get(s) ?? '';
+    const n = this.idleOfPeer.get(peer) ?? 0;
+    // node's own rules next: its idle timeout, a server's Keep-Alive hint
+    if (n >= this.idlePerPeer || (super.keepSocketAlive(s) as unknown) === false) return false;
+    this.idleOfPeer.set(peer, n + 1);
+    this.idle.add(s);
+    return true;
+  }
+
+  /** a free stream taken for a request */
+  override reuseSocket(s: Duplex, req: ClientRequest): void {
+    this.leftIdle(s);
+    super.reuseSocket(s, req);
+  }
+
+  /** a stream closed (node's agent also calls this as it moves a stream into a free list: it is still writable then) */
+  removeSocket(s: Duplex, options: object): void {
+    if (!s.writable) this.leftIdle(s);
+    (Agent.prototype as unknown as { removeSocket(s: Duplex, o: object): void }).removeSocket.call(this, s, options);
+  }
+
+  private leftIdle(s: Duplex): void {
+    if (!this.idle.delete(s)) return;
+    const peer = this.peers.get(s) ?? '';
+    const n = (this.idleOfPeer.get(peer) ?? 1) - 1;
+    if (n > 0) this.idleOfPeer.set(peer, n);
+    else this.idleOfPeer.delete(peer);
   }
 
   override getName(o: object): string {
@@ -122,6 +166,7 @@ class MeshAgent extends Agent {
       const s = openStream(this.tunnels, (o as MeshOptions).meshTarget);
       s.once('response', onConnectAnswer);
       openedAt.set(s, Date.now());
+      this.peers.set(s, peerOf((o as MeshOptions).meshKey));
       return s;
     } catch (err) {
       done(err as Error); // the session is unusable: a connect failure, nothing was sent
@@ -143,7 +188,7 @@ class MeshLeanPool extends LeanPool<MeshTarget> {
 
   /** a peer node's pools share one bound on idle streams (ProxyLimits tunnelIdleStreamsPerPeer) */
   protected override group(key: string): string {
-    return key.slice(0, key.indexOf('>'));
+    return peerOf(key);
   }
 
   send(key: string, t: MeshTarget, text: string, body: Buffer, method: string, signal: AbortSignal,
@@ -202,7 +247,7 @@ export class MeshRequests {
   private readonly maxAge: number;
 
   constructor(tunnels: TunnelPool, bounds: MeshPoolBounds) {
-    this.agent = new MeshAgent(tunnels);
+    this.agent = new MeshAgent(tunnels, bounds.idlePerPeer);
     this.lean = leanClientAvailable ? new MeshLeanPool(tunnels, bounds) : undefined;
     this.maxAge = bounds.maxAgeMs;
     // the lean pool's idle streams: closed every IDLE_MS (one timer, not one per stream and request)

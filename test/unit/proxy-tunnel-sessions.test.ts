@@ -2,12 +2,13 @@
 // nghttp2 holds any stream beyond that, unsent, until an open one ends. Connections between
 // two nodes beyond that limit must not wait on each other: the source proxy opens another
 // session to the peer (tunnel.ts TunnelPool). And the pooled streams a burst opened do not
-// all stay open afterwards: idle ones are bounded per peer (mesh.ts, tunnelIdleStreamsPerPeer).
+// all stay open afterwards: idle ones are bounded per peer (mesh.ts, tunnelIdleStreamsPerPeer),
+// in the lean pool and in node's agent (large bodies) alike.
 import assert from 'node:assert/strict';
 import { createServer as httpServer } from 'node:http';
 import { createServer, type Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
-import { httpGet, startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
+import { httpGet, httpSend, startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
 
 const BLOCK = 80;
 /** streams per session, as node-b advertises it and node-a holds to */
@@ -76,5 +77,19 @@ describe('tunnel sessions: more connections between two nodes than one session c
     const next = await Promise.all([0, 1].map((i) => httpGet(() => mesh.dial(mesh.ip.web!), `/next-${i}`)));
     assert.deepEqual(next.map((a) => a.body), ['web /next-0', 'web /next-1']);
     assert.equal(await openAtB(), IDLE_PER_PEER);
+  });
+
+  it(`so do requests with large bodies (node's agent, not the lean pool): at most ${IDLE_PER_PEER} more idle streams`, async () => {
+    // the lean pool's idle streams from the test before stay; the agent keeps its own
+    const lean = await openAtB();
+    const body = 'x'.repeat(20 * 1024);
+    const answers = await Promise.all(Array.from({ length: 6 }, (_, i) => httpSend(() => mesh.dial(mesh.ip.web!), 'POST', `/large-${i}`, body)));
+    assert.deepEqual(answers.map((a) => a.body), answers.map((_, i) => `web /large-${i}`));
+    for (let i = 0; i < 100 && await openAtB() > lean + IDLE_PER_PEER; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(await openAtB(), lean + IDLE_PER_PEER);
+    // the kept ones carry the next large bodies without opening more
+    const next = await Promise.all([0, 1].map((i) => httpSend(() => mesh.dial(mesh.ip.web!), 'POST', `/again-${i}`, body)));
+    assert.deepEqual(next.map((a) => a.body), ['web /again-0', 'web /again-1']);
+    assert.equal(await openAtB(), lean + IDLE_PER_PEER);
   });
 });
