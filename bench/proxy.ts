@@ -8,7 +8,8 @@
 // measuring requests/s with the proxy pinned to one CPU and its CPU time while it runs
 // (HTTP/1.1 also with a small POST body), p50/p99 at a fixed 1,000 requests/s, and RSS per
 // 1,000 idle keep-alive connections; the HTTP/1.1 per-core ratio and the evenly spaced p99
-// again in rounds of the paths taken in turn. Both NodeProxy instances run in one process
+// again in rounds of the paths taken in turn; and, with perf on PATH, what the slowest 1% of
+// evenly spaced requests waited on (bench/helpers/tail.ts). Both NodeProxy instances run in one process
 // (bench/helpers/proxy-pair.ts) with a stubbed datapath lookup, as in
 // test/unit/proxy-l7.test.ts. No sandbox, no BPF.
 // Run: node dist/bench/proxy.js [--seconds S] [--calm-wait S] [--rounds N] [--paced-rounds N]
@@ -23,6 +24,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { cpuSeconds, h2load, holdConnections, rssKiB, wrk, type LoadResult } from './helpers/load.ts';
 import { nginxConf } from './helpers/nginx.ts';
+import { CAUSES, canTrace, traceTail, type Cause, type Tail } from './helpers/tail.ts';
 import type { PairService, Topology } from './helpers/proxy-pair.ts';
 import { machine, numberArg, percentile, table, writeSection } from './report.ts';
 
@@ -436,6 +438,19 @@ async function main(): Promise<void> {
         process.stderr.write(`evenly spaced round ${i + 1}: added p99 nodal ${add(1)} / ${add(2)} ms, nginx ${add(3)}, haproxy ${add(4)}\n`);
       });
 
+    // what the slowest 1% of evenly spaced requests waited on: one more run per path under
+    // perf's scheduler trace (bench/helpers/tail.ts); without perf, not measured
+    const tails = new Map<string, Tail>();
+    const traced = await canTrace();
+    if (traced) {
+      for (const path of [h1[1]!, h1[2]!, h1[3]!]) {
+        await aim(path);
+        tails.set(path.name, await traceTail(dir, join(dir, 'rate.log'), PACED_SECONDS, pidOf(path)!,
+          () => fixedRate('http1', url('http1', path), dir, grpcBody, 1, PACED_SECONDS)));
+        process.stderr.write(`tail ${path.name}: ${JSON.stringify(tails.get(path.name))}\n`);
+      }
+    }
+
     const loadEnd = loadavg()[0]!;
     const took = (Date.now() - began) / 1000;
 
@@ -464,6 +479,11 @@ async function main(): Promise<void> {
       return [path.name, f0(r.rps), f2(r.p50), f2(r.p99), path.proxy ? f2(r.p99 - pacedDirect.p99) : '—',
         r.cores ? ((r.cores / r.rps) * 1e6).toFixed(0) : '—', r.errors || '—'];
     });
+    const CAUSE_LABEL: Record<Cause, string> = {
+      proxyThreads: "the proxy's other threads", proxyLoop: "the proxy's event loop, busy", kernel: 'kernel threads',
+      allIdle: 'every CPU idle', other: 'the rest',
+    };
+    const tailRows = [...tails].map(([name, t]) => [name, f0(t.requests), f2(t.p99), ...CAUSES.map((c) => String(t.causes[c]))]);
     const pacedAdded = (i: number): number => paced.get(h1[i]!.name)!.p99 - pacedDirect.p99;
     const h1full = (i: number): Measured => full.get(`http1/${h1[i]!.name}`)!;
     const nginxH1 = h1full(3);
@@ -572,6 +592,17 @@ each round; the direct p99, then each path's p99 minus that round's direct p99 (
 
 ${table(['round', 'direct p99', 'nodal, same node', 'nodal, cross-node', 'nginx', 'haproxy'], pacedRoundRows)}
 ${pacedErrors.length > 0 ? `\nErrors in these rounds: ${pacedErrors.join('; ')}.\n` : ''}
+**What the slowest 1% waited on.** One more evenly spaced run per path
+(\`-D${PACED_SECONDS}\`) under the kernel's scheduler trace (\`perf record -e sched:sched_switch -a\`,
+\`bench/helpers/tail.ts\`). Each request at or above the run's p99 is put down to what took the
+most of its own time beyond one request's ordinary work (more than 0.2 ms of it): the proxy's other threads (nodal: V8's
+compiler and GC helpers, which share the proxy's core), its event loop busy for longer than a
+request takes (a GC pause, a long task), kernel threads, every CPU idle at once (nothing could
+run: the request waited on a wake-up, on this VM the hypervisor's), or the rest (the load tool,
+the backend, nothing above the threshold).
+
+${traced ? table(['path', 'requests', 'p99 ms', ...CAUSES.map((c) => CAUSE_LABEL[c])], tailRows) : 'Not measured: `perf` is not on PATH, or may not trace the scheduler here.'}
+
 **Memory per 1,000 open connections**: RSS of the proxy process idle (before the runs
 above, after ${HOLD_WARMUP} connections opened and closed; for nodal after a full GC), then with ${HOLD.toLocaleString('en-US')} idle HTTP/1.1
 keep-alive connections open through it, each having carried one request
