@@ -32,12 +32,17 @@ APT_PACKAGES  := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool 
 
 setup: setup-apt setup-node setup-npm
 
-setup-apt:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+# the Debian packages of $(1) this machine lacks, installed; $(2) names the target in what it prints
+define apt_install
+	@missing=""; for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
-	  echo "setup: installing Debian packages:$$missing"; \
+	  echo "$(2): installing Debian packages:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	else echo "setup: Debian packages present"; fi
+	else echo "$(2): Debian packages present"; fi
+endef
+
+setup-apt:
+	$(call apt_install,$(APT_PACKAGES),setup)
 
 setup-node:
 	@sysmajor=$$(command -v node >/dev/null && node -p 'process.versions.node.split(".")[0]' || echo 0); \
@@ -96,7 +101,11 @@ test-kernel: build
 test-e2e: build
 	node --test --test-concurrency=1 --test-reporter=spec "dist/test/e2e/**/*.test.js"
 
+# make bench only: perf's scheduler trace for the proxy bench's latency tail (bench/helpers/tail.ts)
+BENCH_APT_PACKAGES := linux-perf
+
 bench: setup build
+	$(call apt_install,$(BENCH_APT_PACKAGES),bench)
 	node dist/bench/run.js
 
 up: setup build
