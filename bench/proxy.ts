@@ -8,9 +8,9 @@
 // measuring requests/s with the proxy pinned to one CPU and its CPU time while it runs
 // (HTTP/1.1 also with a small POST body), p50/p99 at a fixed 1,000 requests/s, and RSS per
 // 1,000 idle keep-alive connections; the HTTP/1.1 per-core ratio and the evenly spaced p99
-// again in rounds of the paths taken in turn; and, with perf on PATH, what the slowest 1% of
-// evenly spaced requests waited on (bench/helpers/tail.ts). Both NodeProxy instances run in one process
-// (bench/helpers/proxy-pair.ts) with a stubbed datapath lookup, as in
+// again in rounds of the paths taken in turn; and, with perf on PATH, what the slowest 1%
+// of evenly spaced requests waited on (bench/helpers/tail.ts). Both NodeProxy instances run
+// in one process (bench/helpers/proxy-pair.ts) with a stubbed datapath lookup, as in
 // test/unit/proxy-l7.test.ts. No sandbox, no BPF.
 // Run: node dist/bench/proxy.js [--seconds S] [--calm-wait S] [--rounds N] [--paced-rounds N]
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
@@ -441,14 +441,18 @@ async function main(): Promise<void> {
     // what the slowest 1% of evenly spaced requests waited on: one more run per path under
     // perf's scheduler trace (bench/helpers/tail.ts); without perf, not measured
     const tails = new Map<string, Tail>();
-    const traced = await canTrace();
-    if (traced) {
-      for (const path of [h1[1]!, h1[2]!, h1[3]!]) {
-        await aim(path);
+    let untraced = (await canTrace()) ? '' : '`perf` is not on PATH, or may not trace the scheduler here';
+    for (const path of untraced ? [] : [h1[1]!, h1[2]!, h1[3]!]) {
+      await aim(path);
+      try {
         tails.set(path.name, await traceTail(dir, join(dir, 'rate.log'), PACED_SECONDS, pidOf(path)!,
           () => fixedRate('http1', url('http1', path), dir, grpcBody, 1, PACED_SECONDS)));
-        process.stderr.write(`tail ${path.name}: ${JSON.stringify(tails.get(path.name))}\n`);
+      } catch (err) {
+        // the rest of the report stands without this table
+        untraced = `tracing ${path.name} failed: ${(err as Error).message}`;
+        break;
       }
+      process.stderr.write(`tail ${path.name}: ${JSON.stringify(tails.get(path.name))}\n`);
     }
 
     const loadEnd = loadavg()[0]!;
@@ -480,7 +484,7 @@ async function main(): Promise<void> {
         r.cores ? ((r.cores / r.rps) * 1e6).toFixed(0) : '—', r.errors || '—'];
     });
     const CAUSE_LABEL: Record<Cause, string> = {
-      proxyThreads: "the proxy's other threads", proxyLoop: "the proxy's event loop, busy", kernel: 'kernel threads',
+      proxyThreads: "the proxy's other threads", proxyLoop: "the proxy's event loop", kernel: 'kernel threads',
       allIdle: 'every CPU idle', other: 'the rest',
     };
     const tailRows = [...tails].map(([name, t]) => [name, f0(t.requests), f2(t.p99), ...CAUSES.map((c) => String(t.causes[c]))]);
@@ -594,14 +598,15 @@ ${table(['round', 'direct p99', 'nodal, same node', 'nodal, cross-node', 'nginx'
 ${pacedErrors.length > 0 ? `\nErrors in these rounds: ${pacedErrors.join('; ')}.\n` : ''}
 **What the slowest 1% waited on.** One more evenly spaced run per path
 (\`-D${PACED_SECONDS}\`) under the kernel's scheduler trace (\`perf record -e sched:sched_switch -a\`,
-\`bench/helpers/tail.ts\`). Each request at or above the run's p99 is put down to what took the
-most of its own time beyond one request's ordinary work (more than 0.2 ms of it): the proxy's other threads (nodal: V8's
-compiler and GC helpers, which share the proxy's core), its event loop busy for longer than a
-request takes (a GC pause, a long task), kernel threads, every CPU idle at once (nothing could
-run: the request waited on a wake-up, on this VM the hypervisor's), or the rest (the load tool,
-the backend, nothing above the threshold).
+\`bench/helpers/tail.ts\`). Within each request's own interval, the time each CPU spent on
+what is summed; a request at or above the run's p99 is put down to the cause whose time most
+exceeds what the run's median request spent on it, if by more than 0.2 ms: the proxy's other
+threads (nodal: V8's compiler and GC helpers, which share the proxy's core), its event loop
+(a GC pause, a long task), kernel threads, every CPU idle at once (nothing could run: the
+request waited on a wake-up, on this VM the hypervisor's), or the rest (the load tool, the
+backend, or nothing that stands out).
 
-${traced ? table(['path', 'requests', 'p99 ms', ...CAUSES.map((c) => CAUSE_LABEL[c])], tailRows) : 'Not measured: `perf` is not on PATH, or may not trace the scheduler here.'}
+${untraced ? `Not measured: ${untraced}.` : table(['path', 'requests', 'p99 ms', ...CAUSES.map((c) => CAUSE_LABEL[c])], tailRows)}
 
 **Memory per 1,000 open connections**: RSS of the proxy process idle (before the runs
 above, after ${HOLD_WARMUP} connections opened and closed; for nodal after a full GC), then with ${HOLD.toLocaleString('en-US')} idle HTTP/1.1
