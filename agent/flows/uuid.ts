@@ -23,6 +23,18 @@ let uuidNext = UUID_BLOCK;
 
 function refillUuids(): void {
   randomFillSync(uuidBytes);
+  formatUuids();
+  uuidBlock = uuidText.toString('latin1');
+  uuidNext = 0;
+}
+
+/**
+ * uuidBytes as text into uuidText. A function of its own, with nothing after its loop: V8
+ * compiles the loop while it runs (OSR) before any refill has finished, and code after it
+ * in the same function would be compiled without type feedback and deoptimized at every
+ * refill until V8 compiled the function anew.
+ */
+function formatUuids(): void {
   for (let u = 0; u < UUID_BLOCK; u++) {
     const o = u * 16;
     uuidBytes[o + 6] = (uuidBytes[o + 6]! & 0x0f) | 0x40; // version 4
@@ -30,8 +42,6 @@ function refillUuids(): void {
     const t = u * 36;
     for (let i = 0; i < 16; i++) uuidView.setUint16(t + UUID_AT[i]!, HEX2[uuidBytes[o + i]!]!, true);
   }
-  uuidBlock = uuidText.toString('latin1');
-  uuidNext = 0;
 }
 
 /** a random (v4) UUID for a flow, from the current block */
