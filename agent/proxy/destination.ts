@@ -113,11 +113,16 @@ export class Destination {
       return res503;
     }
 
+    // an answer here whole is over: its outcome is known (a gRPC answer's trailers came with
+    // it, and its body stream is never read, so it would never end), and no policy change
+    // can cut it off any more
+    if (res.whole !== undefined) {
+      this.finish(rec, res, res.status, grpc ? grpcStatusOf(res) : undefined, 'FORWARDED');
+      return res;
+    }
     // plain HTTP's outcome is known at the response head; gRPC's (grpc-status) at the end
     if (!grpc) {
       this.finish(rec, res, res.status, undefined, 'FORWARDED');
-      // an answer here whole is over: no policy change can cut it off any more
-      if (res.whole !== undefined) return res;
       const live = new LiveRequest(conn, input, res.body);
       this.live.add(live);
       res.body.once('close', () => this.live.delete(live));
@@ -139,6 +144,11 @@ export class Destination {
       }
     });
     return res;
+  }
+
+  /** what revalidate() would ask again now */
+  get liveCount(): number {
+    return this.live.size;
   }
 
   /** keep an opaque connection or an upgraded stream for revalidation until it closes */

@@ -518,8 +518,9 @@ export class Egress {
         durationMs: seconds * 1000, retries: req.retries, verdict, policy: '',
       });
     };
-    // gRPC's outcome is in its trailers: record when the body ends
-    if (req.grpc && !res.empty) res.body.once('close', done);
+    // gRPC's outcome is in its trailers: record when the body ends, or now when the answer
+    // came whole with them (its body stream is never read, so it would never end)
+    if (req.grpc && !res.empty && res.whole === undefined) res.body.once('close', done);
     else done();
   }
 

@@ -108,6 +108,11 @@ export class NodeProxy {
     return { outbound: this.address('outbound'), inbound: this.address('inbound') };
   }
 
+  /** forwarded requests and connections held for the recheck a policy change makes (each until it closes) */
+  get trackedLive(): number {
+    return this.inbound.destination.liveCount;
+  }
+
   update(snapshot: Snapshot): void {
     if (this.closed) throw new ProxyError('NODAL_ERR_PROXY_CLOSED', 'proxy is closed');
     if (snapshot.node !== this.opts.node) {

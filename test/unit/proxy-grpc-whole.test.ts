@@ -1,0 +1,214 @@
+// A unary gRPC answer that arrives whole (headers, message and trailers in one read, as a
+// small unary answer usually does) is taken as a WholeResponse: its body stream is never
+// read. Its outcome (grpc-status, in trailers already here) must still be recorded at once
+// on both sides: the destination's flow and both proxies' request metrics. Nothing of the
+// request may stay behind in what the proxies track (the policy recheck's live set), or
+// memory grows with every call. The gRPC pods write each answer in one write (node:http2's
+// server would leave that to timing); the client is @grpc/grpc-js.
+import { after, before, describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { createServer as netServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import pino from 'pino';
+import { Registry } from 'prom-client';
+import type { EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
+import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
+import { FlowSink } from '../helpers/flow-sink.ts';
+
+const TRUST = 'cluster.local';
+const ID = { client: 256, near: 257, far: 258 } as const;
+// 127.0.92.0–127.0.95.255: this file's own
+const IP = { client: '127.0.0.1', near: '127.0.95.1', far: '127.0.95.2', nearVip: '127.0.95.101', farVip: '127.0.95.102' } as const;
+const CALLS = 40;
+const METHOD = '/demo.Greeter/Hello';
+
+function identity(id: number, sa: string): IdentityInfo {
+  return { id, namespace: 'app', serviceAccount: sa, labels: { app: sa }, spiffeId: `spiffe://${TRUST}/ns/app/sa/${sa}` };
+}
+function endpoint(name: string, node: string, ip: string, id: number): EndpointInfo {
+  return { namespace: 'app', name, uid: `uid-${name}`, node, ip, identity: id, labels: { app: name }, serviceAccount: name, enrolled: true };
+}
+
+/** an HPACK literal header field without indexing, new name, no Huffman (RFC 7541 §6.2.2); names and values under 127 bytes */
+function literal(name: string, value: string): Buffer {
+  return Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
+}
+
+function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
+  const head = Buffer.alloc(9);
+  head.writeUIntBE(payload.length, 0, 3);
+  head[3] = type;
+  head[4] = flags;
+  head.writeUInt32BE(stream, 5);
+  return Buffer.concat([head, payload]);
+}
+
+const DATA = 0;
+const HEADERS = 1;
+const SETTINGS = 4;
+const END_STREAM = 1;
+const END_HEADERS = 4;
+const ACK = 1;
+const PREFACE = 24;
+
+/**
+ * A gRPC pod (h2c) that writes each answer whole, in one write: HEADERS, one DATA frame
+ * and the trailers. node:http2's server sends the trailers in a write of their own, so
+ * whether the proxy reads the answer whole would be up to timing; here it always is. It
+ * reads only what it needs of the client's frames (their HPACK blocks are not decoded).
+ */
+function wholeGrpcPod(): NetServer {
+  return netServer((socket) => {
+    socket.on('error', () => {});
+    socket.write(frame(SETTINGS, 0, 0, Buffer.alloc(0)));
+    let buf = Buffer.alloc(0);
+    let prefaceSeen = false;
+    const bodies = new Map<number, Buffer[]>();
+    socket.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (!prefaceSeen) {
+        if (buf.length < PREFACE) return;
+        buf = buf.subarray(PREFACE);
+        prefaceSeen = true;
+      }
+      while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+        const len = buf.readUIntBE(0, 3);
+        const [type, flags] = [buf[3]!, buf[4]!];
+        const id = buf.readUInt32BE(5) & 0x7fffffff;
+        const payload = buf.subarray(9, 9 + len);
+        buf = buf.subarray(9 + len);
+        if (type === SETTINGS && (flags & ACK) === 0) socket.write(frame(SETTINGS, ACK, 0, Buffer.alloc(0)));
+        if (type === HEADERS) bodies.set(id, []);
+        if (type === DATA) bodies.get(id)?.push(Buffer.from(payload));
+        if ((type === HEADERS || type === DATA) && (flags & END_STREAM) !== 0) {
+          const msg = Buffer.from(`hello ${Buffer.concat(bodies.get(id) ?? []).subarray(5).toString()}`);
+          bodies.delete(id);
+          const grpcFrame = Buffer.alloc(5 + msg.length);
+          grpcFrame.writeUInt32BE(msg.length, 1);
+          msg.copy(grpcFrame, 5);
+          socket.write(Buffer.concat([
+            frame(HEADERS, END_HEADERS, id, Buffer.concat([Buffer.from([0x88]) /* :status 200, static table */, literal('content-type', 'application/grpc')])),
+            frame(DATA, 0, id, grpcFrame),
+            frame(HEADERS, END_HEADERS | END_STREAM, id, literal('grpc-status', '0')),
+          ]));
+        }
+      }
+    });
+  });
+}
+
+function listen(server: NetServer, host: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, host, () => resolve((server.address() as AddressInfo).port));
+  });
+}
+
+async function counted(r: Registry, labels: Record<string, string>): Promise<number> {
+  const m = (await r.getMetricsAsJSON()).find((x) => x.name === 'nodal_proxy_requests_total');
+  let n = 0;
+  for (const v of m?.values ?? []) if (Object.entries(labels).every(([k, want]) => String(v.labels[k]) === want)) n += v.value;
+  return n;
+}
+
+describe('proxy: gRPC answers that arrive whole', () => {
+  const sinkA = new FlowSink();
+  const sinkB = new FlowSink();
+  const registryA = new Registry();
+  const registryB = new Registry();
+  let next = { ip: '', port: 0 };
+  const lookup = (): Redirect => ({ origIp: next.ip, origPort: next.port, endpointId: 7, srcIdentity: ID.client, dstIdentity: 0 });
+  const pods: NetServer[] = [];
+  let a: NodeProxy;
+  let b: NodeProxy;
+
+  before(async () => {
+    const near = wholeGrpcPod();
+    const far = wholeGrpcPod();
+    pods.push(near, far);
+    const nearPort = await listen(near, IP.near);
+    const farPort = await listen(far, IP.far);
+    const probe = netServer();
+    const tunnelPort = await listen(probe, '127.0.92.1');
+    await new Promise<void>((r) => probe.close(() => r()));
+
+    const nodes: NodeInfo[] = [
+      { name: 'node-a', underlayIp: '127.0.92.1', tunnelIp: '127.0.92.1', podCidrs: [], wgPublicKey: '', proxyIp: '127.0.93.1' },
+      { name: 'node-b', underlayIp: '127.0.92.2', tunnelIp: '127.0.92.2', podCidrs: [], wgPublicKey: '', proxyIp: '127.0.93.2' },
+    ];
+    const endpoints = [endpoint('client', 'node-a', IP.client, ID.client), endpoint('near', 'node-a', IP.near, ID.near), endpoint('far', 'node-b', IP.far, ID.far)];
+    const svc = (name: string, id: number, vip: string, targetPort: number, e: EndpointInfo): ServiceInfo => ({
+      namespace: 'app', name, id, clusterIp: vip, identity: e.identity,
+      ports: [{ name: 'grpc', port: 9090, targetPort, protocol: 'TCP', appProtocol: 'grpc' }],
+      backends: [{ ip: e.ip, node: e.node, identity: e.identity, pod: e.name }],
+    });
+    const services = [svc('near', 1, IP.nearVip, nearPort, endpoints[1]!), svc('far', 2, IP.farVip, farPort, endpoints[2]!)];
+    const snapshot = (node: string): Snapshot => ({
+      version: 1, node, trustDomain: TRUST, nodes, identities: [identity(ID.client, 'client'), identity(ID.near, 'near'), identity(ID.far, 'far')],
+      endpoints, services, policies: [], l4: [],
+    });
+    const logger = pino({ level: 'silent' });
+    a = await NodeProxy.start({
+      node: 'node-a', outbound: { host: '127.0.93.1', port: 0 }, inbound: { host: '127.0.92.1', port: tunnelPort },
+      upstreamBindIp: '127.0.94.1', peerTunnelPort: tunnelPort, originalDestination: lookup, onFlow: sinkA.push, registry: registryA, logger,
+    });
+    b = await NodeProxy.start({
+      node: 'node-b', outbound: { host: '127.0.93.2', port: 0 }, inbound: { host: '127.0.92.2', port: tunnelPort },
+      upstreamBindIp: '127.0.94.2', peerTunnelPort: tunnelPort, originalDestination: lookup, onFlow: sinkB.push, registry: registryB, logger,
+    });
+    a.update(snapshot('node-a'));
+    b.update(snapshot('node-b'));
+  });
+
+  after(async () => {
+    await Promise.all([a?.close(), b?.close()]);
+    await Promise.all(pods.map((s) => new Promise<void>((r) => {
+      s.close(() => r());
+      // the proxies' pooled connections to the pods went with the proxies
+    })));
+  });
+
+  /** CALLS unary calls, one after another, on one grpc-js channel to node-a's outbound listener */
+  async function calls(): Promise<string[]> {
+    const client = new grpc.Client(`${a.addresses.outbound.address}:${a.addresses.outbound.port}`, grpc.credentials.createInsecure());
+    try {
+      const answers: string[] = [];
+      for (let i = 0; i < CALLS; i++) {
+        answers.push(await new Promise<string>((resolve, reject) => {
+          client.makeUnaryRequest(METHOD, (b: Buffer) => b, (b: Buffer) => b, Buffer.from(`n${i}`), (err, res) => (err ? reject(err) : resolve(res!.toString())));
+        }));
+      }
+      return answers;
+    } finally {
+      client.close();
+    }
+  }
+
+  for (const where of ['same node', 'cross-node'] as const) {
+    it(`${where}: every call has its flow with grpc-status, is counted on both sides, and leaves nothing tracked`, async () => {
+      const far = where === 'cross-node';
+      next = { ip: far ? IP.farVip : IP.nearVip, port: 9090 };
+      const dstSink = far ? sinkB : sinkA;
+      const dstRegistry = far ? registryB : registryA;
+      const dstIdentity = String(far ? ID.far : ID.near);
+      const before = dstSink.flows.length;
+      const answers = await calls();
+      assert.deepEqual(answers, Array.from({ length: CALLS }, (_, i) => `hello n${i}`));
+
+      // the destination proxy's flow of each call, FORWARDED with the call's grpc-status: each
+      // is out before its answer is written, so all are here once the last answer came
+      const flows = dstSink.flows.slice(before).filter((f) => f.Type === 'L7' && f.l7?.http?.url?.endsWith(METHOD) === true);
+      assert.equal(flows.length, CALLS);
+      for (const f of flows) {
+        assert.equal(f.verdict, 'FORWARDED');
+        assert.deepEqual(f.l7?.http?.headers, [{ key: 'grpc-status', value: '0' }]);
+      }
+      // counted as OK at the source (outbound) and at the destination (inbound)
+      const ok = { source_identity: String(ID.client), destination_identity: dstIdentity, grpc_status: '0', verdict: 'FORWARDED' };
+      assert.equal(await counted(registryA, { ...ok, direction: 'outbound' }), CALLS);
+      assert.equal(await counted(dstRegistry, { ...ok, direction: 'inbound' }), CALLS);
+      // nothing of the finished calls is held for the policy recheck
+      assert.equal(a.trackedLive + b.trackedLive, 0);
+    });
+  }
+});
