@@ -496,6 +496,8 @@ async function main(): Promise<void> {
     const ratioCross = perCore(h1full(2)) / perCore(nginxH1);
     const directP99 = rate.get(`http1/${h1[0]!.name}`)!.p99;
     const added = (i: number): number => rate.get(`http1/${h1[i]!.name}`)!.p99 - directP99;
+    /** the same rate over HTTP/2 or gRPC: added p99 of path i against that protocol's direct row */
+    const addedOn = (p: Protocol, i: number): number => rate.get(`${p}/${paths(p)[i]!.name}`)!.p99 - rate.get(`${p}/${paths(p)[0]!.name}`)!.p99;
     const verdict = (ok: boolean): string => (ok ? '**met**' : '**not met**');
     const median = (xs: readonly number[]): number => percentile([...xs].sort((a, b) => a - b), 50);
     const roundsOf = (path: Path): number[] => rounds.map((r) => perCore(r.get(path.name)!));
@@ -639,6 +641,10 @@ ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`
   ${f2(pacedMedian(2))} ms (cross-node, two proxies on one core); nginx ${f2(pacedMedian(3))} ms, haproxy ${f2(pacedMedian(4))} ms.
   Target < 1 ms with evenly spaced load, read on the rounds' median: same node ${verdict(pacedMedian(1) < 1)},
   cross-node ${verdict(pacedMedian(2) < 1)}.
+- *The same 1,000 requests/s over HTTP/2 and gRPC* (10 clients, as the HTTP/1.1 row above):
+  nodal adds ${f2(addedOn('h2', 1))} / ${f2(addedOn('h2', 2))} ms (same node / cross-node) over HTTP/2 and
+  ${f2(addedOn('grpc', 1))} / ${f2(addedOn('grpc', 2))} ms over gRPC; nginx ${f2(addedOn('h2', 3))} and ${f2(addedOn('grpc', 3))} ms,
+  haproxy ${f2(addedOn('h2', 4))} and ${f2(addedOn('grpc', 4))} ms. Target < 1 ms: ${verdict([1, 2].every((i) => addedOn('h2', i) < 1 && addedOn('grpc', i) < 1))}.
 - *With a body* (no target of its own): a small JSON POST, nodal (same node) ÷ nginx per core
   ${postRatio.toFixed(2)}.
 - *Memory:* nodal holds ${f2(memory.get(h1[1]!.name))} KiB of RSS per open HTTP/1.1 connection (nginx
