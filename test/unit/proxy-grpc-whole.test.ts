@@ -161,11 +161,9 @@ describe('proxy: gRPC answers that arrive whole', () => {
   });
 
   after(async () => {
+    // the proxies' pooled connections to the pods go with them, so the pods can close
     await Promise.all([a?.close(), b?.close()]);
-    await Promise.all(pods.map((s) => new Promise<void>((r) => {
-      s.close(() => r());
-      // the proxies' pooled connections to the pods went with the proxies
-    })));
+    await Promise.all(pods.map((s) => new Promise<void>((r) => s.close(() => r()))));
   });
 
   /** CALLS unary calls, one after another, on one grpc-js channel to node-a's outbound listener */
