@@ -13,6 +13,7 @@ import type { Snapshot } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
 import { cancelOn, endToEnd, NO_BYTES, onH2Answer, pipeBody, unwatchAbort, watchAbort, WholeBody, wholeBodyOf, WholeResponse, type Headers, type L7Response, type RequestHead } from './exchange.ts';
 import { LeanPodClient, leanClientAvailable, UpstreamError, type WholeAnswer } from './pod-h1.ts';
+import { clearSessionTimer } from './stream.ts';
 
 export { UpstreamError };
 
@@ -195,7 +196,10 @@ export class PodPool {
     s.setTimeout(this.agent.settings.get(key)?.idleTimeoutMs ?? H2_IDLE_MS, () => s.close());
     s.on('error', () => { /* each stream reports its own failure */ });
     const forget = (): void => { if (this.sessions.get(key) === s) this.sessions.delete(key); };
-    s.on('close', forget);
+    s.on('close', () => {
+      forget();
+      clearSessionTimer(s);
+    });
     s.on('goaway', forget);
     this.sessions.set(key, s);
     return s;

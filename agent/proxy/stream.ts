@@ -1,7 +1,7 @@
 // Moving bytes between two sides of a proxied connection, and peeking at the first bytes.
 
 import { Socket } from 'node:net';
-import { constants as h2, type Http2Stream } from 'node:http2';
+import { constants as h2, type Http2Session, type Http2Stream } from 'node:http2';
 import type { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import { pipeline } from 'node:stream';
@@ -160,6 +160,22 @@ function release(e: EventEmitter): void {
 }
 
 function noop(): void {}
+
+/**
+ * Node 24 bug workaround: a destroyed Http2Session keeps its timer. closeSession() marks
+ * the session destroyed and then calls setTimeout(0) to clear it, but setTimeout returns at
+ * once on a destroyed session (setStreamTimeout), so the Timeout stays in node's timer list
+ * until it fires, and holds the session and every request queued on it. A pod session's
+ * idle timeout is minutes (pods.ts): a pod that refuses connections under load would leave
+ * a session per connection attempt, with the requests that waited on it, for that long.
+ * Call it on the session's 'close'. The timer is found by its symbol's name, `timeout`
+ * (node's kTimeout); on a node without it this does nothing.
+ */
+export function clearSessionTimer(session: Http2Session): void {
+  const key = Object.getOwnPropertySymbols(session).find((k) => k.description === 'timeout');
+  const timer = key === undefined ? undefined : (session as unknown as Record<symbol, unknown>)[key];
+  if (timer !== undefined && timer !== null) clearTimeout(timer as NodeJS.Timeout);
+}
 
 /**
  * Node 24 bug workaround: string chunks in a vectored write to an Http2Stream can reach
