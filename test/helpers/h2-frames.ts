@@ -2,7 +2,7 @@
 // library would: invalid frames, floods, resets. Header blocks use HPACK literals without
 // indexing or Huffman (RFC 7541 §6.2.2), so any name and value can be written as is.
 
-import type { Socket } from 'node:net';
+import { createServer, type Server, type Socket } from 'node:net';
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -143,5 +143,55 @@ export function drained(socket: Socket): Promise<void> {
     };
     socket.on('drain', done);
     socket.on('close', done);
+  });
+}
+
+/** :status 200 as an indexed field of HPACK's static table (RFC 7541 Appendix A, index 8) */
+const STATUS_200 = Buffer.from([0x88]);
+
+/**
+ * A gRPC pod (h2c) that writes each answer whole, in one write: HEADERS, one DATA frame
+ * with `hello <request message>`, and the trailers (grpc-status 0). node:http2's server
+ * sends the trailers in a write of their own, so whether a proxy reads such an answer in
+ * one read would be up to timing; from here it always can. Of the client's frames it reads
+ * only what it needs (their header blocks are not decoded).
+ */
+export function wholeGrpcPod(): Server {
+  return createServer((socket) => {
+    socket.on('error', () => {});
+    socket.write(settings());
+    let buf = Buffer.alloc(0);
+    let prefaceSeen = false;
+    const bodies = new Map<number, Buffer[]>();
+    socket.on('data', (chunk: Buffer) => {
+      buf = Buffer.concat([buf, chunk]);
+      if (!prefaceSeen) {
+        if (buf.length < PREFACE.length) return;
+        buf = buf.subarray(PREFACE.length);
+        prefaceSeen = true;
+      }
+      while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
+        const len = buf.readUIntBE(0, 3);
+        const [type, flags] = [buf[3]!, buf[4]!];
+        const id = buf.readUInt32BE(5) & 0x7fffffff;
+        const payload = buf.subarray(9, 9 + len);
+        buf = buf.subarray(9 + len);
+        if (type === FrameType.SETTINGS && (flags & Flag.ACK) === 0) socket.write(frame(FrameType.SETTINGS, Flag.ACK, 0));
+        if (type === FrameType.HEADERS) bodies.set(id, []);
+        if (type === FrameType.DATA) bodies.get(id)?.push(Buffer.from(payload));
+        if ((type === FrameType.HEADERS || type === FrameType.DATA) && (flags & Flag.END_STREAM) !== 0) {
+          const msg = Buffer.from(`hello ${Buffer.concat(bodies.get(id) ?? []).subarray(5).toString()}`);
+          bodies.delete(id);
+          const grpcFrame = Buffer.alloc(5 + msg.length); // byte 0: not compressed; 1-4: length
+          grpcFrame.writeUInt32BE(msg.length, 1);
+          msg.copy(grpcFrame, 5);
+          socket.write(Buffer.concat([
+            frame(FrameType.HEADERS, Flag.END_HEADERS, id, Buffer.concat([STATUS_200, headerBlock([['content-type', 'application/grpc']])])),
+            frame(FrameType.DATA, 0, id, grpcFrame),
+            frame(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, id, headerBlock([['grpc-status', '0']])),
+          ]));
+        }
+      }
+    });
   });
 }

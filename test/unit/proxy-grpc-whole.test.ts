@@ -3,8 +3,8 @@
 // read. Its outcome (grpc-status, in trailers already here) must still be recorded at once
 // on both sides: the destination's flow and both proxies' request metrics. Nothing of the
 // request may stay behind in what the proxies track (the policy recheck's live set), or
-// memory grows with every call. The gRPC pods write each answer in one write (node:http2's
-// server would leave that to timing); the client is @grpc/grpc-js.
+// memory grows with every call. The gRPC pods write each answer in one write (h2-frames.ts
+// wholeGrpcPod; node:http2's server would leave that to timing); the client is @grpc/grpc-js.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as netServer, type AddressInfo, type Server as NetServer } from 'node:net';
@@ -14,6 +14,7 @@ import { Registry } from 'prom-client';
 import type { EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
 import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
 import { FlowSink } from '../helpers/flow-sink.ts';
+import { wholeGrpcPod } from '../helpers/h2-frames.ts';
 
 const TRUST = 'cluster.local';
 const ID = { client: 256, near: 257, far: 258 } as const;
@@ -27,74 +28,6 @@ function identity(id: number, sa: string): IdentityInfo {
 }
 function endpoint(name: string, node: string, ip: string, id: number): EndpointInfo {
   return { namespace: 'app', name, uid: `uid-${name}`, node, ip, identity: id, labels: { app: name }, serviceAccount: name, enrolled: true };
-}
-
-/** an HPACK literal header field without indexing, new name, no Huffman (RFC 7541 §6.2.2); names and values under 127 bytes */
-function literal(name: string, value: string): Buffer {
-  return Buffer.concat([Buffer.from([0, name.length]), Buffer.from(name), Buffer.from([value.length]), Buffer.from(value)]);
-}
-
-function frame(type: number, flags: number, stream: number, payload: Buffer): Buffer {
-  const head = Buffer.alloc(9);
-  head.writeUIntBE(payload.length, 0, 3);
-  head[3] = type;
-  head[4] = flags;
-  head.writeUInt32BE(stream, 5);
-  return Buffer.concat([head, payload]);
-}
-
-const DATA = 0;
-const HEADERS = 1;
-const SETTINGS = 4;
-const END_STREAM = 1;
-const END_HEADERS = 4;
-const ACK = 1;
-const PREFACE = 24;
-
-/**
- * A gRPC pod (h2c) that writes each answer whole, in one write: HEADERS, one DATA frame
- * and the trailers. node:http2's server sends the trailers in a write of their own, so
- * whether the proxy reads the answer whole would be up to timing; here it always is. It
- * reads only what it needs of the client's frames (their HPACK blocks are not decoded).
- */
-function wholeGrpcPod(): NetServer {
-  return netServer((socket) => {
-    socket.on('error', () => {});
-    socket.write(frame(SETTINGS, 0, 0, Buffer.alloc(0)));
-    let buf = Buffer.alloc(0);
-    let prefaceSeen = false;
-    const bodies = new Map<number, Buffer[]>();
-    socket.on('data', (chunk: Buffer) => {
-      buf = Buffer.concat([buf, chunk]);
-      if (!prefaceSeen) {
-        if (buf.length < PREFACE) return;
-        buf = buf.subarray(PREFACE);
-        prefaceSeen = true;
-      }
-      while (buf.length >= 9 && buf.length >= 9 + buf.readUIntBE(0, 3)) {
-        const len = buf.readUIntBE(0, 3);
-        const [type, flags] = [buf[3]!, buf[4]!];
-        const id = buf.readUInt32BE(5) & 0x7fffffff;
-        const payload = buf.subarray(9, 9 + len);
-        buf = buf.subarray(9 + len);
-        if (type === SETTINGS && (flags & ACK) === 0) socket.write(frame(SETTINGS, ACK, 0, Buffer.alloc(0)));
-        if (type === HEADERS) bodies.set(id, []);
-        if (type === DATA) bodies.get(id)?.push(Buffer.from(payload));
-        if ((type === HEADERS || type === DATA) && (flags & END_STREAM) !== 0) {
-          const msg = Buffer.from(`hello ${Buffer.concat(bodies.get(id) ?? []).subarray(5).toString()}`);
-          bodies.delete(id);
-          const grpcFrame = Buffer.alloc(5 + msg.length);
-          grpcFrame.writeUInt32BE(msg.length, 1);
-          msg.copy(grpcFrame, 5);
-          socket.write(Buffer.concat([
-            frame(HEADERS, END_HEADERS, id, Buffer.concat([Buffer.from([0x88]) /* :status 200, static table */, literal('content-type', 'application/grpc')])),
-            frame(DATA, 0, id, grpcFrame),
-            frame(HEADERS, END_HEADERS | END_STREAM, id, literal('grpc-status', '0')),
-          ]));
-        }
-      }
-    });
-  });
 }
 
 function listen(server: NetServer, host: string): Promise<number> {
