@@ -1,5 +1,6 @@
 // Raw HTTP/2 frames (RFC 9113 §4.1) for tests that must send what no well-behaved client
-// library would: invalid frames, floods, resets. Header blocks use HPACK literals without
+// library would: invalid frames, floods, resets; and a pod that writes its answers in a
+// way node:http2's server does not (wholeGrpcPod). Header blocks use HPACK literals without
 // indexing or Huffman (RFC 7541 §6.2.2), so any name and value can be written as is.
 
 import { createServer, type Server, type Socket } from 'node:net';
