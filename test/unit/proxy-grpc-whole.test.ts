@@ -7,7 +7,7 @@
 // wholeGrpcPod; node:http2's server would leave that to timing); the client is @grpc/grpc-js.
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { createServer as netServer, type AddressInfo, type Server as NetServer } from 'node:net';
+import { createServer as netServer, type Server as NetServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import pino from 'pino';
 import { Registry } from 'prom-client';
@@ -15,6 +15,7 @@ import type { EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, Snapshot } from
 import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
 import { FlowSink } from '../helpers/flow-sink.ts';
 import { wholeGrpcPod } from '../helpers/h2-frames.ts';
+import { closeServer, listen } from '../helpers/two-nodes.ts';
 
 const TRUST = 'cluster.local';
 const ID = { client: 256, near: 257, far: 258 } as const;
@@ -28,13 +29,6 @@ function identity(id: number, sa: string): IdentityInfo {
 }
 function endpoint(name: string, node: string, ip: string, id: number): EndpointInfo {
   return { namespace: 'app', name, uid: `uid-${name}`, node, ip, identity: id, labels: { app: name }, serviceAccount: name, enrolled: true };
-}
-
-function listen(server: NetServer, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, () => resolve((server.address() as AddressInfo).port));
-  });
 }
 
 async function counted(r: Registry, labels: Record<string, string>): Promise<number> {
@@ -63,7 +57,7 @@ describe('proxy: gRPC answers that arrive whole', () => {
     const farPort = await listen(far, IP.far);
     const probe = netServer();
     const tunnelPort = await listen(probe, '127.0.92.1');
-    await new Promise<void>((r) => probe.close(() => r()));
+    await closeServer(probe);
 
     const nodes: NodeInfo[] = [
       { name: 'node-a', underlayIp: '127.0.92.1', tunnelIp: '127.0.92.1', podCidrs: [], wgPublicKey: '', proxyIp: '127.0.93.1' },
@@ -96,7 +90,7 @@ describe('proxy: gRPC answers that arrive whole', () => {
   after(async () => {
     // the proxies' pooled connections to the pods go with them, so the pods can close
     await Promise.all([a?.close(), b?.close()]);
-    await Promise.all(pods.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    await Promise.all(pods.map(closeServer));
   });
 
   /** CALLS unary calls, one after another, on one grpc-js channel to node-a's outbound listener */

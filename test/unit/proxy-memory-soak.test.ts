@@ -8,7 +8,7 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { Agent, createServer as httpServer, request as httpRequest, type Server as HttpServer } from 'node:http';
 import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
-import { connect, createServer as netServer, type AddressInfo, type Server } from 'node:net';
+import { connect, createServer as netServer, type Server } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import pino from 'pino';
@@ -16,6 +16,7 @@ import { Registry } from 'prom-client';
 import type { CompiledPolicy, EndpointInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
 import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
 import { wholeGrpcPod } from '../helpers/h2-frames.ts';
+import { closeServer, listen } from '../helpers/two-nodes.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -32,13 +33,6 @@ const MAX_GROWTH = 1024 * 1024;
 function heapAfterGc(): number {
   for (let i = 0; i < 3; i++) gc();
   return process.memoryUsage().heapUsed;
-}
-
-function listen(server: Server | HttpServer, host: string): Promise<number> {
-  return new Promise((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, host, () => resolve((server.address() as AddressInfo).port));
-  });
 }
 
 describe('proxy: memory stays bounded on failing and refused requests', () => {
@@ -63,7 +57,7 @@ describe('proxy: memory stays bounded on failing and refused requests', () => {
     const free = async (host: string): Promise<number> => {
       const probe = netServer();
       const port = await listen(probe, host);
-      await new Promise<void>((r) => probe.close(() => r()));
+      await closeServer(probe);
       return port;
     };
     const deadPort = await free(IP.dead);
@@ -115,7 +109,7 @@ describe('proxy: memory stays bounded on failing and refused requests', () => {
   after(async () => {
     closeClients();
     await Promise.all([a?.close(), b?.close()]);
-    await Promise.all(servers.map((s) => new Promise<void>((r) => s.close(() => r()))));
+    await Promise.all(servers.map(closeServer));
   });
 
   function h1(path: string): Promise<number> {
