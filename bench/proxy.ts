@@ -5,6 +5,8 @@
 //   nodal, cross-node (node-a → HTTP/2 tunnel → node-b → backend),
 //   an nginx reverse proxy (one worker, upstream keep-alive),
 //   haproxy (nbthread 1, http-reuse always),
+//   and, as the runtime's ceiling, Node's own servers answering by themselves
+//   (bench/helpers/node-server.ts: node:http, node:http2) on the proxy's CPU,
 // measuring requests/s with the proxy pinned to one CPU and its CPU time while it runs
 // (HTTP/1.1 also with a small POST body), p50/p99 at a fixed 1,000 requests/s, and RSS per
 // 1,000 idle keep-alive connections; the HTTP/1.1 per-core ratio and the evenly spaced p99
@@ -74,6 +76,7 @@ const PYTHON = '/usr/bin/python3';
 const BACKEND = { nodeA: '127.88.31.1', nodeB: '127.88.31.2' } as const;
 const NGINX_PROXY = '127.88.2.1';
 const HAPROXY = '127.88.3.1';
+const NODE_SERVER = '127.88.4.1';
 type Protocol = 'http1' | 'h2' | 'grpc';
 const PROTOCOLS: readonly Protocol[] = ['http1', 'h2', 'grpc'];
 const PORT: Record<Protocol, number> = { http1: 18080, h2: 18082, grpc: 19090 };
@@ -99,7 +102,7 @@ const TOPOLOGY: Topology = {
   }),
 };
 
-type ProxyName = 'nodal' | 'nginx' | 'haproxy';
+type ProxyName = 'nodal' | 'nginx' | 'haproxy' | 'node';
 interface Path {
   name: string;
   proxy: ProxyName | undefined;
@@ -108,6 +111,13 @@ interface Path {
   /** nodal: the original destination the stubbed datapath hands the proxy */
   target?: { ip: string; port: number };
 }
+
+/** the Node's-own-server path (index 5 of paths()): it answers, it proxies nothing */
+const NODE_ROW: Record<Protocol, string> = {
+  http1: "Node's own server (node:http, answers itself)",
+  h2: "Node's own server (node:http2, answers itself)",
+  grpc: "Node's own server (node:http2, answers itself)",
+};
 
 function paths(p: Protocol): Path[] {
   const vip = (where: string): { ip: string; port: number } => {
@@ -121,6 +131,7 @@ function paths(p: Protocol): Path[] {
     { name: 'nodal, cross-node (2 proxies, 1 core)', proxy: 'nodal', ...out, target: vip('remote') },
     { name: p === 'h2' ? 'nginx (h2c in, HTTP/1.1 upstream)' : 'nginx', proxy: 'nginx', host: NGINX_PROXY, port: PORT[p] },
     { name: 'haproxy', proxy: 'haproxy', host: HAPROXY, port: PORT[p] },
+    { name: NODE_ROW[p], proxy: 'node', host: NODE_SERVER, port: PORT[p] },
   ];
 }
 
@@ -307,17 +318,21 @@ async function main(): Promise<void> {
   server { listen ${NGINX_PROXY}:${PORT.grpc} http2; location / { grpc_pass grpc://grpc; } }`);
     const nginx = start('nginx proxy', CPU.proxy, 'nginx', ['-e', 'stderr', '-c', proxyConf]);
     const haproxy = start('haproxy', CPU.proxy, 'haproxy', ['-db', '-f', haproxyConf(dir)]);
+    const nodeServer = start("Node's own server", CPU.proxy, process.execPath, [join(here, 'helpers/node-server.js'),
+      NODE_SERVER, String(PORT.http1), String(PORT.h2), String(PORT.grpc)]);
+    if (await new LineChannel(nodeServer).next('start-up') !== 'ready') throw new Error(`Node's own server: ${nodeServer.stderr()}`);
     let pair = await startPair();
     const grpcCtl = new LineChannel(grpcBackend);
     if (await grpcCtl.next('start-up') !== 'ready') throw new Error(`grpc backend: ${grpcBackend.stderr()}`);
     for (const p of PROTOCOLS) {
       for (const path of paths(p)) {
-        const who = path.proxy === 'nginx' ? nginx : path.proxy === 'haproxy' ? haproxy : path.proxy === 'nodal' ? pair.child : p === 'grpc' ? grpcBackend : backend;
+        const who = path.proxy === 'nginx' ? nginx : path.proxy === 'haproxy' ? haproxy : path.proxy === 'node' ? nodeServer
+          : path.proxy === 'nodal' ? pair.child : p === 'grpc' ? grpcBackend : backend;
         await waitPort(path.host, path.port, who);
       }
     }
     const h1 = paths('http1');
-    const pids: Record<ProxyName, number> = { nodal: pair.child.proc.pid!, nginx: nginxWorker(nginx.proc.pid!), haproxy: haproxy.proc.pid! };
+    const pids: Record<ProxyName, number> = { nodal: pair.child.proc.pid!, nginx: nginxWorker(nginx.proc.pid!), haproxy: haproxy.proc.pid!, node: nodeServer.proc.pid! };
     const aim = async (path: Path): Promise<void> => {
       if (path.target && await pair.ctl.ask(`target ${path.target.ip} ${path.target.port}`) !== 'ok') throw new Error('nodal proxy pair: target not set');
     };
@@ -428,14 +443,14 @@ async function main(): Promise<void> {
       return all;
     };
     const pidOf = (path: Path): number | undefined => (path.proxy ? pids[path.proxy] : undefined);
-    const rounds = await inRounds(ROUNDS, [h1[1]!, h1[3]!, h1[4]!],
+    const rounds = await inRounds(ROUNDS, [h1[1]!, h1[3]!, h1[4]!, h1[5]!],
       (path) => measure(pidOf(path), () => wrk(CPU.load, url('http1', path), 32, ROUND_SECONDS)),
       (r, i) => process.stderr.write(`HTTP/1.1 round ${i + 1}: nodal ÷ nginx per core ${f2(perCore(r.get(h1[1]!.name)!) / perCore(r.get(h1[3]!.name)!))}\n`));
     const pacedRounds = await inRounds(PACED_ROUNDS, h1,
       (path) => measure(pidOf(path), () => fixedRate('http1', url('http1', path), dir, grpcBody, 1, PACED_SECONDS)),
       (r, i) => {
         const add = (k: number): string => f2(r.get(h1[k]!.name)!.p99 - r.get(h1[0]!.name)!.p99);
-        process.stderr.write(`evenly spaced round ${i + 1}: added p99 nodal ${add(1)} / ${add(2)} ms, nginx ${add(3)}, haproxy ${add(4)}\n`);
+        process.stderr.write(`evenly spaced round ${i + 1}: added p99 nodal ${add(1)} / ${add(2)} ms, nginx ${add(3)}, haproxy ${add(4)}, Node's own server ${add(5)}\n`);
       });
 
     // what the slowest 1% of evenly spaced requests waited on: one more run per path under
@@ -501,17 +516,22 @@ async function main(): Promise<void> {
     const verdict = (ok: boolean): string => (ok ? '**met**' : '**not met**');
     const median = (xs: readonly number[]): number => percentile([...xs].sort((a, b) => a - b), 50);
     const roundsOf = (path: Path): number[] => rounds.map((r) => perCore(r.get(path.name)!));
-    const [nodalRounds, nginxRounds, haproxyRounds] = [roundsOf(h1[1]!), roundsOf(h1[3]!), roundsOf(h1[4]!)];
+    const [nodalRounds, nginxRounds, haproxyRounds, nodeRounds] = [roundsOf(h1[1]!), roundsOf(h1[3]!), roundsOf(h1[4]!), roundsOf(h1[5]!)];
     const roundRatios = nodalRounds.map((n, i) => n / nginxRounds[i]!);
     const roundRatio = median(roundRatios);
-    const roundRows = roundRatios.map((ratio, i) => [String(i + 1), f0(nodalRounds[i]!), f0(nginxRounds[i]!), f0(haproxyRounds[i]!), f2(ratio)]);
-    roundRows.push(['median', f0(median(nodalRounds)), f0(median(nginxRounds)), f0(median(haproxyRounds)), f2(roundRatio)]);
+    /** nodal per core ÷ Node's own server per core, per round: how near the runtime's ceiling */
+    const ceilingRatios = nodalRounds.map((n, i) => n / nodeRounds[i]!);
+    const nodeToNginx = median(nodeRounds.map((n, i) => n / nginxRounds[i]!));
+    const roundRows = roundRatios.map((ratio, i) => [String(i + 1), f0(nodalRounds[i]!), f0(nginxRounds[i]!), f0(haproxyRounds[i]!),
+      f0(nodeRounds[i]!), f2(ratio), f2(ceilingRatios[i])]);
+    roundRows.push(['median', f0(median(nodalRounds)), f0(median(nginxRounds)), f0(median(haproxyRounds)), f0(median(nodeRounds)),
+      f2(roundRatio), f2(median(ceilingRatios))]);
     const nodalCores = h1full(1).cores ?? NaN;
     /** path k's p99 over that round's direct p99, per paced round */
     const pacedAddedRounds = (k: number): number[] => pacedRounds.map((r) => r.get(h1[k]!.name)!.p99 - r.get(h1[0]!.name)!.p99);
     const pacedMedian = (k: number): number => median(pacedAddedRounds(k));
-    const pacedRoundRows = pacedRounds.map((r, i) => [String(i + 1), f2(r.get(h1[0]!.name)!.p99), ...[1, 2, 3, 4].map((k) => f2(pacedAddedRounds(k)[i]))]);
-    pacedRoundRows.push(['median', f2(median(pacedRounds.map((r) => r.get(h1[0]!.name)!.p99))), ...[1, 2, 3, 4].map((k) => f2(pacedMedian(k)))]);
+    const pacedRoundRows = pacedRounds.map((r, i) => [String(i + 1), f2(r.get(h1[0]!.name)!.p99), ...[1, 2, 3, 4, 5].map((k) => f2(pacedAddedRounds(k)[i]))]);
+    pacedRoundRows.push(['median', f2(median(pacedRounds.map((r) => r.get(h1[0]!.name)!.p99))), ...[1, 2, 3, 4, 5].map((k) => f2(pacedMedian(k)))]);
     const pacedErrors = pacedRounds.flatMap((r) => [...r.entries()].filter(([, m]) => m.errors).map(([name, m]) => `${name}: ${m.errors}`));
 
     writeSection('proxy', `## Proxy: nodal against nginx and haproxy (loopback, one core each)
@@ -522,7 +542,8 @@ run took ${Math.round(took)} s. \`bench/proxy.ts\`, everything on loopback:
 
 - **Pinning.** The proxy under test runs on CPU 1 (\`taskset -c 1\`): nodal's process
   (both NodeProxy instances, \`bench/helpers/proxy-pair.ts\`, with V8's and libuv's
-  threads), nginx's single worker (\`worker_processes 1\`), haproxy (\`nbthread 1\`). The load
+  threads), nginx's single worker (\`worker_processes 1\`), haproxy (\`nbthread 1\`), Node's own
+  server (one process, \`bench/helpers/node-server.ts\`). The load
   tools, the backends and the bench itself share CPU 0. Only one proxy carries traffic at a time.
 - **nodal on one core.** Here both NodeProxy instances run in one thread of one pinned
   process: the figures are per core. The agent runs the proxy in worker threads sharing
@@ -540,7 +561,11 @@ run took ${Math.round(took)} s. \`bench/proxy.ts\`, everything on loopback:
   \`keepalive 64\`; for HTTP/2 nginx 1.22 accepts h2c but proxies upstream as HTTP/1.1 (to
   the same nginx backend's HTTP/1.1 listener); for gRPC it uses \`grpc_pass\` (HTTP/2 both
   sides). haproxy: \`mode http\`, \`http-reuse always\`, \`proto h2\` on the bind and server lines
-  for HTTP/2 and gRPC. nodal speaks to the backend the protocol the client spoke.
+  for HTTP/2 and gRPC. nodal speaks to the backend the protocol the client spoke. Node's own
+  server: the load tool to a Node process on the proxy's core that answers by itself as the
+  backends do (node:http for HTTP/1.1, node:http2 for h2c and for gRPC, which it frames by
+  hand), with nothing behind it: no upstream, no policy, no telemetry. It is not a proxy but
+  the runtime's ceiling: a proxy on Node does all it does, and a client's work besides.
 - **Checks.** Before timing, one Python grpcio call through every gRPC path must answer
   \`hello bench\`; every load run reports non-2xx answers and socket errors (the errors column).
 - nodal's flows go to a no-op consumer (the flow store is \`bench/flows.ts\`'s subject);
@@ -563,11 +588,11 @@ ${table(['protocol', 'path', 'requests/s', 'proxy cores', 'requests/s per proxy 
 **HTTP/1.1 per core, in rounds.** The ratio of two rows above compares runs taken a minute
 apart, and this machine's speed drifts by a quarter within seconds (nginx alone has read
 29,000 and then 51,000 requests/s in consecutive 4-s runs here). After the runs
-above, ${ROUNDS} rounds of \`wrk -t1 -c32 -d${ROUND_SECONDS}s\` on nodal (same node), nginx and haproxy in
-turn, the order rotated each round; requests/s per proxy core, and nodal's ratio to nginx
-within each round:
+above, ${ROUNDS} rounds of \`wrk -t1 -c32 -d${ROUND_SECONDS}s\` on nodal (same node), nginx, haproxy and Node's
+own server in turn, the order rotated each round; requests/s per proxy core, and nodal's ratio
+to nginx and to Node's own server within each round:
 
-${table(['round', 'nodal, same node', 'nginx', 'haproxy', 'nodal ÷ nginx'], roundRows)}
+${table(['round', 'nodal, same node', 'nginx', 'haproxy', "Node's own server", 'nodal ÷ nginx', "nodal ÷ Node's own server"], roundRows)}
 
 **HTTP/1.1 with a body.** The same \`wrk -t1 -c32 -d${SECONDS}s\` with a Lua script that makes every
 request a \`POST\` of a ${POST_BODY.length}-byte JSON body (\`Content-Type: application/json\`), after a
@@ -596,7 +621,7 @@ ${table(['path', 'requests/s', 'p50 ms', 'p99 ms', 'added p99 ms', 'proxy CPU µ
 \`h2load --h1 -c1 -m1 --rps=${RATE_CLIENTS * RATE_PER_CLIENT} -D${PACED_SECONDS}\` on every HTTP/1.1 path in turn, the order rotated
 each round; the direct p99, then each path's p99 minus that round's direct p99 (ms):
 
-${table(['round', 'direct p99', 'nodal, same node', 'nodal, cross-node', 'nginx', 'haproxy'], pacedRoundRows)}
+${table(['round', 'direct p99', 'nodal, same node', 'nodal, cross-node', 'nginx', 'haproxy', "Node's own server"], pacedRoundRows)}
 ${pacedErrors.length > 0 ? `\nErrors in these rounds: ${pacedErrors.join('; ')}.\n` : ''}
 **What the slowest 1% waited on.** One more evenly spaced run per path
 (\`-D${PACED_SECONDS}\`) under the kernel's scheduler trace (\`perf record -e sched:sched_switch -a\`,
@@ -631,6 +656,9 @@ ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`
   ${f2(Math.min(...roundRatios))} to ${f2(Math.max(...roundRatios))}).
   Target ≥ 0.5, read on the rounds' median: ${verdict(roundRatio >= 0.5)}${nginxH1.cores !== undefined && nginxH1.cores < 0.9
     ? `. In the full-speed row nginx did not fill its core (the load tool and the backend on CPU 0 were the limit), so its per-core figure, which scales nginx up to a full core, is the fair one, and the measured ratio flatters nodal` : ''}.
+  The runtime's ceiling, in the same rounds: Node's own server, answering by itself, carries
+  ${f2(nodeToNginx)} of nginx's requests/s per core (the median of the rounds); nodal, a proxy, carries
+  ${f2(median(ceilingRatios))} of what Node's own server does (rounds ${f2(Math.min(...ceilingRatios))} to ${f2(Math.max(...ceilingRatios))}).
 - *p99 added latency under 1 ms at 1,000 requests/s (HTTP/1.1):* nodal adds
   ${f2(added(1))} ms (same node) and ${f2(added(2))} ms (cross-node) to the direct p99 of
   ${f2(directP99)} ms; nginx adds ${f2(added(3))} ms, haproxy ${f2(added(4))} ms.
@@ -645,6 +673,9 @@ ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`
   nodal adds ${f2(addedOn('h2', 1))} / ${f2(addedOn('h2', 2))} ms (same node / cross-node) over HTTP/2 and
   ${f2(addedOn('grpc', 1))} / ${f2(addedOn('grpc', 2))} ms over gRPC; nginx ${f2(addedOn('h2', 3))} and ${f2(addedOn('grpc', 3))} ms,
   haproxy ${f2(addedOn('h2', 4))} and ${f2(addedOn('grpc', 4))} ms. Target < 1 ms: ${verdict([1, 2].every((i) => addedOn('h2', i) < 1 && addedOn('grpc', i) < 1))}.
+  Node's own server, answering by itself on the proxy's core, reads ${f2(addedOn('h2', 5))} ms over the
+  direct p99 over HTTP/2 and ${f2(addedOn('grpc', 5))} ms over gRPC (HTTP/1.1: ${f2(added(5))} ms; evenly spaced
+  rounds' median ${f2(pacedMedian(5))} ms).
 - *With a body* (no target of its own): a small JSON POST, nodal (same node) ÷ nginx per core
   ${postRatio.toFixed(2)}.
 - *Memory:* nodal holds ${f2(memory.get(h1[1]!.name))} KiB of RSS per open HTTP/1.1 connection (nginx
