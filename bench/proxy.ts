@@ -11,7 +11,7 @@
 // (HTTP/1.1 also with a small POST body), p50/p99 at a fixed 1,000 requests/s, and RSS per
 // 1,000 idle keep-alive connections; the HTTP/1.1 per-core ratio and the evenly spaced p99
 // again in rounds of the paths taken in turn; and, with perf on PATH, what the slowest 1%
-// of evenly spaced requests waited on (bench/helpers/tail.ts). Both NodeProxy instances run
+// of requests at that rate waited on (bench/helpers/tail.ts). Both NodeProxy instances run
 // in one process (bench/helpers/proxy-pair.ts) with a stubbed datapath lookup, as in
 // test/unit/proxy-l7.test.ts. No sandbox, no BPF.
 // Run: node dist/bench/proxy.js [--seconds S] [--calm-wait S] [--rounds N] [--paced-rounds N]
@@ -24,7 +24,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { cpuSeconds, h2load, holdConnections, rssKiB, wrk, type LoadResult } from './helpers/load.ts';
+import { buildOpenLoop, cpuSeconds, h2load, holdConnections, openLoop, rssKiB, wrk, type LoadResult } from './helpers/load.ts';
 import { nginxConf } from './helpers/nginx.ts';
 import { CAUSES, canTrace, traceTail, type Cause, type Tail } from './helpers/tail.ts';
 import type { PairService, Topology } from './helpers/proxy-pair.ts';
@@ -49,6 +49,9 @@ const JIT_STEP_SECONDS = 2;
 /** the latency runs: RATE_CLIENTS connections × RATE_PER_CLIENT requests/s = 1,000/s */
 const RATE_CLIENTS = 10;
 const RATE_PER_CLIENT = 100;
+const RATE = RATE_CLIENTS * RATE_PER_CLIENT;
+/** the evenly spaced HTTP/1.1 runs (openloop.c): keep-alive connections a request may take */
+const OPEN_LOOP_CONNECTIONS = 4;
 /**
  * HTTP/1.1 per core again, in rounds of nodal (same node), nginx and haproxy taken in turn:
  * this machine's speed drifts by a quarter within seconds, so the ratio of two runs taken
@@ -265,7 +268,7 @@ function fullSpeed(p: Protocol, u: string, seconds: number, dir: string, grpcBod
 
 function fixedRate(p: Protocol, u: string, dir: string, grpcBody: string, clients = RATE_CLIENTS, seconds = SECONDS): Promise<LoadResult> {
   return h2load(CPU.load, {
-    url: u, clients, streams: 1, seconds, rps: (RATE_CLIENTS * RATE_PER_CLIENT) / clients, logFile: join(dir, 'rate.log'),
+    url: u, clients, streams: 1, seconds, rps: RATE / clients, logFile: join(dir, 'rate.log'),
     ...(p === 'http1' ? { h1: true } : {}), ...(p === 'grpc' ? { grpcBody } : {}),
   });
 }
@@ -282,7 +285,7 @@ const f0 = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleSt
 const f2 = (n: number | undefined): string => (n !== undefined && Number.isFinite(n) ? n.toFixed(2) : '—');
 
 async function main(): Promise<void> {
-  for (const tool of ['taskset', 'wrk', 'h2load', 'nginx', 'haproxy']) {
+  for (const tool of ['taskset', 'wrk', 'h2load', 'nginx', 'haproxy', 'cc']) {
     await run('sh', ['-c', `command -v ${tool}`]).catch(() => { throw new Error(`proxy bench needs ${tool} on PATH`); });
   }
   await waitForCalm();
@@ -292,6 +295,7 @@ async function main(): Promise<void> {
   const began = Date.now();
   const dir = mkdtempSync(join(tmpdir(), 'nodal-bench-proxy-'));
   try {
+    const openLoopBin = await buildOpenLoop(join(here, '../../bench/helpers/openloop.c'), dir);
     const grpcBody = join(dir, 'hello.grpc');
     const payload = Buffer.from('bench');
     const frame = Buffer.alloc(5);
@@ -336,6 +340,10 @@ async function main(): Promise<void> {
     const aim = async (path: Path): Promise<void> => {
       if (path.target && await pair.ctl.ask(`target ${path.target.ip} ${path.target.port}`) !== 'ok') throw new Error('nodal proxy pair: target not set');
     };
+    /** HTTP/1.1 at RATE, evenly spaced, timed from when each request was due (openloop.c) */
+    const evenly = (path: Path, seconds: number): Promise<LoadResult> => openLoop(openLoopBin, CPU.load, {
+      host: path.host, port: path.port, path: '/', rate: RATE, seconds, connections: OPEN_LOOP_CONNECTIONS, logFile: join(dir, 'open.log'),
+    });
 
     // memory first, while every proxy is fresh: RSS before and with HOLD idle keep-alive
     // connections through it. Node does not hand freed heap back to the system, so each
@@ -404,8 +412,8 @@ async function main(): Promise<void> {
         const f = await measure(pid, () => fullSpeed(p, u, SECONDS, dir, grpcBody));
         const r = await measure(pid, () => fixedRate(p, u, dir, grpcBody));
         // h2load starts every client's rate timer at once: 10 × 100/s arrives as bursts of
-        // 10 every 10 ms. One connection at 1,000/s is the evenly spaced counterpart
-        if (p === 'http1') paced.set(path.name, await measure(pid, () => fixedRate(p, u, dir, grpcBody, 1)));
+        // 10 every 10 ms. openloop.c's evenly spaced requests are the counterpart
+        if (p === 'http1') paced.set(path.name, await measure(pid, () => evenly(path, SECONDS)));
         full.set(`${p}/${path.name}`, f);
         rate.set(`${p}/${path.name}`, r);
         process.stderr.write(`${LABEL[p]} ${path.name}: ${f0(f.rps)} req/s on ${f2(f.cores)} cores; at ${f0(r.rps)}/s p50 ${f2(r.p50)} p99 ${f2(r.p99)} ms ${f.errors} ${r.errors}\n`);
@@ -447,13 +455,13 @@ async function main(): Promise<void> {
       (path) => measure(pidOf(path), () => wrk(CPU.load, url('http1', path), 32, ROUND_SECONDS)),
       (r, i) => process.stderr.write(`HTTP/1.1 round ${i + 1}: nodal ÷ nginx per core ${f2(perCore(r.get(h1[1]!.name)!) / perCore(r.get(h1[3]!.name)!))}\n`));
     const pacedRounds = await inRounds(PACED_ROUNDS, h1,
-      (path) => measure(pidOf(path), () => fixedRate('http1', url('http1', path), dir, grpcBody, 1, PACED_SECONDS)),
+      (path) => measure(pidOf(path), () => evenly(path, PACED_SECONDS)),
       (r, i) => {
         const add = (k: number): string => f2(r.get(h1[k]!.name)!.p99 - r.get(h1[0]!.name)!.p99);
         process.stderr.write(`evenly spaced round ${i + 1}: added p99 nodal ${add(1)} / ${add(2)} ms, nginx ${add(3)}, haproxy ${add(4)}, Node's own server ${add(5)}\n`);
       });
 
-    // what the slowest 1% of evenly spaced requests waited on: one more run per path under
+    // what the slowest 1% of requests at 1,000/s waited on: one more run per path under
     // perf's scheduler trace (bench/helpers/tail.ts); without perf, not measured
     const tails = new Map<string, Tail>();
     let untraced = (await canTrace()) ? '' : '`perf` is not on PATH, or may not trace the scheduler here';
@@ -612,19 +620,25 @@ ${table(['protocol', 'path', 'requests/s', 'p50 ms', 'p99 ms', 'added p99 ms', '
 
 h2load starts the rate timers of its ${RATE_CLIENTS} clients together, so the load above arrives as bursts
 of ${RATE_CLIENTS} requests every ${1000 / RATE_PER_CLIENT} ms: a proxy that spends a few hundred µs of CPU per request
-queues each burst behind itself. The same HTTP/1.1 rate on **one connection, evenly spaced**
-(\`h2load --h1 -c1 -m1 --rps=${RATE_CLIENTS * RATE_PER_CLIENT} -D${SECONDS}\`) separates that queueing from the path's own latency:
+queues each burst behind itself. The same HTTP/1.1 rate **evenly spaced**, a request due every
+${1000 / RATE} ms over ${OPEN_LOOP_CONNECTIONS} keep-alive connections (\`bench/helpers/openloop.c\`, ${SECONDS} s), separates that
+queueing from the path's own latency. Each request's latency runs from when it was due to the
+end of its answer: one due while every connection is busy waits for one, and the wait counts.
+(h2load cannot give this: with \`--rps\` on one connection it sends about ten requests back to
+back every ten milliseconds and times each from its own send, so the wait behind the one
+before is not counted. The bench's runs before openloop.c used it.)
 
 ${table(['path', 'requests/s', 'p50 ms', 'p99 ms', 'added p99 ms', 'proxy CPU µs/request', 'errors'], pacedRows)}
 
-**Evenly spaced, in rounds.** After the HTTP/1.1 per-core rounds, ${PACED_ROUNDS} rounds of
-\`h2load --h1 -c1 -m1 --rps=${RATE_CLIENTS * RATE_PER_CLIENT} -D${PACED_SECONDS}\` on every HTTP/1.1 path in turn, the order rotated
+**Evenly spaced, in rounds.** After the HTTP/1.1 per-core rounds, ${PACED_ROUNDS} rounds of the same
+evenly spaced load (${PACED_SECONDS} s) on every HTTP/1.1 path in turn, the order rotated
 each round; the direct p99, then each path's p99 minus that round's direct p99 (ms):
 
 ${table(['round', 'direct p99', 'nodal, same node', 'nodal, cross-node', 'nginx', 'haproxy', "Node's own server"], pacedRoundRows)}
 ${pacedErrors.length > 0 ? `\nErrors in these rounds: ${pacedErrors.join('; ')}.\n` : ''}
-**What the slowest 1% waited on.** One more evenly spaced run per path
-(\`-D${PACED_SECONDS}\`) under the kernel's scheduler trace (\`perf record -e sched:sched_switch -a\`,
+**What the slowest 1% waited on.** One more run per path, \`h2load --h1 -c1 -m1 --rps=${RATE}
+-D${PACED_SECONDS}\` (whose log gives each request's send time to line up with the trace; its bursts of
+ten are timed from each request's send), under the kernel's scheduler trace (\`perf record -e sched:sched_switch -a\`,
 \`bench/helpers/tail.ts\`). Within each request's own interval, the time each CPU spent on
 what is summed; a request at or above the run's p99 is put down to the cause whose time most
 exceeds what the run's median request spent on it, if by more than 0.2 ms: the proxy's other
@@ -663,7 +677,7 @@ ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`
   ${f2(added(1))} ms (same node) and ${f2(added(2))} ms (cross-node) to the direct p99 of
   ${f2(directP99)} ms; nginx adds ${f2(added(3))} ms, haproxy ${f2(added(4))} ms.
   Target < 1 ms: ${verdict(added(1) < 1 && added(2) < 1)} (same node ${verdict(added(1) < 1)}, cross-node ${verdict(added(2) < 1)}).
-  Evenly spaced on one connection, nodal adds ${f2(pacedAdded(1))} ms (same node) and ${f2(pacedAdded(2))} ms
+  Evenly spaced (timed from when each request was due), nodal adds ${f2(pacedAdded(1))} ms (same node) and ${f2(pacedAdded(2))} ms
   (cross-node) to the direct ${f2(pacedDirect.p99)} ms; nginx ${f2(pacedAdded(3))} ms, haproxy ${f2(pacedAdded(4))} ms.
   In the ${PACED_ROUNDS} evenly spaced rounds, the median added p99 is ${f2(pacedMedian(1))} ms (same node) and
   ${f2(pacedMedian(2))} ms (cross-node, two proxies on one core); nginx ${f2(pacedMedian(3))} ms, haproxy ${f2(pacedMedian(4))} ms.

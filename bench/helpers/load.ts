@@ -1,10 +1,11 @@
-// Load tools and process readings for bench/proxy.ts: wrk and h2load runs pinned to a CPU
-// with their outputs parsed, per-request latency percentiles from h2load's --log-file, a
-// bounded client that opens and holds idle keep-alive connections, and CPU time and RSS
-// of a process from /proc.
+// Load tools and process readings for bench/proxy.ts: wrk, h2load and openloop (open-loop
+// HTTP/1.1 at a fixed rate, openloop.c) runs pinned to a CPU with their outputs parsed,
+// per-request latency percentiles from their logs, a bounded client that opens and holds
+// idle keep-alive connections, and CPU time and RSS of a process from /proc.
 import { execFile } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { percentile } from '../report.ts';
 
@@ -55,6 +56,44 @@ export interface H2loadSpec {
   grpcBody?: string;
   /** per-request log, read back for the percentiles */
   logFile: string;
+}
+
+/**
+ * openloop.c, built into `dir` from its source next to this file's source: cc must be on
+ * PATH. Returns the binary's path.
+ */
+export async function buildOpenLoop(source: string, dir: string): Promise<string> {
+  const bin = join(dir, 'openloop');
+  await run('cc', ['-O2', '-o', bin, source]);
+  return bin;
+}
+
+export interface OpenLoopSpec {
+  host: string;
+  port: number;
+  path: string;
+  /** requests/s, evenly spaced */
+  rate: number;
+  seconds: number;
+  /** keep-alive connections; a request due while all are busy waits for one */
+  connections: number;
+  /** per-request log, read back for the percentiles */
+  logFile: string;
+}
+
+/**
+ * HTTP/1.1 GETs due at spec.rate, evenly spaced (openloop.c), latency from when each was
+ * due: unlike h2load --rps, a request's wait behind a slow one is counted
+ */
+export async function openLoop(bin: string, cpu: string, spec: OpenLoopSpec): Promise<LoadResult> {
+  const { stdout } = await run('taskset', ['-c', cpu, bin, spec.host, String(spec.port), spec.path, String(spec.rate),
+    String(spec.seconds), String(spec.connections), spec.logFile], { timeout: (spec.seconds + 20) * 1000 });
+  const r = JSON.parse(stdout) as { due: number; done: number; errors: number };
+  // columns: µs from when the request was due to the end of its answer, status
+  const times = readFileSync(spec.logFile, 'utf8').split('\n').filter(Boolean).map((l) => Number(l.split('\t')[0]) / 1000).sort((a, b) => a - b);
+  const unanswered = r.due - r.done - r.errors;
+  const errors = [r.errors && `${r.errors} failed or non-2xx`, unanswered && `${unanswered} unanswered`].filter(Boolean).join('; ');
+  return { rps: r.done / spec.seconds, requests: r.done, p50: percentile(times, 50), p99: percentile(times, 99), errors };
 }
 
 /** h2load (HTTP/2, gRPC, or --h1), percentiles from its per-request log */

@@ -1,5 +1,5 @@
 // What the slowest requests of a latency run waited on, from the kernel's scheduler trace
-// (bench/proxy.ts, the evenly spaced HTTP/1.1 runs). `perf record -e sched:sched_switch`
+// (bench/proxy.ts, HTTP/1.1 on one connection at 1,000 requests/s). `perf record -e sched:sched_switch`
 // runs across the h2load run; for each request at or above the run's p99 (from h2load's
 // --log-file), the time each CPU spent on what, within the request's own interval, names
 // its cause, as the one whose time most exceeds what the run's median request spent on it:
