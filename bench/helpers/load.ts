@@ -89,7 +89,7 @@ export async function openLoop(bin: string, cpu: string, spec: OpenLoopSpec): Pr
   const { stdout } = await run('taskset', ['-c', cpu, bin, spec.host, String(spec.port), spec.path, String(spec.rate),
     String(spec.seconds), String(spec.connections), spec.logFile], { timeout: (spec.seconds + 20) * 1000 });
   const r = JSON.parse(stdout) as { due: number; done: number; errors: number };
-  // columns: µs from when the request was due to the end of its answer, status
+  // columns: µs from when the request was due to the end of its answer, status, when it was due
   const times = readFileSync(spec.logFile, 'utf8').split('\n').filter(Boolean).map((l) => Number(l.split('\t')[0]) / 1000).sort((a, b) => a - b);
   const unanswered = r.due - r.done - r.errors;
   const errors = [r.errors && `${r.errors} failed or non-2xx`, unanswered && `${unanswered} unanswered`].filter(Boolean).join('; ');

@@ -9,7 +9,8 @@
 // Build: cc -O2 -o openloop openloop.c (bench/proxy.ts builds it into its temp directory).
 // Run:   openloop <ip> <port> <path> <requests/s> <seconds> <connections> <log file>
 // Prints one JSON line: {"due":N,"done":N,"errors":N,"late":N,"maxLagUs":N}; the log
-// file gets a line per answered request: latency from due (µs), tab, status.
+// file gets a line per answered request: latency from due (µs), status, and when it was
+// due (µs from the first), tab-separated.
 // Exits 1 on a usage or connect error, with the reason on stderr.
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -158,7 +159,7 @@ int main(int argc, char **argv) {
       }
       if (len < 0 || !c->busy) { errno = EPROTO; die("not an HTTP/1.1 answer to a request"); }
       int64_t t = now_ns();
-      fprintf(log, "%ld\t%d\n", (long)((t - c->due) / 1000), status);
+      fprintf(log, "%ld\t%d\t%ld\n", (long)((t - c->due) / 1000), status, (long)((c->due - t0) / 1000));
       if (status >= 200 && status < 300) done++;
       else errors++;
       memmove(c->buf, c->buf + len, c->len - (size_t)len);
