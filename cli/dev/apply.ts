@@ -255,7 +255,7 @@ async function applyPod(ctx: ApplyContext, plan: PodPlan): Promise<Pick<ObjectRe
 async function removePod(ctx: ApplyContext, pod: PodRecord): Promise<void> {
   // the file goes first: the control plane withdraws the endpoint before its address is freed
   removeObject(ctx.layout.configDir, 'Pod', pod.namespace, pod.name);
-  await deletePod(pod);
+  await deletePod(pod, ctx.state.nodes.find((n) => n.name === pod.node)?.netns);
   ctx.state.pods = ctx.state.pods.filter((p) => p !== pod);
   ctx.save();
 }

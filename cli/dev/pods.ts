@@ -11,7 +11,7 @@ import { examplesDir, repoRoot, type SandboxLayout } from './layout.ts';
 import { podHostLink, podNetnsName } from './plan.ts';
 import { killCgroup, removeCgroupTree, spawnDetached } from './processes.ts';
 import type { NodeRecord, PodRecord } from './state.ts';
-import { createPodNetwork, deleteNetns } from './topology.ts';
+import { createPodNetwork, deletePodNetwork } from './topology.ts';
 
 /**
  * Variables the sandbox adds for $(VAR) expansion in command, args and env, so manifests
@@ -121,9 +121,10 @@ export async function stopContainers(pod: PodRecord): Promise<void> {
   for (const c of pod.containers) delete c.process;
 }
 
-export async function deletePod(pod: PodRecord): Promise<void> {
+/** `nodeNetns`: the netns of the pod's node, where the host end of its veth is */
+export async function deletePod(pod: PodRecord, nodeNetns: string | undefined): Promise<void> {
   await removeCgroupTree(pod.cgroup);
-  await deleteNetns(pod.netns);
+  await deletePodNetwork(pod, nodeNetns);
 }
 
 /** the object the control plane reads: the manifest plus what a kubelet would report */

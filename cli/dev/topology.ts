@@ -25,6 +25,17 @@ export async function deleteNetns(name: string): Promise<void> {
   await run('ip', ['netns', 'del', name]);
 }
 
+/**
+ * A pod's network, its veth first: deleting one end from the node's side removes both at
+ * once. Deleting the pod's netns alone leaves the veth to the kernel's namespace cleanup,
+ * which runs later on a workqueue: the node lists the link for a while after. A link that
+ * is already gone is no error, and the netns deletion takes what is left either way.
+ */
+export async function deletePodNetwork(pod: PodNetwork, nodeNetns: string | undefined): Promise<void> {
+  if (nodeNetns !== undefined && netnsExists(nodeNetns)) await run('ip', ['-n', nodeNetns, 'link', 'del', pod.hostLink], { allowFail: true });
+  await deleteNetns(pod.netns);
+}
+
 export async function createUnderlay(): Promise<void> {
   await addNetns(UNDERLAY_NETNS);
   await ipBatch(UNDERLAY_NETNS, [
