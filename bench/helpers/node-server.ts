@@ -20,7 +20,14 @@ const h1 = createServer((_req, res) => {
 });
 h1.keepAliveTimeout = 60_000;
 
+/** a load tool that resets a stream or drops a connection must not end the server */
+function ignoreErrors(server: Server): void {
+  server.on('session', (session: { on(event: 'error', f: () => void): void }) => session.on('error', () => {}));
+  server.on('stream', (stream: ServerHttp2Stream) => stream.on('error', () => {}));
+}
+
 const h2 = createH2Server();
+ignoreErrors(h2);
 h2.on('stream', (stream: ServerHttp2Stream) => {
   stream.respond({ ':status': 200, 'content-type': 'text/plain' });
   stream.end(HELLO);
@@ -34,6 +41,7 @@ function grpcFrame(payload: Buffer): Buffer {
 }
 
 const grpc = createH2Server();
+ignoreErrors(grpc);
 grpc.on('stream', (stream: ServerHttp2Stream) => {
   const chunks: Buffer[] = [];
   stream.on('data', (c: Buffer) => chunks.push(c));
