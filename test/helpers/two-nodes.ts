@@ -12,7 +12,7 @@ import type { Duplex } from 'node:stream';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { EndpointInfo, NodeInfo, Snapshot } from '../../control/api/types.ts';
-import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
+import { NodeProxy, type ProxyOptions, type Redirect } from '../../agent/proxy/index.ts';
 import type { ProxyLimits } from '../../agent/proxy/limits.ts';
 
 export const CLIENT_IDENTITY = 256;
@@ -61,6 +61,45 @@ export function closeServer(server: Server | HttpServer): Promise<void> {
   });
 }
 
+/** where each node's proxy listens and binds: i is 1 for node-a, 2 for node-b */
+export interface PairAddresses {
+  inbound(i: 1 | 2): string;
+  outbound(i: 1 | 2): string;
+  upstream(i: 1 | 2): string;
+}
+
+export interface ProxyPairOptions {
+  at: PairAddresses;
+  /** the one tunnel port both nodes listen on, as in a cluster */
+  tunnelPort: number;
+  lookup: ProxyOptions['originalDestination'];
+  /** node-a's and node-b's flow sinks; none by default */
+  onFlow?: readonly [ProxyOptions['onFlow'], ProxyOptions['onFlow']];
+  /** node-a's and node-b's registries; fresh ones by default */
+  registries?: readonly [Registry, Registry];
+  limits?: Partial<ProxyLimits>;
+}
+
+/**
+ * node-a's and node-b's NodeProxy (logging off), sharing one tunnel port and one stubbed
+ * datapath lookup. Not yet given a snapshot. If node-b's cannot start, node-a's is closed.
+ */
+export async function startProxyPair(o: ProxyPairOptions): Promise<[NodeProxy, NodeProxy]> {
+  const logger = pino({ level: 'silent' });
+  const start = (i: 1 | 2): Promise<NodeProxy> => NodeProxy.start({
+    node: i === 1 ? 'node-a' : 'node-b', outbound: { host: o.at.outbound(i), port: 0 }, inbound: { host: o.at.inbound(i), port: o.tunnelPort },
+    upstreamBindIp: o.at.upstream(i), peerTunnelPort: o.tunnelPort, ...(o.limits ? { limits: o.limits } : {}),
+    originalDestination: o.lookup, onFlow: o.onFlow?.[i - 1] ?? (() => {}), registry: o.registries?.[i - 1] ?? new Registry(), logger,
+  });
+  const a = await start(1);
+  try {
+    return [a, await start(2)];
+  } catch (err) {
+    await a.close();
+    throw err;
+  }
+}
+
 export async function startTwoNodes(block: number, pods: PodSpec[], limits: Partial<ProxyLimits>): Promise<TwoNodes> {
   const net = (i: number, host: number): string => `127.0.${block + i}.${host}`;
   const tunnelA = net(0, 1);
@@ -107,15 +146,10 @@ export async function startTwoNodes(block: number, pods: PodSpec[], limits: Part
       const next = clientAddr === clientIp ? queue.shift() : undefined;
       return next && { origIp: next.ip, origPort: next.port, endpointId: 7, srcIdentity: CLIENT_IDENTITY, dstIdentity: 0 };
     };
-    const logger = pino({ level: 'silent' });
     const registries = [new Registry(), new Registry()] as const;
-    const start = (name: string, i: number): Promise<NodeProxy> => NodeProxy.start({
-      node: name, outbound: { host: net(1, i), port: 0 }, inbound: { host: net(0, i), port: tunnelPort },
-      upstreamBindIp: net(2, i), peerTunnelPort: tunnelPort, limits,
-      originalDestination: lookup, onFlow: () => {}, registry: registries[i - 1]!, logger,
+    [a, b] = await startProxyPair({
+      at: { inbound: (i) => net(0, i), outbound: (i) => net(1, i), upstream: (i) => net(2, i) }, tunnelPort, lookup, registries, limits,
     });
-    a = await start('node-a', 1);
-    b = await start('node-b', 2);
     a.update(snapshot('node-a'));
     b.update(snapshot('node-b'));
     const proxyA = a;

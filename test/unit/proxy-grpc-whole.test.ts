@@ -9,13 +9,12 @@ import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as netServer, type Server as NetServer } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
-import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
-import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
+import type { NodeProxy, Redirect } from '../../agent/proxy/index.ts';
 import { FlowSink } from '../helpers/flow-sink.ts';
 import { wholeGrpcPod } from '../helpers/h2-frames.ts';
-import { closeServer, listen } from '../helpers/two-nodes.ts';
+import { closeServer, listen, startProxyPair } from '../helpers/two-nodes.ts';
 
 const TRUST = 'cluster.local';
 const ID = { client: 256, near: 257, far: 258 } as const;
@@ -74,14 +73,9 @@ describe('proxy: gRPC answers that arrive whole', () => {
       version: 1, node, trustDomain: TRUST, nodes, identities: [identity(ID.client, 'client'), identity(ID.near, 'near'), identity(ID.far, 'far')],
       endpoints, services, policies: [], l4: [],
     });
-    const logger = pino({ level: 'silent' });
-    a = await NodeProxy.start({
-      node: 'node-a', outbound: { host: '127.0.93.1', port: 0 }, inbound: { host: '127.0.92.1', port: tunnelPort },
-      upstreamBindIp: '127.0.94.1', peerTunnelPort: tunnelPort, originalDestination: lookup, onFlow: sinkA.push, registry: registryA, logger,
-    });
-    b = await NodeProxy.start({
-      node: 'node-b', outbound: { host: '127.0.93.2', port: 0 }, inbound: { host: '127.0.92.2', port: tunnelPort },
-      upstreamBindIp: '127.0.94.2', peerTunnelPort: tunnelPort, originalDestination: lookup, onFlow: sinkB.push, registry: registryB, logger,
+    [a, b] = await startProxyPair({
+      at: { inbound: (i) => `127.0.92.${i}`, outbound: (i) => `127.0.93.${i}`, upstream: (i) => `127.0.94.${i}` },
+      tunnelPort, lookup, onFlow: [sinkA.push, sinkB.push], registries: [registryA, registryB],
     });
     a.update(snapshot('node-a'));
     b.update(snapshot('node-b'));

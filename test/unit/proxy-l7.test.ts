@@ -14,12 +14,12 @@ import { connect as h2connect, createServer as h2server, type Http2Server, type 
 import { connect, createServer as netServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { promisify } from 'node:util';
 import * as grpc from '@grpc/grpc-js';
-import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { CompiledPolicy, EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
 import type { Flow } from '../../agent/flows/flow.ts';
-import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
+import type { NodeProxy, Redirect } from '../../agent/proxy/index.ts';
 import { FlowSink } from '../helpers/flow-sink.ts';
+import { startProxyPair } from '../helpers/two-nodes.ts';
 
 const run = promisify(execFile);
 const TRUST = 'cluster.local';
@@ -177,14 +177,9 @@ describe('proxy L7: HTTP/2, gRPC and per-request routing with real clients', () 
       identity(ID.greeter, 'app', 'greeter'), identity(ID.echo, 'app', 'echo')];
     snapshot = (node, policies) => ({ version, node, trustDomain: TRUST, nodes, identities, endpoints, services, policies, l4: [] });
 
-    const logger = pino({ level: 'silent' });
-    a = await NodeProxy.start({
-      node: 'node-a', outbound: { host: '127.0.11.1', port: 0 }, inbound: { host: '127.0.10.1', port: tunnelPort },
-      upstreamBindIp: '127.0.20.1', peerTunnelPort: tunnelPort, originalDestination: lookup, onFlow: sinkA.push, registry: registryA, logger,
-    });
-    b = await NodeProxy.start({
-      node: 'node-b', outbound: { host: '127.0.11.2', port: 0 }, inbound: { host: '127.0.10.2', port: tunnelPort },
-      upstreamBindIp: '127.0.20.2', peerTunnelPort: tunnelPort, originalDestination: lookup, onFlow: sinkB.push, registry: new Registry(), logger,
+    [a, b] = await startProxyPair({
+      at: { inbound: (i) => `127.0.10.${i}`, outbound: (i) => `127.0.11.${i}`, upstream: (i) => `127.0.20.${i}` },
+      tunnelPort, lookup, onFlow: [sinkA.push, sinkB.push], registries: [registryA, new Registry()],
     });
     a.update(snapshot('node-a', basePolicies));
     b.update(snapshot('node-b', basePolicies));

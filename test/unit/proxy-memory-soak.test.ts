@@ -11,12 +11,10 @@ import { connect as h2connect, type ClientHttp2Session } from 'node:http2';
 import { connect, createServer as netServer, type Server } from 'node:net';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
-import pino from 'pino';
-import { Registry } from 'prom-client';
 import type { CompiledPolicy, EndpointInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
-import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
+import type { NodeProxy, Redirect } from '../../agent/proxy/index.ts';
 import { wholeGrpcPod } from '../helpers/h2-frames.ts';
-import { closeServer, listen } from '../helpers/two-nodes.ts';
+import { closeServer, listen, startProxyPair } from '../helpers/two-nodes.ts';
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -87,13 +85,9 @@ describe('proxy: memory stays bounded on failing and refused requests', () => {
       identities: Object.entries(ID).map(([sa, id]) => ({ id, namespace: 'app', serviceAccount: sa, labels: { app: sa }, spiffeId: `spiffe://${TRUST}/ns/app/sa/${sa}` })),
       endpoints, services, policies, l4: [],
     });
-    const start = (node: string, i: number): Promise<NodeProxy> => NodeProxy.start({
-      node, outbound: { host: `127.0.97.1${i}`, port: 0 }, inbound: { host: `127.0.97.${i}`, port: tunnelPort },
-      upstreamBindIp: `127.0.97.2${i}`, peerTunnelPort: tunnelPort, originalDestination: lookup, onFlow: () => {},
-      registry: new Registry(), logger: pino({ level: 'silent' }),
+    [a, b] = await startProxyPair({
+      at: { inbound: (i) => `127.0.97.${i}`, outbound: (i) => `127.0.97.1${i}`, upstream: (i) => `127.0.97.2${i}` }, tunnelPort, lookup,
     });
-    a = await start('node-a', 1);
-    b = await start('node-b', 2);
     a.update(snapshot('node-a'));
     b.update(snapshot('node-b'));
     outbound = { host: a.addresses.outbound.address, port: a.addresses.outbound.port };

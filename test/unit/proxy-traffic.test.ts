@@ -10,13 +10,13 @@ import { execFile } from 'node:child_process';
 import { createServer as httpServer, type Server as HttpServer } from 'node:http';
 import { createServer as netServer, type AddressInfo } from 'node:net';
 import { promisify } from 'node:util';
-import pino from 'pino';
 import { Registry } from 'prom-client';
 import type {
   CompiledRoute, CompiledTrafficPolicy, EndpointInfo, IdentityInfo, NodeInfo, RouteRule, ServiceInfo, Snapshot,
 } from '../../control/api/types.ts';
 import type { Flow } from '../../agent/flows/flow.ts';
-import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
+import type { NodeProxy, Redirect } from '../../agent/proxy/index.ts';
+import { startProxyPair } from '../helpers/two-nodes.ts';
 
 const run = promisify(execFile);
 const TRUST = 'cluster.local';
@@ -148,14 +148,9 @@ describe('proxy traffic management: routes and TrafficPolicy', () => {
     ];
     const identities: IdentityInfo[] = [ID.client, ID.web].map((id) => ({ id, namespace: 'app', serviceAccount: String(id), labels: {}, spiffeId: `spiffe://${TRUST}/ns/app/sa/${id}` }));
     const snapshot = (node: string): Snapshot => ({ version, node, trustDomain: TRUST, nodes, identities, endpoints, services, policies: [], l4: [], routes, trafficPolicies });
-    const logger = pino({ level: 'silent' });
-    a = await NodeProxy.start({
-      node: 'node-a', outbound: { host: '127.0.11.1', port: 0 }, inbound: { host: '127.0.10.1', port: tunnelPort },
-      upstreamBindIp: '127.0.20.1', peerTunnelPort: tunnelPort, originalDestination: lookup, onFlow: (f) => flows.push(f), registry: registryA, logger,
-    });
-    b = await NodeProxy.start({
-      node: 'node-b', outbound: { host: '127.0.11.2', port: 0 }, inbound: { host: '127.0.10.2', port: tunnelPort },
-      upstreamBindIp: '127.0.20.2', peerTunnelPort: tunnelPort, originalDestination: lookup, onFlow: () => {}, registry: new Registry(), logger,
+    [a, b] = await startProxyPair({
+      at: { inbound: (i) => `127.0.10.${i}`, outbound: (i) => `127.0.11.${i}`, upstream: (i) => `127.0.20.${i}` },
+      tunnelPort, lookup, onFlow: [(f) => flows.push(f), () => {}], registries: [registryA, new Registry()],
     });
     a.update(snapshot('node-a'));
     b.update(snapshot('node-b'));
