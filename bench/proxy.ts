@@ -26,6 +26,7 @@ import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { buildOpenLoop, cpuSeconds, h2load, holdConnections, openLoop, rssKiB, wrk, type LoadResult } from './helpers/load.ts';
 import { nginxConf } from './helpers/nginx.ts';
+import { grpcMessage } from '../agent/proxy/exchange.ts';
 import { CAUSES, canTrace, traceTail, type Cause, type Tail } from './helpers/tail.ts';
 import type { PairService, Topology } from './helpers/proxy-pair.ts';
 import { machine, numberArg, percentile, table, writeSection } from './report.ts';
@@ -297,10 +298,7 @@ async function main(): Promise<void> {
   try {
     const openLoopBin = await buildOpenLoop(join(here, '../../bench/helpers/openloop.c'), dir);
     const grpcBody = join(dir, 'hello.grpc');
-    const payload = Buffer.from('bench');
-    const frame = Buffer.alloc(5);
-    frame.writeUInt32BE(payload.length, 1); // byte 0: not compressed; bytes 1-4: length
-    writeFileSync(grpcBody, Buffer.concat([frame, payload]));
+    writeFileSync(grpcBody, grpcMessage(Buffer.from('bench')));
     // HTTP/1.1 with a body: a small JSON POST, as an API client sends it
     const postScript = join(dir, 'post.lua');
     writeFileSync(postScript, `wrk.method = "POST"\nwrk.body = '${POST_BODY}'\nwrk.headers["Content-Type"] = "application/json"\n`);

@@ -412,6 +412,14 @@ export function grpcStatusForHttp(status: number): number {
   }
 }
 
+/** one gRPC length-prefixed message: byte 0 "not compressed", bytes 1-4 the length, the bytes */
+export function grpcMessage(payload: Buffer): Buffer {
+  const out = Buffer.alloc(5 + payload.length);
+  out.writeUInt32BE(payload.length, 1);
+  payload.copy(out, 5);
+  return out;
+}
+
 /** grpc-status of a finished response: from the trailers, or from the headers of a trailers-only answer */
 export function grpcStatusOf(res: Pick<L7Response, 'headers' | 'trailers'>): number | undefined {
   const v = headerValue(res.trailers()?.['grpc-status']) ?? headerValue(res.headers['grpc-status']);

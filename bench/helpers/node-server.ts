@@ -9,6 +9,7 @@
 import { createServer } from 'node:http';
 import { createServer as createH2Server, type ServerHttp2Stream } from 'node:http2';
 import type { Server } from 'node:net';
+import { grpcMessage } from '../../agent/proxy/exchange.ts';
 
 const [host, h1Port, h2Port, grpcPort] = process.argv.slice(2);
 if (!host || !h1Port || !h2Port || !grpcPort) throw new Error('usage: node-server.js <host> <http1-port> <h2-port> <grpc-port>');
@@ -33,13 +34,6 @@ h2.on('stream', (stream: ServerHttp2Stream) => {
   stream.end(HELLO);
 });
 
-/** one length-prefixed gRPC message: 1 byte "not compressed", 4 bytes length, the bytes */
-function grpcFrame(payload: Buffer): Buffer {
-  const head = Buffer.alloc(5);
-  head.writeUInt32BE(payload.length, 1);
-  return Buffer.concat([head, payload]);
-}
-
 const grpc = createH2Server();
 ignoreErrors(grpc);
 grpc.on('stream', (stream: ServerHttp2Stream) => {
@@ -50,7 +44,7 @@ grpc.on('stream', (stream: ServerHttp2Stream) => {
     const message = body.length >= 5 ? body.subarray(5, 5 + body.readUInt32BE(1)) : Buffer.alloc(0);
     stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
     stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
-    stream.end(grpcFrame(Buffer.concat([Buffer.from('hello '), message])));
+    stream.end(grpcMessage(Buffer.concat([Buffer.from('hello '), message])));
   });
 });
 

@@ -4,6 +4,7 @@
 // indexing or Huffman (RFC 7541 §6.2.2), so any name and value can be written as is.
 
 import { createServer, type Server, type Socket } from 'node:net';
+import { grpcMessage } from '../../agent/proxy/exchange.ts';
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -183,12 +184,9 @@ export function wholeGrpcPod(): Server {
         if ((type === FrameType.HEADERS || type === FrameType.DATA) && (flags & Flag.END_STREAM) !== 0) {
           const msg = Buffer.from(`hello ${Buffer.concat(bodies.get(id) ?? []).subarray(5).toString()}`);
           bodies.delete(id);
-          const grpcFrame = Buffer.alloc(5 + msg.length); // byte 0: not compressed; 1-4: length
-          grpcFrame.writeUInt32BE(msg.length, 1);
-          msg.copy(grpcFrame, 5);
           socket.write(Buffer.concat([
             frame(FrameType.HEADERS, Flag.END_HEADERS, id, Buffer.concat([STATUS_200, headerBlock([['content-type', 'application/grpc']])])),
-            frame(FrameType.DATA, 0, id, grpcFrame),
+            frame(FrameType.DATA, 0, id, grpcMessage(msg)),
             frame(FrameType.HEADERS, Flag.END_HEADERS | Flag.END_STREAM, id, headerBlock([['grpc-status', '0']])),
           ]));
         }

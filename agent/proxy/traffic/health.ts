@@ -22,6 +22,7 @@ import { connect as h2connect, constants as h2 } from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CompiledTrafficPolicy } from '../../../control/api/types.ts';
+import { grpcMessage } from '../exchange.ts';
 
 export type HealthConfig = NonNullable<CompiledTrafficPolicy['healthCheck']>;
 
@@ -106,10 +107,7 @@ function httpProbe(cfg: HealthConfig, ep: HealthEndpoint, connect: Connector, si
 function grpcCheckFrame(service: string): Buffer {
   const name = Buffer.from(service, 'utf8');
   const msg = name.length === 0 ? Buffer.alloc(0) : Buffer.concat([Buffer.from([0x0a]), varint(name.length), name]);
-  const frame = Buffer.alloc(5 + msg.length);
-  frame.writeUInt32BE(msg.length, 1);
-  msg.copy(frame, 5);
-  return frame;
+  return grpcMessage(msg);
 }
 
 function varint(n: number): Buffer {
