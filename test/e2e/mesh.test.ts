@@ -16,7 +16,7 @@ import { compareTime, type FlowPolicy } from '../../agent/flows/index.ts';
 import { repoRoot } from '../helpers/paths.ts';
 import { Sandbox, bpffsMount, cgroup2Mount, type PodStatus } from '../../cli/dev/index.ts';
 import {
-  alive, captureUnderlay, devStatusJson, fixture, flowsUntil, killAndWait, netnsOf, observe, podGet, podLog, processesIn, processesMatching,
+  alive, captureUnderlay, dataPathSnapshot, devStatusJson, fixture, flowsUntil, killAndWait, netnsOf, observe, podGet, podLog, processesIn, processesMatching,
   restartAgent, restartControl, underlayGet, until, type GetResult,
 } from './helpers/mesh.ts';
 
@@ -111,12 +111,13 @@ before(async () => {
   assert.ok(r.examples.length > 0 && r.examples.every((e) => e.outcome === 'created'), `examples: ${JSON.stringify(r.examples)}`);
 });
 
-/** a failed case leaves its evidence past down: every process's log and the sandbox's record, as they were then */
+/** a failed case leaves its evidence past down: every process's log, the sandbox's record and the data path (WireGuard, routes), as they were then */
 function keepEvidence(what: string): void {
   if (!ours || !existsSync(sb.layout.logsDir)) return;
   const keep = `${root}-logs/${what.replace(/[^\w.-]+/g, '-').slice(0, 60)}`;
   cpSync(sb.layout.logsDir, keep, { recursive: true });
   if (existsSync(sb.layout.stateFile)) cpSync(sb.layout.stateFile, join(keep, 'sandbox.json'));
+  writeFileSync(join(keep, 'datapath.txt'), dataPathSnapshot(sb));
   process.stderr.write(`mesh e2e: "${what}" failed; the sandbox's logs are kept in ${keep}\n`);
 }
 

@@ -2,7 +2,7 @@
 // prints them (its runObserve, in process, against the sandbox's relay), one HTTP GET from
 // inside a pod, HTTP from the underlay (the only place that reaches the agents' ports), and
 // restarting an agent or the control plane the way `nodal dev up` starts them.
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -242,4 +242,26 @@ export function podLog(sb: Sandbox, pod: string, container?: string): string[] {
   } catch {
     return [];
   }
+}
+
+/**
+ * What the data path looked like, for a failed case's evidence: per node, WireGuard as its
+ * agent's wireguard-go reports it (`wg show`, in the agent's mount namespace, where its
+ * UAPI socket is), addresses, routes and neighbours; and the underlay bridge. Each command's
+ * output or error, as text; never throws.
+ */
+export function dataPathSnapshot(sb: Sandbox): string {
+  const run = (argv: string[]): string => {
+    const r = spawnSync(argv[0]!, argv.slice(1), { encoding: 'utf8', timeout: 5000 });
+    return `$ ${argv.join(' ')}\n${r.stdout ?? ''}${r.stderr ?? ''}${r.error ? `${r.error.message}\n` : ''}`;
+  };
+  const out: string[] = [];
+  for (const n of sb.state()?.nodes ?? []) {
+    const pid = n.agent?.pid;
+    if (pid && alive(pid)) out.push(run(['nsenter', '-t', String(pid), '-m', '-n', 'wg', 'show', 'all']));
+    else out.push(`# ${n.name}: agent not running\n`);
+    for (const c of [['addr'], ['route'], ['neigh']]) out.push(run(['ip', '-n', n.netns, '-d', ...c]));
+  }
+  out.push(run(['ip', '-n', UNDERLAY_NETNS, '-br', 'link']), run(['ip', '-n', UNDERLAY_NETNS, 'neigh']));
+  return out.join('\n');
 }
