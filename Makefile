@@ -24,7 +24,7 @@ ARCH          := $(shell uname -m | sed 's/x86_64/x86/;s/aarch64/arm64/')
 # from pulling in a kernel image.
 APT_PACKAGES  := clang llvm libbpf-dev libelf-dev zlib1g-dev pkg-config bpftool cmake make g++ \
                  iproute2 iptables wireguard-tools wireguard-go tcpdump curl ca-certificates \
-                 nginx haproxy wrk nghttp2-client procps psmisc python3 util-linux \
+                 nginx haproxy wrk nghttp2-client libnghttp2-dev procps psmisc python3 util-linux \
                  python3-grpcio python3-protobuf protobuf-compiler protobuf-compiler-grpc libprotobuf-dev
 
 .PHONY: setup setup-apt setup-node setup-npm build bpf native ts test test-unit test-kernel test-e2e \

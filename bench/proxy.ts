@@ -24,7 +24,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { buildOpenLoop, cpuSeconds, h2load, holdConnections, openLoop, rssKiB, wrk, type LoadResult } from './helpers/load.ts';
+import { buildC, cpuSeconds, h2load, holdConnections, openLoop, rssKiB, wrk, type LoadResult } from './helpers/load.ts';
 import { nginxConf } from './helpers/nginx.ts';
 import { grpcMessage } from '../agent/proxy/exchange.ts';
 import { CAUSES, canTrace, traceTail, type Cause, type Tail } from './helpers/tail.ts';
@@ -51,7 +51,7 @@ const JIT_STEP_SECONDS = 2;
 const RATE_CLIENTS = 10;
 const RATE_PER_CLIENT = 100;
 const RATE = RATE_CLIENTS * RATE_PER_CLIENT;
-/** the evenly spaced HTTP/1.1 runs (openloop.c): keep-alive connections a request may take */
+/** the evenly spaced runs (openloop.c, openloop-h2.c): keep-alive connections a request may take */
 const OPEN_LOOP_CONNECTIONS = 4;
 /**
  * HTTP/1.1 per core again, in rounds of nodal (same node), nginx and haproxy taken in turn:
@@ -61,9 +61,9 @@ const OPEN_LOOP_CONNECTIONS = 4;
 const ROUNDS = numberArg('--rounds', 7);
 const ROUND_SECONDS = 3;
 /**
- * The evenly spaced 1,000 requests/s of HTTP/1.1 again, in rounds of every path taken in
- * turn, for the same reason: one 5-s run per path reads the machine's phase as much as the
- * path. Each round's added p99 is against that round's direct p99.
+ * The evenly spaced 1,000 requests/s of each protocol again, in rounds of every path taken
+ * in turn, for the same reason: one 5-s run per path reads the machine's phase as much as
+ * the path. Each round's added p99 is against that round's direct p99.
  */
 const PACED_ROUNDS = numberArg('--paced-rounds', 5);
 const PACED_SECONDS = 3;
@@ -296,21 +296,22 @@ async function main(): Promise<void> {
   const began = Date.now();
   const dir = mkdtempSync(join(tmpdir(), 'nodal-bench-proxy-'));
   try {
-    const openLoopBin = await buildOpenLoop(join(here, '../../bench/helpers/openloop.c'), dir);
+    const source = (name: string): string => join(here, '../../bench/helpers', name);
+    const openLoopBin = { http1: await buildC(source('openloop.c'), dir), h2: await buildC(source('openloop-h2.c'), dir, ['nghttp2']) };
+    const grpcBackendBin = await buildC(source('grpc-backend.c'), dir, ['nghttp2']);
     const grpcBody = join(dir, 'hello.grpc');
     writeFileSync(grpcBody, grpcMessage(Buffer.from('bench')));
     // HTTP/1.1 with a body: a small JSON POST, as an API client sends it
     const postScript = join(dir, 'post.lua');
     writeFileSync(postScript, `wrk.method = "POST"\nwrk.body = '${POST_BODY}'\nwrk.headers["Content-Type"] = "application/json"\n`);
 
-    // backends on the load CPU: nginx for HTTP/1.1 and h2c, grpc-js for gRPC; each listens
-    // on the address of an endpoint on node-a and one on node-b
+    // backends on the load CPU: nginx for HTTP/1.1 and h2c, grpc-backend.c for gRPC; each
+    // listens on the address of an endpoint on node-a and one on node-b
     const both = (p: Protocol, extra = ''): string => `listen ${BACKEND.nodeA}:${PORT[p]}${extra}; listen ${BACKEND.nodeB}:${PORT[p]}${extra};`;
     const backendConf = nginxConf(dir, 'backend', `  server { ${both('http1')} location / { return 200 "hello world\\n"; } }
   server { ${both('h2', ' http2')} location / { return 200 "hello world\\n"; } }`);
     const backend = start('nginx backend', CPU.load, 'nginx', ['-e', 'stderr', '-c', backendConf]);
-    const grpcBackend = start('grpc-js backend', CPU.load, process.execPath, [join(here, 'helpers/grpc-backend.js'),
-      `${BACKEND.nodeA}:${PORT.grpc}`, `${BACKEND.nodeB}:${PORT.grpc}`]);
+    const grpcBackend = start('gRPC backend', CPU.load, grpcBackendBin, [`${BACKEND.nodeA}:${PORT.grpc}`, `${BACKEND.nodeB}:${PORT.grpc}`]);
 
     // the proxies under test, each on the proxy CPU
     const proxyConf = nginxConf(dir, 'proxy', `  upstream h1 { server ${BACKEND.nodeA}:${PORT.http1}; keepalive 64; }
@@ -338,9 +339,10 @@ async function main(): Promise<void> {
     const aim = async (path: Path): Promise<void> => {
       if (path.target && await pair.ctl.ask(`target ${path.target.ip} ${path.target.port}`) !== 'ok') throw new Error('nodal proxy pair: target not set');
     };
-    /** HTTP/1.1 at RATE, evenly spaced, timed from when each request was due (openloop.c) */
-    const evenly = (path: Path, seconds: number): Promise<LoadResult> => openLoop(openLoopBin, CPU.load, {
-      host: path.host, port: path.port, path: '/', rate: RATE, seconds, connections: OPEN_LOOP_CONNECTIONS, logFile: join(dir, 'open.log'),
+    /** RATE requests/s, evenly spaced, timed from when each was due (openloop.c, openloop-h2.c) */
+    const evenly = (p: Protocol, path: Path, seconds: number): Promise<LoadResult> => openLoop(p === 'http1' ? openLoopBin.http1 : openLoopBin.h2, CPU.load, {
+      host: path.host, port: path.port, path: p === 'grpc' ? GRPC_PATH : '/', rate: RATE, seconds, connections: OPEN_LOOP_CONNECTIONS,
+      logFile: join(dir, 'open.log'), ...(p === 'grpc' ? { grpcBody } : {}),
     });
 
     // memory first, while every proxy is fresh: RSS before and with HOLD idle keep-alive
@@ -410,11 +412,12 @@ async function main(): Promise<void> {
         const f = await measure(pid, () => fullSpeed(p, u, SECONDS, dir, grpcBody));
         const r = await measure(pid, () => fixedRate(p, u, dir, grpcBody));
         // h2load starts every client's rate timer at once: 10 × 100/s arrives as bursts of
-        // 10 every 10 ms. openloop.c's evenly spaced requests are the counterpart
-        if (p === 'http1') paced.set(path.name, await measure(pid, () => evenly(path, SECONDS)));
+        // 10 every 10 ms. The open-loop generators' evenly spaced requests are the counterpart
+        const e = await measure(pid, () => evenly(p, path, SECONDS));
+        paced.set(`${p}/${path.name}`, e);
         full.set(`${p}/${path.name}`, f);
         rate.set(`${p}/${path.name}`, r);
-        process.stderr.write(`${LABEL[p]} ${path.name}: ${f0(f.rps)} req/s on ${f2(f.cores)} cores; at ${f0(r.rps)}/s p50 ${f2(r.p50)} p99 ${f2(r.p99)} ms ${f.errors} ${r.errors}\n`);
+        process.stderr.write(`${LABEL[p]} ${path.name}: ${f0(f.rps)} req/s on ${f2(f.cores)} cores; at ${f0(r.rps)}/s p50 ${f2(r.p50)} p99 ${f2(r.p99)} ms, evenly spaced p99 ${f2(e.p99)} ms ${f.errors} ${r.errors} ${e.errors}\n`);
       }
     }
 
@@ -452,12 +455,16 @@ async function main(): Promise<void> {
     const rounds = await inRounds(ROUNDS, [h1[1]!, h1[3]!, h1[4]!, h1[5]!],
       (path) => measure(pidOf(path), () => wrk(CPU.load, url('http1', path), 32, ROUND_SECONDS)),
       (r, i) => process.stderr.write(`HTTP/1.1 round ${i + 1}: nodal ÷ nginx per core ${f2(perCore(r.get(h1[1]!.name)!) / perCore(r.get(h1[3]!.name)!))}\n`));
-    const pacedRounds = await inRounds(PACED_ROUNDS, h1,
-      (path) => measure(pidOf(path), () => evenly(path, PACED_SECONDS)),
-      (r, i) => {
-        const add = (k: number): string => f2(r.get(h1[k]!.name)!.p99 - r.get(h1[0]!.name)!.p99);
-        process.stderr.write(`evenly spaced round ${i + 1}: added p99 nodal ${add(1)} / ${add(2)} ms, nginx ${add(3)}, haproxy ${add(4)}, Node's own server ${add(5)}\n`);
-      });
+    const pacedRounds = new Map<Protocol, Array<Map<string, Measured>>>();
+    for (const p of PROTOCOLS) {
+      const list = paths(p);
+      pacedRounds.set(p, await inRounds(PACED_ROUNDS, list,
+        (path) => measure(pidOf(path), () => evenly(p, path, PACED_SECONDS)),
+        (r, i) => {
+          const add = (k: number): string => f2(r.get(list[k]!.name)!.p99 - r.get(list[0]!.name)!.p99);
+          process.stderr.write(`${LABEL[p]} evenly spaced round ${i + 1}: added p99 nodal ${add(1)} / ${add(2)} ms, nginx ${add(3)}, haproxy ${add(4)}, Node's own server ${add(5)}\n`);
+        }));
+    }
 
     // what the slowest 1% of requests at 1,000/s waited on: one more run per path under
     // perf's scheduler trace (bench/helpers/tail.ts); without perf, not measured
@@ -498,18 +505,23 @@ async function main(): Promise<void> {
         return [LABEL[p], path.name, f0(r.rps), f2(r.p50), f2(r.p99), added, cpuPerReq, r.errors || '—'];
       });
     });
-    const pacedDirect = paced.get(h1[0]!.name)!;
-    const pacedRows = h1.map((path) => {
-      const r = paced.get(path.name)!;
-      return [path.name, f0(r.rps), f2(r.p50), f2(r.p99), path.proxy ? f2(r.p99 - pacedDirect.p99) : '—',
-        r.cores ? ((r.cores / r.rps) * 1e6).toFixed(0) : '—', r.errors || '—'];
+    const pacedRows = PROTOCOLS.flatMap((p) => {
+      const direct = paced.get(`${p}/${paths(p)[0]!.name}`)!;
+      return paths(p).map((path) => {
+        const r = paced.get(`${p}/${path.name}`)!;
+        return [LABEL[p], path.name, f0(r.rps), f2(r.p50), f2(r.p99), path.proxy ? f2(r.p99 - direct.p99) : '—',
+          r.cores ? ((r.cores / r.rps) * 1e6).toFixed(0) : '—', r.errors || '—'];
+      });
     });
     const CAUSE_LABEL: Record<Cause, string> = {
       proxyThreads: "the proxy's other threads", proxyLoop: "the proxy's event loop", kernel: 'kernel threads',
       allIdle: 'every CPU idle', other: 'the rest',
     };
     const tailRows = [...tails].map(([name, t]) => [name, f0(t.requests), f2(t.p99), ...CAUSES.map((c) => String(t.causes[c]))]);
-    const pacedAdded = (i: number): number => paced.get(h1[i]!.name)!.p99 - pacedDirect.p99;
+    /** the single evenly spaced run's added p99 of path i, against that protocol's direct row */
+    const pacedAddedOn = (p: Protocol, i: number): number => paced.get(`${p}/${paths(p)[i]!.name}`)!.p99 - paced.get(`${p}/${paths(p)[0]!.name}`)!.p99;
+    const pacedAdded = (i: number): number => pacedAddedOn('http1', i);
+    const pacedDirect = paced.get(`http1/${h1[0]!.name}`)!;
     const h1full = (i: number): Measured => full.get(`http1/${h1[i]!.name}`)!;
     const nginxH1 = h1full(3);
     const ratioMeasured = h1full(1).rps / nginxH1.rps;
@@ -533,12 +545,17 @@ async function main(): Promise<void> {
     roundRows.push(['median', f0(median(nodalRounds)), f0(median(nginxRounds)), f0(median(haproxyRounds)), f0(median(nodeRounds)),
       f2(roundRatio), f2(median(ceilingRatios))]);
     const nodalCores = h1full(1).cores ?? NaN;
-    /** path k's p99 over that round's direct p99, per paced round */
-    const pacedAddedRounds = (k: number): number[] => pacedRounds.map((r) => r.get(h1[k]!.name)!.p99 - r.get(h1[0]!.name)!.p99);
-    const pacedMedian = (k: number): number => median(pacedAddedRounds(k));
-    const pacedRoundRows = pacedRounds.map((r, i) => [String(i + 1), f2(r.get(h1[0]!.name)!.p99), ...[1, 2, 3, 4, 5].map((k) => f2(pacedAddedRounds(k)[i]))]);
-    pacedRoundRows.push(['median', f2(median(pacedRounds.map((r) => r.get(h1[0]!.name)!.p99))), ...[1, 2, 3, 4, 5].map((k) => f2(pacedMedian(k)))]);
-    const pacedErrors = pacedRounds.flatMap((r) => [...r.entries()].filter(([, m]) => m.errors).map(([name, m]) => `${name}: ${m.errors}`));
+    /** protocol p's path k's p99 over that round's direct p99, per paced round */
+    const pacedAddedRoundsOn = (p: Protocol, k: number): number[] => pacedRounds.get(p)!.map((r) => r.get(paths(p)[k]!.name)!.p99 - r.get(paths(p)[0]!.name)!.p99);
+    const pacedMedianOn = (p: Protocol, k: number): number => median(pacedAddedRoundsOn(p, k));
+    const pacedMedian = (k: number): number => pacedMedianOn('http1', k);
+    const pacedRoundRows = PROTOCOLS.flatMap((p) => {
+      const direct = (r: Map<string, Measured>): number => r.get(paths(p)[0]!.name)!.p99;
+      const rows = pacedRounds.get(p)!.map((r, i) => [LABEL[p], String(i + 1), f2(direct(r)), ...[1, 2, 3, 4, 5].map((k) => f2(pacedAddedRoundsOn(p, k)[i]))]);
+      rows.push([LABEL[p], '**median**', f2(median(pacedRounds.get(p)!.map(direct))), ...[1, 2, 3, 4, 5].map((k) => f2(pacedMedianOn(p, k)))]);
+      return rows;
+    });
+    const pacedErrors = PROTOCOLS.flatMap((p) => pacedRounds.get(p)!.flatMap((r) => [...r.entries()].filter(([, m]) => m.errors).map(([name, m]) => `${LABEL[p]} ${name}: ${m.errors}`)));
 
     writeSection('proxy', `## Proxy: nodal against nginx and haproxy (loopback, one core each)
 
@@ -556,8 +573,11 @@ run took ${Math.round(took)} s. \`bench/proxy.ts\`, everything on loopback:
   the listeners, one per core it is given; how that scales is \`bench/proxy-cores.ts\`'s
   section below.
 - **Backends.** nginx (one worker, keep-alive) returns \`hello world\\n\` over HTTP/1.1 and
-  h2c; a grpc-js server answers \`${GRPC_PATH}\` (raw bytes, unary). Each listens on
-  the address of an endpoint on node-a and of one on node-b.
+  h2c; a small C server on libnghttp2 (\`bench/helpers/grpc-backend.c\`) answers the unary
+  \`${GRPC_PATH}\` with \`hello <message>\` and grpc-status 0. (Before run 13 a grpc-js server
+  answered: a backend on a garbage-collected runtime pauses, and every gRPC row carried its
+  pauses; under evenly spaced load its direct p99 read 18–57 ms.) Each listens on the address
+  of an endpoint on node-a and of one on node-b.
 - **Paths.** direct: the load tool to the backend. nodal, same node: to node-a's outbound
   listener, whose stubbed datapath lookup names a Service VIP, then in-process to the
   inbound side and to the backend. nodal, cross-node: node-a → the HTTP/2 tunnel
@@ -618,21 +638,25 @@ ${table(['protocol', 'path', 'requests/s', 'p50 ms', 'p99 ms', 'added p99 ms', '
 
 h2load starts the rate timers of its ${RATE_CLIENTS} clients together, so the load above arrives as bursts
 of ${RATE_CLIENTS} requests every ${1000 / RATE_PER_CLIENT} ms: a proxy that spends a few hundred µs of CPU per request
-queues each burst behind itself. The same HTTP/1.1 rate **evenly spaced**, a request due every
-${1000 / RATE} ms over ${OPEN_LOOP_CONNECTIONS} keep-alive connections (\`bench/helpers/openloop.c\`, ${SECONDS} s), separates that
-queueing from the path's own latency. Each request's latency runs from when it was due to the
-end of its answer: one due while every connection is busy waits for one, and the wait counts.
-(h2load cannot give this: with \`--rps\` on one connection it sends about ten requests back to
-back every ten milliseconds and times each from its own send, so the wait behind the one
-before is not counted. The bench's runs before openloop.c used it.)
+queues each burst behind itself. The same rate **evenly spaced**, a request due every
+${1000 / RATE} ms over ${OPEN_LOOP_CONNECTIONS} keep-alive connections for ${SECONDS} s, separates that queueing from the path's
+own latency. Each request's latency runs from when it was due to the end of its answer.
+HTTP/1.1 comes from \`bench/helpers/openloop.c\`: a request due while every connection is busy
+waits for one, and the wait counts. HTTP/2 and gRPC come from \`bench/helpers/openloop-h2.c\`
+(on libnghttp2, the library h2load is built on; gRPC as the same 10-byte unary call): each
+request goes out when due, as a new stream on the next connection in turn, and a gRPC call
+counts as answered only with grpc-status 0. (h2load cannot give this: with \`--rps\` on one
+connection it sends about ten requests back to back every ten milliseconds and times each
+from its own send, so the wait behind the one before is not counted. The bench's runs
+before openloop.c used it, for HTTP/1.1; before run 13, for HTTP/2 and gRPC.)
 
-${table(['path', 'requests/s', 'p50 ms', 'p99 ms', 'added p99 ms', 'proxy CPU µs/request', 'errors'], pacedRows)}
+${table(['protocol', 'path', 'requests/s', 'p50 ms', 'p99 ms', 'added p99 ms', 'proxy CPU µs/request', 'errors'], pacedRows)}
 
 **Evenly spaced, in rounds.** After the HTTP/1.1 per-core rounds, ${PACED_ROUNDS} rounds of the same
-evenly spaced load (${PACED_SECONDS} s) on every HTTP/1.1 path in turn, the order rotated
+evenly spaced load (${PACED_SECONDS} s) on every path of each protocol in turn, the order rotated
 each round; the direct p99, then each path's p99 minus that round's direct p99 (ms):
 
-${table(['round', 'direct p99', 'nodal, same node', 'nodal, cross-node', 'nginx', 'haproxy', "Node's own server"], pacedRoundRows)}
+${table(['protocol', 'round', 'direct p99', 'nodal, same node', 'nodal, cross-node', 'nginx', 'haproxy', "Node's own server"], pacedRoundRows)}
 ${pacedErrors.length > 0 ? `\nErrors in these rounds: ${pacedErrors.join('; ')}.\n` : ''}
 **What the slowest 1% waited on.** One more run per path, \`h2load --h1 -c1 -m1 --rps=${RATE}
 -D${PACED_SECONDS}\` (whose log gives each request's send time to line up with the trace; its bursts of
@@ -681,13 +705,14 @@ ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`
   ${f2(pacedMedian(2))} ms (cross-node, two proxies on one core); nginx ${f2(pacedMedian(3))} ms, haproxy ${f2(pacedMedian(4))} ms.
   Target < 1 ms with evenly spaced load, read on the rounds' median: same node ${verdict(pacedMedian(1) < 1)},
   cross-node ${verdict(pacedMedian(2) < 1)}.
-- *The same 1,000 requests/s over HTTP/2 and gRPC* (10 clients, as the HTTP/1.1 row above):
-  nodal adds ${f2(addedOn('h2', 1))} / ${f2(addedOn('h2', 2))} ms (same node / cross-node) over HTTP/2 and
-  ${f2(addedOn('grpc', 1))} / ${f2(addedOn('grpc', 2))} ms over gRPC; nginx ${f2(addedOn('h2', 3))} and ${f2(addedOn('grpc', 3))} ms,
-  haproxy ${f2(addedOn('h2', 4))} and ${f2(addedOn('grpc', 4))} ms. Target < 1 ms: ${verdict([1, 2].every((i) => addedOn('h2', i) < 1 && addedOn('grpc', i) < 1))}.
-  Node's own server, answering by itself on the proxy's core, reads ${f2(addedOn('h2', 5))} ms over the
-  direct p99 over HTTP/2 and ${f2(addedOn('grpc', 5))} ms over gRPC (HTTP/1.1: ${f2(added(5))} ms; evenly spaced
-  rounds' median ${f2(pacedMedian(5))} ms).
+- *The same 1,000 requests/s over HTTP/2 and gRPC, evenly spaced:* in the ${PACED_ROUNDS} rounds, the
+  median added p99 is ${f2(pacedMedianOn('h2', 1))} / ${f2(pacedMedianOn('h2', 2))} ms (same node / cross-node) over HTTP/2 and
+  ${f2(pacedMedianOn('grpc', 1))} / ${f2(pacedMedianOn('grpc', 2))} ms over gRPC; nginx ${f2(pacedMedianOn('h2', 3))} and ${f2(pacedMedianOn('grpc', 3))} ms,
+  haproxy ${f2(pacedMedianOn('h2', 4))} and ${f2(pacedMedianOn('grpc', 4))} ms. Target < 1 ms, read on the rounds' median:
+  ${verdict([1, 2].every((i) => pacedMedianOn('h2', i) < 1 && pacedMedianOn('grpc', i) < 1))}. Node's own server, answering by
+  itself on the proxy's core, reads ${f2(pacedMedianOn('h2', 5))} ms over HTTP/2 and ${f2(pacedMedianOn('grpc', 5))} ms over gRPC
+  (HTTP/1.1: ${f2(pacedMedian(5))} ms). In h2load's bursts of ${RATE_CLIENTS} (the table before), nodal adds
+  ${f2(addedOn('h2', 1))} / ${f2(addedOn('h2', 2))} ms over HTTP/2 and ${f2(addedOn('grpc', 1))} / ${f2(addedOn('grpc', 2))} ms over gRPC.
 - *With a body* (no target of its own): a small JSON POST, nodal (same node) ÷ nginx per core
   ${postRatio.toFixed(2)}.
 - *Memory:* nodal holds ${f2(memory.get(h1[1]!.name))} KiB of RSS per open HTTP/1.1 connection (nginx
@@ -695,9 +720,9 @@ ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`
 
 Caveats: two cores only, shared with other work (see the load average); CPU 0 carries the
 load tools and the backends, so the direct rows and the fast proxies can be limited by CPU 0
-rather than by the path; grpc-js on CPU 0 limits every gRPC row. Loopback has no real
+rather than by the path. Loopback has no real
 network: the tunnel's cost here is framing and a second proxy hop, not WireGuard. One run;
-only the HTTP/1.1 per-core comparison and the evenly spaced p99 are repeated (the rounds):
+only the HTTP/1.1 per-core comparison and the evenly spaced p99s are repeated (the rounds):
 read the ratios, not the third digit.
 `);
     process.stderr.write(`proxy bench: done in ${Math.round(took)} s\n`);

@@ -1,11 +1,12 @@
 // Load tools and process readings for bench/proxy.ts: wrk, h2load and openloop (open-loop
-// HTTP/1.1 at a fixed rate, openloop.c) runs pinned to a CPU with their outputs parsed,
+// load at a fixed rate: HTTP/1.1 from openloop.c, HTTP/2 and gRPC from openloop-h2.c) runs
+// pinned to a CPU with their outputs parsed, the bench's C helpers built,
 // per-request latency percentiles from their logs, a bounded client that opens and holds
 // idle keep-alive connections, and CPU time and RSS of a process from /proc.
 import { execFile } from 'node:child_process';
 import { readFileSync, rmSync } from 'node:fs';
 import { connect, type Socket } from 'node:net';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { promisify } from 'node:util';
 import { percentile } from '../report.ts';
 
@@ -59,12 +60,19 @@ export interface H2loadSpec {
 }
 
 /**
- * openloop.c, built into `dir` from its source next to this file's source: cc must be on
- * PATH. Returns the binary's path.
+ * One of the bench's C helpers (openloop.c, openloop-h2.c, grpc-backend.c), built into `dir`
+ * from its source, linked with `libs` (the HTTP/2 ones: nghttp2): cc must be on PATH, and
+ * libnghttp2's headers for those (Debian's libnghttp2-dev). Returns the binary's path.
  */
-export async function buildOpenLoop(source: string, dir: string): Promise<string> {
-  const bin = join(dir, 'openloop');
-  await run('cc', ['-O2', '-o', bin, source]);
+export async function buildC(source: string, dir: string, libs: readonly string[] = []): Promise<string> {
+  const bin = join(dir, basename(source, '.c'));
+  try {
+    await run('cc', ['-O2', '-o', bin, source, ...libs.map((l) => `-l${l}`)]);
+  } catch (err) {
+    const stderr = (err as { stderr?: string }).stderr ?? '';
+    const hint = /nghttp2\.h/.test(stderr) ? ' (libnghttp2\'s headers are missing: apt-get install libnghttp2-dev)' : '';
+    throw new Error(`cannot build ${basename(source)}${hint}: ${stderr.trim() || (err as Error).message}`, { cause: err });
+  }
   return bin;
 }
 
@@ -75,24 +83,30 @@ export interface OpenLoopSpec {
   /** requests/s, evenly spaced */
   rate: number;
   seconds: number;
-  /** keep-alive connections; a request due while all are busy waits for one */
+  /**
+   * keep-alive connections. HTTP/1.1: a request due while all are busy waits for one.
+   * HTTP/2: each request goes out when due, as a stream on the next connection in turn
+   */
   connections: number;
   /** per-request log, read back for the percentiles */
   logFile: string;
+  /** openloop-h2 only: a gRPC unary call, POST of this file with gRPC's headers (else GET) */
+  grpcBody?: string;
 }
 
 /**
- * HTTP/1.1 GETs due at spec.rate, evenly spaced (openloop.c), latency from when each was
- * due: unlike h2load --rps, a request's wait behind a slow one is counted
+ * Requests due at spec.rate, evenly spaced, latency from when each was due: unlike h2load
+ * --rps, a request's wait behind a slow one is counted. `bin` is openloop (HTTP/1.1 GETs)
+ * or openloop-h2 (h2c GETs, or gRPC calls with spec.grpcBody); both print and log alike.
  */
 export async function openLoop(bin: string, cpu: string, spec: OpenLoopSpec): Promise<LoadResult> {
   const { stdout } = await run('taskset', ['-c', cpu, bin, spec.host, String(spec.port), spec.path, String(spec.rate),
-    String(spec.seconds), String(spec.connections), spec.logFile], { timeout: (spec.seconds + 20) * 1000 });
+    String(spec.seconds), String(spec.connections), spec.logFile, ...(spec.grpcBody ? [spec.grpcBody] : [])], { timeout: (spec.seconds + 20) * 1000 });
   const r = JSON.parse(stdout) as { due: number; done: number; errors: number };
   // columns: µs from when the request was due to the end of its answer, status, when it was due
   const times = readFileSync(spec.logFile, 'utf8').split('\n').filter(Boolean).map((l) => Number(l.split('\t')[0]) / 1000).sort((a, b) => a - b);
   const unanswered = r.due - r.done - r.errors;
-  const errors = [r.errors && `${r.errors} failed or non-2xx`, unanswered && `${unanswered} unanswered`].filter(Boolean).join('; ');
+  const errors = [r.errors && `${r.errors} failed or non-2xx${spec.grpcBody ? ' or not grpc-status 0' : ''}`, unanswered && `${unanswered} unanswered`].filter(Boolean).join('; ');
   return { rps: r.done / spec.seconds, requests: r.done, p50: percentile(times, 50), p99: percentile(times, 99), errors };
 }
 
