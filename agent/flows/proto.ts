@@ -158,16 +158,25 @@ export function jsonRoot(): protobuf.Root {
  * Wait until the client's channel is connected. Unlike waitForReady, a failed attempt
  * (refused, no such socket) answers at once instead of retrying until the deadline;
  * only a silent peer costs the full timeout. Resolves with the reason on failure.
+ *
+ * A channel found backing off from a failed attempt (a reused one: the relay's) fails
+ * at once too. A call made on it now fails with that attempt's error, whatever comes
+ * after; waiting here for the next attempt could report the channel connected first, and
+ * the caller would then see its call fail (the relay told its followers "unavailable"
+ * right after "connected" for an agent that had just come up).
  */
 export function connectOrFail(client: grpc.Client, timeoutMs: number): Promise<string | undefined> {
   const channel = client.getChannel();
   const deadline = Date.now() + timeoutMs;
   return new Promise((resolve) => {
     let attempted = false;
+    let first = true;
     const check = (): void => {
       const state = channel.getConnectivityState(true);
       if (state === grpc.connectivityState.READY) return resolve(undefined);
       if (state === grpc.connectivityState.SHUTDOWN) return resolve('client closed');
+      if (state === grpc.connectivityState.TRANSIENT_FAILURE && first) return resolve('the last connection attempt failed (refused or unreachable)');
+      first = false;
       if (state === grpc.connectivityState.TRANSIENT_FAILURE && attempted) return resolve('connection failed (refused or unreachable)');
       if (state === grpc.connectivityState.CONNECTING) attempted = true;
       channel.watchConnectivityState(state, deadline, (err?: Error) => {

@@ -3,7 +3,7 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { FlowStore, startObserver, type ObserverServer } from '../../agent/flows/index.ts';
+import { connectOrFail, FlowStore, observerClient, startObserver, type ObserverServer } from '../../agent/flows/index.ts';
 import { mergeSorted, ReorderBuffer, startRelay, type RelayAgent, type RelayServer } from '../../control/relay/index.ts';
 import { collect, collectUntil, flowAt, quiet, secondsOf, sleep, tempDir, testClient, unary, type Msg, type TestClient } from '../fixtures/flows/harness.ts';
 
@@ -136,6 +136,39 @@ describe('relay follow when an agent comes up later', () => {
     } finally {
       client.close();
       await relay.close();
+      await agent?.close();
+    }
+  });
+});
+
+describe('connectOrFail on a channel that is backing off (the relay reuses its channels)', () => {
+  it('fails at once while the channel waits to retry, as a call made then would, and connects on the next attempt', async () => {
+    const dir = tempDir('nodal-connect-');
+    const path = join(dir, 'agent.sock');
+    // a long backoff, so the channel is still waiting to retry when the agent comes up
+    const client = observerClient(`unix:${path}`, { 'grpc.initial_reconnect_backoff_ms': 1500, 'grpc.max_reconnect_backoff_ms': 1500 });
+    let agent: ObserverServer | undefined;
+    try {
+      assert.equal(await connectOrFail(client, 1000), 'connection failed (refused or unreachable)');
+      agent = await startObserver({ store: new FlowStore(), node: 'node-late', socketPath: path, logger: quiet });
+      // the agent is up, but the channel has not tried again: a call made now fails with the
+      // last attempt's error, so connectOrFail must not answer "connected" before that call
+      // has failed (the relay would tell its followers connected, then unavailable)
+      const t0 = Date.now();
+      assert.match(await connectOrFail(client, 1000) ?? 'ready', /last connection attempt failed/);
+      assert.ok(Date.now() - t0 < 500, 'answered at once, not after waiting for the next attempt');
+      const callError = await new Promise<string>((resolve) => {
+        const call = client.GetFlows({});
+        call.on('error', (err: Error) => resolve(err.message));
+        call.on('end', () => resolve('ended'));
+        call.on('data', () => { /* not expected */ });
+      });
+      assert.match(callError, /UNAVAILABLE|No connection established/, 'a call made in the backoff fails too');
+      // once the backoff is over, the next attempt connects
+      await sleep(1600);
+      assert.equal(await connectOrFail(client, 2000), undefined);
+    } finally {
+      client.close();
       await agent?.close();
     }
   });
