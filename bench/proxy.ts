@@ -8,12 +8,13 @@
 //   and, as the runtime's ceiling, Node's own servers answering by themselves
 //   (bench/helpers/node-server.ts: node:http, node:http2) on the proxy's CPU,
 // measuring requests/s with the proxy pinned to one CPU and its CPU time while it runs
-// (HTTP/1.1 also with a small POST body), p50/p99 at a fixed 1,000 requests/s, and RSS per
-// 1,000 idle keep-alive connections; the HTTP/1.1 per-core ratio and the evenly spaced p99
-// again in rounds of the paths taken in turn; and, with perf on PATH, what the slowest 1%
-// of requests at that rate waited on (bench/helpers/tail.ts). Both NodeProxy instances run
-// in one process (bench/helpers/proxy-pair.ts) with a stubbed datapath lookup, as in
-// test/unit/proxy-l7.test.ts. No sandbox, no BPF.
+// (HTTP/1.1 also with a small POST body), p50/p99 at a fixed 1,000 requests/s (h2load's
+// bursts, and evenly spaced from the open-loop generators openloop.c and openloop-h2.c), and
+// RSS per 1,000 idle keep-alive connections; the HTTP/1.1 per-core ratio and each protocol's
+// evenly spaced p99 again in rounds of the paths taken in turn; and, with perf on PATH,
+// what the slowest 1% of HTTP/1.1 requests at that rate waited on (bench/helpers/tail.ts).
+// Both NodeProxy instances run in one process (bench/helpers/proxy-pair.ts) with a stubbed
+// datapath lookup, as in test/unit/proxy-l7.test.ts. No sandbox, no BPF.
 // Run: node dist/bench/proxy.js [--seconds S] [--calm-wait S] [--rounds N] [--paced-rounds N]
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
