@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server, type ServerResponse } from 'node:http';
 import { connect as connectH2, createServer as createH2Server, type Http2Server, type ServerHttp2Stream } from 'node:http2';
-import { createServer as createNetServer, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
@@ -18,17 +18,10 @@ import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { buildC, openLoop } from '../../bench/helpers/load.ts';
 import { grpcMessage } from '../../agent/proxy/exchange.ts';
+import { freePort } from '../helpers/ports.ts';
 
 // dist/test/unit → the sources next to bench/helpers/load.ts
 const source = (name: string): string => fileURLToPath(new URL(`../../../bench/helpers/${name}`, import.meta.url));
-/** a loopback port nothing listens on now (for a helper that takes its address as an argument) */
-async function freePort(): Promise<number> {
-  const s = createNetServer();
-  await new Promise<void>((resolve) => s.listen(0, '127.0.0.1', resolve));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((resolve) => s.close(() => resolve()));
-  return port;
-}
 const latencies = (file: string): number[] => readFileSync(file, 'utf8').split('\n').filter(Boolean).map((l) => Number(l.split('\t')[0]) / 1000);
 
 /** the stall both generators are tried on: the 100th answer comes 60 ms late, every other at once */

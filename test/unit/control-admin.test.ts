@@ -6,7 +6,6 @@
 import { after, before, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
-import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { Registry } from 'prom-client';
@@ -17,6 +16,7 @@ import {
   adminClient, AdminErrorCode, explain, fetchReport, startAdminServer, type AdminClient, type AdminServer,
 } from '../../control/admin/index.ts';
 import { TempDirs, Waiter, configDirWithCluster, silent } from '../fixtures/control/helpers.ts';
+import { freePort } from '../helpers/ports.ts';
 
 const tmp = new TempDirs();
 const closers: Array<() => Promise<void> | void> = [];
@@ -25,14 +25,6 @@ after(async () => {
   tmp.cleanup();
 });
 
-/** a port nothing listens on right now (bound, then released) */
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, '127.0.0.1', r));
-  const { port } = s.address() as AddressInfo;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
-}
 
 const NOW_S = 1_700_000_000;
 
