@@ -159,12 +159,14 @@ describe('openloop-h2: HTTP/2 and gRPC at a fixed rate; grpc-backend: the bench\
     const port = await freePort();
     const proc = spawn(backend, [`127.0.0.1:${port}`], { stdio: ['pipe', 'pipe', 'inherit'] });
     const exited = once(proc, 'exit');
-    const client = connectH2(`http://127.0.0.1:${port}`);
+    let client: ReturnType<typeof connectH2> | undefined;
     try {
       const [line] = await once(createInterface({ input: proc.stdout! }), 'line') as [string];
       assert.equal(line, 'ready');
+      // only now: "ready" is printed once every address is bound
+      const session = client = connectH2(`http://127.0.0.1:${port}`);
       const call = (path: string): Promise<{ headers: Record<string, unknown>; trailers: Record<string, unknown>; body: Buffer }> => new Promise((resolve, reject) => {
-        const req = client.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
+        const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc', te: 'trailers' });
         const chunks: Buffer[] = [];
         let headers: Record<string, unknown> = {};
         let trailers: Record<string, unknown> = {};
@@ -193,7 +195,7 @@ describe('openloop-h2: HTTP/2 and gRPC at a fixed rate; grpc-backend: the bench\
       const [code] = await exited as [number | null];
       assert.equal(code, 0, 'the end of its stdin ends it');
     } finally {
-      client.destroy();
+      client?.destroy();
       if (proc.exitCode === null && proc.signalCode === null) { proc.kill(); await exited; }
     }
   });
