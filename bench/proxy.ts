@@ -506,21 +506,18 @@ async function main(): Promise<void> {
         return [LABEL[p], path.name, f0(r.rps), f2(r.p50), f2(r.p99), added, cpuPerReq, r.errors || '—'];
       });
     });
-    const pacedRows = PROTOCOLS.flatMap((p) => {
-      const direct = paced.get(`${p}/${paths(p)[0]!.name}`)!;
-      return paths(p).map((path) => {
-        const r = paced.get(`${p}/${path.name}`)!;
-        return [LABEL[p], path.name, f0(r.rps), f2(r.p50), f2(r.p99), path.proxy ? f2(r.p99 - direct.p99) : '—',
-          r.cores ? ((r.cores / r.rps) * 1e6).toFixed(0) : '—', r.errors || '—'];
-      });
-    });
+    /** the single evenly spaced run's added p99 of path i, against that protocol's direct row */
+    const pacedAddedOn = (p: Protocol, i: number): number => paced.get(`${p}/${paths(p)[i]!.name}`)!.p99 - paced.get(`${p}/${paths(p)[0]!.name}`)!.p99;
+    const pacedRows = PROTOCOLS.flatMap((p) => paths(p).map((path, i) => {
+      const r = paced.get(`${p}/${path.name}`)!;
+      return [LABEL[p], path.name, f0(r.rps), f2(r.p50), f2(r.p99), path.proxy ? f2(pacedAddedOn(p, i)) : '—',
+        r.cores ? ((r.cores / r.rps) * 1e6).toFixed(0) : '—', r.errors || '—'];
+    }));
     const CAUSE_LABEL: Record<Cause, string> = {
       proxyThreads: "the proxy's other threads", proxyLoop: "the proxy's event loop", kernel: 'kernel threads',
       allIdle: 'every CPU idle', other: 'the rest',
     };
     const tailRows = [...tails].map(([name, t]) => [name, f0(t.requests), f2(t.p99), ...CAUSES.map((c) => String(t.causes[c]))]);
-    /** the single evenly spaced run's added p99 of path i, against that protocol's direct row */
-    const pacedAddedOn = (p: Protocol, i: number): number => paced.get(`${p}/${paths(p)[i]!.name}`)!.p99 - paced.get(`${p}/${paths(p)[0]!.name}`)!.p99;
     const pacedAdded = (i: number): number => pacedAddedOn('http1', i);
     const pacedDirect = paced.get(`http1/${h1[0]!.name}`)!;
     const h1full = (i: number): Measured => full.get(`http1/${h1[i]!.name}`)!;

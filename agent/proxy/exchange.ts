@@ -420,6 +420,11 @@ export function grpcMessage(payload: Buffer): Buffer {
   return out;
 }
 
+/** the payload of the first gRPC length-prefixed message in `body` (grpcMessage's inverse); empty without one */
+export function grpcPayload(body: Buffer): Buffer {
+  return body.length < 5 ? Buffer.alloc(0) : body.subarray(5, 5 + body.readUInt32BE(1));
+}
+
 /** grpc-status of a finished response: from the trailers, or from the headers of a trailers-only answer */
 export function grpcStatusOf(res: Pick<L7Response, 'headers' | 'trailers'>): number | undefined {
   const v = headerValue(res.trailers()?.['grpc-status']) ?? headerValue(res.headers['grpc-status']);

@@ -9,7 +9,7 @@
 import { createServer } from 'node:http';
 import { createServer as createH2Server, type ServerHttp2Stream } from 'node:http2';
 import type { Server } from 'node:net';
-import { grpcMessage } from '../../agent/proxy/exchange.ts';
+import { grpcMessage, grpcPayload } from '../../agent/proxy/exchange.ts';
 
 const [host, h1Port, h2Port, grpcPort] = process.argv.slice(2);
 if (!host || !h1Port || !h2Port || !grpcPort) throw new Error('usage: node-server.js <host> <http1-port> <h2-port> <grpc-port>');
@@ -40,8 +40,7 @@ grpc.on('stream', (stream: ServerHttp2Stream) => {
   const chunks: Buffer[] = [];
   stream.on('data', (c: Buffer) => chunks.push(c));
   stream.on('end', () => {
-    const body = Buffer.concat(chunks);
-    const message = body.length >= 5 ? body.subarray(5, 5 + body.readUInt32BE(1)) : Buffer.alloc(0);
+    const message = grpcPayload(Buffer.concat(chunks));
     stream.respond({ ':status': 200, 'content-type': 'application/grpc' }, { waitForTrailers: true });
     stream.once('wantTrailers', () => stream.sendTrailers({ 'grpc-status': '0' }));
     stream.end(grpcMessage(Buffer.concat([Buffer.from('hello '), message])));

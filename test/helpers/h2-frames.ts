@@ -4,7 +4,7 @@
 // indexing or Huffman (RFC 7541 §6.2.2), so any name and value can be written as is.
 
 import { createServer, type Server, type Socket } from 'node:net';
-import { grpcMessage } from '../../agent/proxy/exchange.ts';
+import { grpcMessage, grpcPayload } from '../../agent/proxy/exchange.ts';
 
 export const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 
@@ -182,7 +182,7 @@ export function wholeGrpcPod(): Server {
         if (type === FrameType.HEADERS) bodies.set(id, []);
         if (type === FrameType.DATA) bodies.get(id)?.push(Buffer.from(payload));
         if ((type === FrameType.HEADERS || type === FrameType.DATA) && (flags & Flag.END_STREAM) !== 0) {
-          const msg = Buffer.from(`hello ${Buffer.concat(bodies.get(id) ?? []).subarray(5).toString()}`);
+          const msg = Buffer.from(`hello ${grpcPayload(Buffer.concat(bodies.get(id) ?? [])).toString()}`);
           bodies.delete(id);
           socket.write(Buffer.concat([
             frame(FrameType.HEADERS, Flag.END_HEADERS, id, Buffer.concat([STATUS_200, headerBlock([['content-type', 'application/grpc']])])),

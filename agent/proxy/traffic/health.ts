@@ -22,7 +22,7 @@ import { connect as h2connect, constants as h2 } from 'node:http2';
 import { connect as netConnect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { CompiledTrafficPolicy } from '../../../control/api/types.ts';
-import { grpcMessage } from '../exchange.ts';
+import { grpcMessage, grpcPayload } from '../exchange.ts';
 
 export type HealthConfig = NonNullable<CompiledTrafficPolicy['healthCheck']>;
 
@@ -119,9 +119,7 @@ function varint(n: number): Buffer {
 
 /** HealthCheckResponse.status (field 1, varint) from a gRPC message; 0 (UNKNOWN) if absent */
 export function grpcServingStatus(body: Buffer): number {
-  if (body.length < 5) return 0;
-  const len = body.readUInt32BE(1);
-  const msg = body.subarray(5, 5 + len);
+  const msg = grpcPayload(body);
   let i = 0;
   while (i < msg.length) {
     const tag = msg[i++]!;
