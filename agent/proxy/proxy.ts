@@ -15,6 +15,7 @@ import { resolveLimits, type ProxyLimits } from './limits.ts';
 import { ProxyMetrics, type Direction } from './metrics.ts';
 import { Outbound } from './outbound.ts';
 import { podSettings } from './pods.ts';
+import { shareBindAccessors } from './stream.ts';
 import { DEFAULT_TUNNEL_PORT, TunnelPool, TunnelServer } from './tunnel.ts';
 import { MeshView } from './view.ts';
 import { Tracer } from '../telemetry/index.ts';
@@ -93,6 +94,7 @@ export class NodeProxy {
 
   static async start(opts: ProxyOptions): Promise<NodeProxy> {
     validate(opts);
+    shareBindAccessors(); // this thread's HTTP/2 requests must die young (stream.ts)
     const p = new NodeProxy(opts);
     await p.bind();
     p.serving = true;

@@ -1,5 +1,6 @@
 // Moving bytes between two sides of a proxied connection, and peeking at the first bytes.
 
+import { AsyncResource } from 'node:async_hooks';
 import { Socket } from 'node:net';
 import { constants as h2, type Http2Session, type Http2Stream } from 'node:http2';
 import type { EventEmitter } from 'node:events';
@@ -160,6 +161,69 @@ function release(e: EventEmitter): void {
 }
 
 function noop(): void {}
+
+/**
+ * Node 24 bug workaround: every HTTP/2 request the proxy sends stays reachable through
+ * V8's young-generation GCs until the next full GC, with all its stream holds.
+ * ClientHttp2Session.request() binds its connect callback, which closes over the new
+ * stream, with AsyncResource.prototype.bind. That gives each bound function a deprecated
+ * `asyncResource` accessor (DEP0172) made of two fresh closures over bind's scope. V8 keeps
+ * an accessor pair in old space, and from there the closures, bind's scope, the callback
+ * and the stream survive every young GC and are promoted. Under 1,000 HTTP/2 requests/s
+ * that made each young GC copy 5–7 MB and pause the proxy 14–20 ms (docs/benchmarks.md).
+ * This puts in the same bind, with the same accessor, warning and `length`, whose getter
+ * and setter are shared and read the resource from the bound function. The proxy calls it
+ * once per thread it runs in (NodeProxy.start); it is a no-op after the first call.
+ */
+export function shareBindAccessors(): void {
+  const proto = AsyncResource.prototype as AsyncResource & { [PATCHED]?: true };
+  if (proto[PATCHED]) return;
+  const nodeBind = proto.bind;
+  Object.defineProperty(proto, PATCHED, { value: true });
+  Object.defineProperty(proto, 'bind', {
+    configurable: true, writable: true, enumerable: false,
+    value: function bind(this: AsyncResource, fn: unknown, thisArg?: unknown): unknown {
+      // node's own bind throws its ERR_INVALID_ARG_TYPE for what is not a function
+      if (typeof fn !== 'function') return Reflect.apply(nodeBind, this, [fn, thisArg]);
+      const resource = this;
+      let bound: (...args: unknown[]) => unknown;
+      if (thisArg === undefined) {
+        bound = function (this: unknown, ...args: unknown[]): unknown {
+          return Reflect.apply(resource.runInAsyncScope, resource, [fn, this, ...args]);
+        };
+      } else {
+        bound = resource.runInAsyncScope.bind(resource, fn as (...a: unknown[]) => unknown, thisArg);
+      }
+      Object.defineProperty(bound, BOUND_RESOURCE, { value: resource, writable: true });
+      Object.defineProperties(bound, {
+        length: { configurable: true, enumerable: false, value: (fn as (...a: unknown[]) => unknown).length, writable: false },
+        asyncResource: { configurable: true, enumerable: true, get: getBoundResource, set: setBoundResource },
+      });
+      return bound;
+    },
+  });
+}
+
+const PATCHED = Symbol('nodal.sharedBindAccessors');
+const BOUND_RESOURCE = Symbol('nodal.boundResource');
+let warnedBoundResource = false;
+
+function warnBoundResource(): void {
+  // as node's deprecate(): nothing under --no-deprecation, once otherwise
+  if (warnedBoundResource || (process as { noDeprecation?: boolean }).noDeprecation === true) return;
+  warnedBoundResource = true;
+  process.emitWarning('The asyncResource property on bound functions is deprecated', 'DeprecationWarning', 'DEP0172');
+}
+
+function getBoundResource(this: Record<symbol, unknown>): unknown {
+  warnBoundResource();
+  return this[BOUND_RESOURCE];
+}
+
+function setBoundResource(this: Record<symbol, unknown>, value: unknown): void {
+  warnBoundResource();
+  this[BOUND_RESOURCE] = value;
+}
 
 /**
  * Node 24 bug workaround: a destroyed Http2Session keeps its timer. closeSession() marks
