@@ -74,7 +74,7 @@ static void die(const char *what, const char *why) {
 static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *user) {
   (void)s; (void)flags;
   struct conn *c = user;
-  ssize_t w = write(c->fd, data, len);
+  ssize_t w = send(c->fd, data, len, MSG_NOSIGNAL); // a peer gone mid-answer is an error for its connection, not SIGPIPE for the process
   if (w < 0) return errno == EAGAIN ? NGHTTP2_ERR_WOULDBLOCK : NGHTTP2_ERR_CALLBACK_FAILURE;
   return w;
 }

@@ -128,7 +128,7 @@ int main(int argc, char **argv) {
       int64_t due = t0 + sent * step;
       if (now - due > maxLag) maxLag = now - due;
       if (now - due > 1000000) late++; /* waited over a millisecond for a connection */
-      if (write(conns[i].fd, req, (size_t)reqlen) != reqlen) { errors++; sent++; continue; }
+      if (send(conns[i].fd, req, (size_t)reqlen, MSG_NOSIGNAL) != reqlen) { errors++; sent++; continue; }
       conns[i].busy = 1;
       conns[i].due = due;
       sent++;

@@ -13,12 +13,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { spawn } from 'node:child_process';
+import { promisify } from 'node:util';
+import { execFile, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { buildC, openLoop } from '../../bench/helpers/load.ts';
 import { grpcMessage } from '../../agent/proxy/exchange.ts';
 import { freePort } from '../helpers/ports.ts';
+
+const run = promisify(execFile);
 
 // dist/test/unit → the sources next to bench/helpers/load.ts
 const source = (name: string): string => fileURLToPath(new URL(`../../../bench/helpers/${name}`, import.meta.url));
@@ -155,7 +158,7 @@ describe('openloop-h2: HTTP/2 and gRPC at a fixed rate; grpc-backend: the bench\
     }
   });
 
-  it('grpc-backend answers hello <message> with grpc-status 0, UNIMPLEMENTED to another method, and exits when its stdin ends', async () => {
+  it('grpc-backend answers hello <message> with grpc-status 0, UNIMPLEMENTED to another method, outlives clients that vanish mid-answer, and exits when its stdin ends', async () => {
     const port = await freePort();
     const proc = spawn(backend, [`127.0.0.1:${port}`], { stdio: ['pipe', 'pipe', 'inherit'] });
     const exited = once(proc, 'exit');
@@ -185,9 +188,17 @@ describe('openloop-h2: HTTP/2 and gRPC at a fixed rate; grpc-backend: the bench\
       const other = await call('/demo.Greeter/Other');
       assert.equal(other.headers['grpc-status'], '12', 'UNIMPLEMENTED');
 
-      // and under the open-loop generator: every call answered with grpc-status 0
+      // a client gone with answers still to write costs only its own connection: h2load
+      // stops at its deadline with 256 calls in flight, and the backend, writing their
+      // answers to closed sockets, must not die of SIGPIPE in the middle of a bench
       const body = join(dir, 'hello.grpc');
       writeFileSync(body, grpcMessage(Buffer.from('bench')));
+      await run('h2load', ['-c8', '-m32', '-D1', '-H', 'content-type: application/grpc', '-H', 'te: trailers', '-d', body,
+        `http://127.0.0.1:${port}/demo.Greeter/Hello`], { timeout: 20_000 });
+      await new Promise((resolve) => setTimeout(resolve, 100)); // a death by signal is reported asynchronously
+      assert.equal(proc.signalCode, null, 'the backend outlived a client that vanished mid-answer');
+
+      // and under the open-loop generator, after that: every call answered with grpc-status 0
       const r = await openLoop(bin, '0', { host: '127.0.0.1', port, path: '/demo.Greeter/Hello', rate: 500, seconds: 0.2, connections: 2, logFile: join(dir, 'backend.log'), grpcBody: body });
       assert.deepEqual([r.requests, r.errors], [100, '']);
 
