@@ -164,7 +164,7 @@ function noop(): void {}
 
 /**
  * Node 24 bug workaround: every HTTP/2 request the proxy sends stays reachable through
- * V8's young-generation GCs until the next full GC, with all its stream holds.
+ * V8's young-generation GCs until the next full GC, with everything its stream holds.
  * ClientHttp2Session.request() binds its connect callback, which closes over the new
  * stream, with AsyncResource.prototype.bind. That gives each bound function a deprecated
  * `asyncResource` accessor (DEP0172) made of two fresh closures over bind's scope. V8 keeps
@@ -186,6 +186,7 @@ export function shareBindAccessors(): void {
       // node's own bind throws its ERR_INVALID_ARG_TYPE for what is not a function
       if (typeof fn !== 'function') return Reflect.apply(nodeBind, this, [fn, thisArg]);
       const resource = this;
+      // assigned to a local, never to a property: V8 would put the function in old space
       let bound: (...args: unknown[]) => unknown;
       if (thisArg === undefined) {
         bound = function (this: unknown, ...args: unknown[]): unknown {
