@@ -195,8 +195,8 @@ export function shareBindAccessors(): void {
       } else {
         bound = resource.runInAsyncScope.bind(resource, fn as (...a: unknown[]) => unknown, thisArg);
       }
-      Object.defineProperty(bound, BOUND_RESOURCE, { value: resource, writable: true });
       Object.defineProperties(bound, {
+        [BOUND_RESOURCE]: { value: resource, writable: true },
         length: { configurable: true, enumerable: false, value: (fn as (...a: unknown[]) => unknown).length, writable: false },
         asyncResource: { configurable: true, enumerable: true, get: getBoundResource, set: setBoundResource },
       });

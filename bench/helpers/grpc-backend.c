@@ -24,14 +24,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "h2conn.h"
+
 #define METHOD "/demo.Greeter/Hello"
 #define MAX_MESSAGE 4096
-
-struct conn {
-  int fd;
-  int want_write;
-  nghttp2_session *s;
-};
 
 struct call {
   int known;                 /* :path is the method */
@@ -46,14 +42,6 @@ static int ep;
 static void die(const char *what) {
   fprintf(stderr, "grpc-backend: %s: %s\n", what, strerror(errno));
   exit(1);
-}
-
-static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *user) {
-  (void)s; (void)flags;
-  struct conn *c = user;
-  ssize_t w = send(c->fd, data, len, MSG_NOSIGNAL); // a peer gone mid-answer is an error for its connection, not SIGPIPE for the process
-  if (w < 0) return errno == EAGAIN ? NGHTTP2_ERR_WOULDBLOCK : NGHTTP2_ERR_CALLBACK_FAILURE;
-  return w;
 }
 
 static int on_begin_headers(nghttp2_session *s, const nghttp2_frame *f, void *user) {
@@ -142,12 +130,7 @@ static void drop(struct conn *c) {
 static int flush(struct conn *c) {
   if (nghttp2_session_send(c->s) != 0) return 0;
   if (!nghttp2_session_want_read(c->s) && !nghttp2_session_want_write(c->s)) return 0;
-  int want = nghttp2_session_want_write(c->s);
-  if (want != c->want_write) {
-    struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c };
-    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-    c->want_write = want;
-  }
+  watch_writes(ep, c);
   return 1;
 }
 

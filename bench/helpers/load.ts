@@ -61,7 +61,8 @@ export interface H2loadSpec {
 
 /**
  * One of the bench's C helpers (openloop.c, openloop-h2.c, grpc-backend.c), built into `dir`
- * from its source, linked with `libs` (the HTTP/2 ones: nghttp2): cc must be on PATH, and
+ * from its source (the HTTP/2 ones include h2conn.h, next to it), linked with `libs` (the
+ * HTTP/2 ones: nghttp2): cc must be on PATH, and
  * libnghttp2's headers for those (Debian's libnghttp2-dev). Returns the binary's path.
  */
 export async function buildC(source: string, dir: string, libs: readonly string[] = []): Promise<string> {

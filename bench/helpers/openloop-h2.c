@@ -34,6 +34,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "h2conn.h"
+
 #define MAX_CONNS 64
 #define UA "h2load nghttp2/" NGHTTP2_VERSION /* what the warm-up (h2load) sends */
 
@@ -43,12 +45,6 @@ struct req {
   int grpc;        /* grpc-status, -1 until seen */
   size_t sent;     /* body bytes handed to nghttp2 */
   struct conn *c;
-};
-
-struct conn {
-  int fd;
-  int want_write;
-  nghttp2_session *s;
 };
 
 static struct conn conns[MAX_CONNS];
@@ -69,14 +65,6 @@ static int64_t now_ns(void) {
 static void die(const char *what, const char *why) {
   fprintf(stderr, "openloop-h2: %s: %s\n", what, why);
   exit(1);
-}
-
-static ssize_t on_send(nghttp2_session *s, const uint8_t *data, size_t len, int flags, void *user) {
-  (void)s; (void)flags;
-  struct conn *c = user;
-  ssize_t w = send(c->fd, data, len, MSG_NOSIGNAL); // a peer gone mid-answer is an error for its connection, not SIGPIPE for the process
-  if (w < 0) return errno == EAGAIN ? NGHTTP2_ERR_WOULDBLOCK : NGHTTP2_ERR_CALLBACK_FAILURE;
-  return w;
 }
 
 static int on_header(nghttp2_session *s, const nghttp2_frame *f, const uint8_t *name, size_t nlen,
@@ -115,14 +103,11 @@ static ssize_t read_body(nghttp2_session *s, int32_t id, uint8_t *buf, size_t le
   return (ssize_t)n;
 }
 
-static void flush(struct conn *c) {
-  if (nghttp2_session_send(c->s) != 0) die("send", "the session failed");
-  int want = nghttp2_session_want_write(c->s);
-  if (want != c->want_write) {
-    struct epoll_event ev = { .events = EPOLLIN | (want ? EPOLLOUT : 0), .data.ptr = c };
-    epoll_ctl(ep, EPOLL_CTL_MOD, c->fd, &ev);
-    c->want_write = want;
-  }
+/* write what the session has to send; 0 when the connection failed (the caller redials) */
+static int flush(struct conn *c) {
+  if (nghttp2_session_send(c->s) != 0) return 0;
+  watch_writes(ep, c);
+  return 1;
 }
 
 static void dial(struct conn *c) {
@@ -144,7 +129,7 @@ static void dial(struct conn *c) {
   c->want_write = 0;
   struct epoll_event ev = { .events = EPOLLIN, .data.ptr = c };
   if (epoll_ctl(ep, EPOLL_CTL_ADD, c->fd, &ev) < 0) die("epoll_ctl", strerror(errno));
-  flush(c);
+  if (!flush(c)) die("send", "a new connection failed at once");
 }
 
 static struct req *reqs;
@@ -226,7 +211,7 @@ int main(int argc, char **argv) {
       int32_t id = body ? nghttp2_submit_request(c->s, NULL, post, sizeof post / sizeof post[0], &dp, r)
                         : nghttp2_submit_request(c->s, NULL, get, sizeof get / sizeof get[0], NULL, r);
       if (id < 0) { errors++; continue; }
-      flush(c);
+      if (!flush(c)) redial(c);
     }
     int64_t wait = sent < total ? t0 + sent * step - now_ns() : 100000000;
     if (wait < 0) wait = 0;
@@ -240,7 +225,7 @@ int main(int argc, char **argv) {
         if (r < 0 && errno == EAGAIN) { /* nothing yet */ }
         else if (r <= 0 || nghttp2_session_mem_recv(c->s, buf, (size_t)r) < 0) { redial(c); continue; }
       }
-      flush(c);
+      if (!flush(c)) redial(c);
     }
   }
   fclose(logf);

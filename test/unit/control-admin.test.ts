@@ -25,7 +25,6 @@ after(async () => {
   tmp.cleanup();
 });
 
-
 const NOW_S = 1_700_000_000;
 
 function fakeDeps(o: { wgFails?: boolean } = {}): AgentStatusDeps & { clock: { ms: number }; seen: { n: number } } {
