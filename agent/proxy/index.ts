@@ -6,6 +6,8 @@ export { ProxyWorkers, proxyWorkerCount } from './workers.ts';
 export type { ProxyWorkersOptions } from './workers.ts';
 export type { Redirect } from './context.ts';
 export { ProxyError } from './errors.ts';
+export { GcWatch } from './gc.ts';
+export type { GcTally } from './gc.ts';
 export type { ProxyErrorCode } from './errors.ts';
 export { DETECT_WAIT_MS } from './stream.ts';
 export { DEFAULT_TUNNEL_PORT, Header as TunnelHeader } from './tunnel.ts';

@@ -11,6 +11,7 @@ import type { Flow } from '../flows/flow.ts';
 import { constants, lookupRedirectIn, openAgentMap } from '../datapath/index.ts';
 import { AccessLog, OtlpExporter, Tracer } from '../telemetry/index.ts';
 import type { Redirect } from './context.ts';
+import { GcWatch } from './gc.ts';
 import { NodeProxy } from './proxy.ts';
 import type { FromWorker, ToWorker, WorkerInit } from './workers.ts';
 
@@ -29,6 +30,8 @@ const accepted = new Counter({
   labelNames: ['worker', 'direction'],
   registers: [registry],
 });
+// this thread's GC pauses, which every request it carries waits out
+const gc = new GcWatch(registry, String(init.id));
 
 let pending: Flow[] = [];
 let flushTimer: NodeJS.Timeout | undefined;
@@ -89,6 +92,7 @@ async function start(): Promise<void> {
           // after the proxy: the last requests' lines and spans are in
           await Promise.all([accessLog?.close(), tracer.shutdown()]);
           redirects?.close();
+          gc.stop();
           post({ t: 'closed' });
           port.close();
         })();

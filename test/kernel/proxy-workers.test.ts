@@ -126,6 +126,8 @@ describe('proxy workers: the listeners shared by threads, on the real redirect m
       .filter((v) => v.labels.direction === 'inbound' && v.labels.code_class === '2xx');
     assert.equal(requests.length, 1, `one series for client → web, not one per worker: ${JSON.stringify(requests)}`);
     assert.equal(requests[0]!.value, 32);
+    // each worker is an isolate with a collector of its own, and exports its pauses
+    assert.ok(registry.getSingleMetric('nodal_proxy_gc_pause_seconds'), 'the workers\' GC pause histogram is in the merged metrics');
     // flows arrive in batches within tens of milliseconds
     for (let i = 0; i < 100 && flows.filter((f) => f.Type === 'L7').length < 32; i++) await new Promise((r) => setTimeout(r, 10));
     const l7 = flows.filter((f) => f.Type === 'L7' && f.trafficDirection === 'INGRESS');

@@ -1,0 +1,82 @@
+// The proxy thread's garbage-collection pauses, for Prometheus and for the bench. A V8
+// pause stops the thread's event loop, and every request the thread carries waits it out:
+// the proxy's tail latency follows these pauses (docs/ARCHITECTURE.md, "What a request
+// leaves for the GC"). prom-client's default metrics (nodal_agent_*) watch the agent's
+// main thread only; each proxy worker is an isolate with a collector of its own, so each
+// watches itself here.
+import { constants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
+import { Histogram, type Registry } from 'prom-client';
+
+/** perf_hooks' GC kinds, as the metric's `kind` label names them */
+const KIND: ReadonlyMap<number, GcKind> = new Map([
+  [constants.NODE_PERFORMANCE_GC_MINOR, 'minor'],
+  [constants.NODE_PERFORMANCE_GC_MAJOR, 'major'],
+  [constants.NODE_PERFORMANCE_GC_INCREMENTAL, 'incremental'],
+  [constants.NODE_PERFORMANCE_GC_WEAKCB, 'weakcb'],
+]);
+export type GcKind = 'minor' | 'major' | 'incremental' | 'weakcb';
+
+/** 0.5 ms to 1 s: a young-generation pause is a few ms, a full collection's tens */
+const BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1];
+
+/** what the collector did in a span of time (GcWatch.take) */
+export interface GcTally {
+  /** pauses of each kind */
+  count: Record<GcKind, number>;
+  /** the longest single pause, ms, and its kind ('' when there was none) */
+  longestMs: number;
+  longestKind: GcKind | '';
+  /** all pauses together, ms */
+  pausedMs: number;
+}
+
+function emptyTally(): GcTally {
+  return { count: { minor: 0, major: 0, incremental: 0, weakcb: 0 }, longestMs: 0, longestKind: '', pausedMs: 0 };
+}
+
+/**
+ * Observes this thread's GC pauses into `nodal_proxy_gc_pause_seconds{worker,kind}` and a
+ * tally read with take(). One per thread: a second would count every pause twice.
+ */
+export class GcWatch {
+  private readonly observer: PerformanceObserver;
+  private tally = emptyTally();
+
+  constructor(registry: Registry, worker: string) {
+    const pauses = new Histogram({
+      name: 'nodal_proxy_gc_pause_seconds',
+      help: 'garbage-collection pauses of each proxy worker thread, by kind (minor: young generation; major: full collection; incremental: a step of incremental marking; weakcb: weak callbacks); the thread serves nothing while paused',
+      labelNames: ['worker', 'kind'],
+      buckets: BUCKETS,
+      registers: [registry],
+    });
+    this.observer = new PerformanceObserver((list) => {
+      for (const e of list.getEntries()) this.record(e, pauses, worker);
+    });
+    this.observer.observe({ entryTypes: ['gc'] });
+  }
+
+  private record(e: PerformanceEntry, pauses: Histogram<'worker' | 'kind'>, worker: string): void {
+    const kind = KIND.get((e as PerformanceEntry & { detail?: { kind?: number } }).detail?.kind ?? -1);
+    if (kind === undefined) return;
+    pauses.observe({ worker, kind }, e.duration / 1000);
+    const t = this.tally;
+    t.count[kind]++;
+    t.pausedMs += e.duration;
+    if (e.duration > t.longestMs) {
+      t.longestMs = e.duration;
+      t.longestKind = kind;
+    }
+  }
+
+  /** the pauses since the last take() (or since the start), and a fresh tally from now */
+  take(): GcTally {
+    const t = this.tally;
+    this.tally = emptyTally();
+    return t;
+  }
+
+  stop(): void {
+    this.observer.disconnect();
+  }
+}
