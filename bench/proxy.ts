@@ -30,6 +30,7 @@ import { nginxConf } from './helpers/nginx.ts';
 import { grpcMessage } from '../agent/proxy/exchange.ts';
 import { CAUSES, canTrace, traceTail, type Cause, type Tail } from './helpers/tail.ts';
 import type { PairService, Topology } from './helpers/proxy-pair.ts';
+import type { GcTally } from '../agent/proxy/index.ts';
 import { machine, numberArg, percentile, table, writeSection } from './report.ts';
 
 const run = promisify(execFile);
@@ -253,6 +254,8 @@ ${fe('http1', false)}${fe('h2', true)}${fe('grpc', true)}`);
 interface Measured extends LoadResult {
   /** CPU seconds the proxy process used per second of the run (1.0 = one core) */
   cores: number | undefined;
+  /** nodal's GC pauses during the run (the evenly spaced rounds) */
+  gc?: GcTally;
 }
 
 async function measure(pid: number | undefined, body: () => Promise<LoadResult>): Promise<Measured> {
@@ -285,6 +288,12 @@ async function waitForCalm(): Promise<void> {
 
 const f0 = (n: number): string => (Number.isFinite(n) ? Math.round(n).toLocaleString('en-US') : '—');
 const f2 = (n: number | undefined): string => (n !== undefined && Number.isFinite(n) ? n.toFixed(2) : '—');
+/** after a nodal round's figure: its run's longest GC pause, and its full GCs if it had any */
+const gcNote = (gc: GcTally | undefined): string => {
+  if (!gc) return '';
+  const full = gc.count.major === 0 ? '' : gc.count.major === 1 ? ', full GC' : `, ${gc.count.major} full GCs`;
+  return ` (GC ${gc.longestMs.toFixed(1)} ms${full})`;
+};
 
 async function main(): Promise<void> {
   for (const tool of ['taskset', 'wrk', 'h2load', 'nginx', 'haproxy', 'cc']) {
@@ -460,7 +469,12 @@ async function main(): Promise<void> {
     for (const p of PROTOCOLS) {
       const list = paths(p);
       pacedRounds.set(p, await inRounds(PACED_ROUNDS, list,
-        (path) => measure(pidOf(path), () => evenly(p, path, PACED_SECONDS)),
+        async (path) => {
+          if (path.proxy !== 'nodal') return measure(pidOf(path), () => evenly(p, path, PACED_SECONDS));
+          await pair.ctl.ask('gc'); // the pauses before this run are not its own
+          const m = await measure(pidOf(path), () => evenly(p, path, PACED_SECONDS));
+          return { ...m, gc: JSON.parse(await pair.ctl.ask('gc')) as GcTally };
+        },
         (r, i) => {
           const add = (k: number): string => f2(r.get(list[k]!.name)!.p99 - r.get(list[0]!.name)!.p99);
           process.stderr.write(`${LABEL[p]} evenly spaced round ${i + 1}: added p99 nodal ${add(1)} / ${add(2)} ms, nginx ${add(3)}, haproxy ${add(4)}, Node's own server ${add(5)}\n`);
@@ -549,10 +563,21 @@ async function main(): Promise<void> {
     const pacedMedian = (k: number): number => pacedMedianOn('http1', k);
     const pacedRoundRows = PROTOCOLS.flatMap((p) => {
       const direct = (r: Map<string, Measured>): number => r.get(paths(p)[0]!.name)!.p99;
-      const rows = pacedRounds.get(p)!.map((r, i) => [LABEL[p], String(i + 1), f2(direct(r)), ...[1, 2, 3, 4, 5].map((k) => f2(pacedAddedRoundsOn(p, k)[i]))]);
+      const rows = pacedRounds.get(p)!.map((r, i) => [LABEL[p], String(i + 1), f2(direct(r)),
+        ...[1, 2, 3, 4, 5].map((k) => f2(pacedAddedRoundsOn(p, k)[i]) + gcNote(r.get(paths(p)[k]!.name)!.gc))]);
       rows.push([LABEL[p], '**median**', f2(median(pacedRounds.get(p)!.map(direct))), ...[1, 2, 3, 4, 5].map((k) => f2(pacedMedianOn(p, k)))]);
       return rows;
     });
+    /** protocol p's nodal path k (1 or 2): its rounds whose run had no full GC, and their median added p99 */
+    const noFullGc = (p: Protocol, k: number): { n: number; median: number } => {
+      const added = pacedAddedRoundsOn(p, k).filter((_, i) => pacedRounds.get(p)![i]!.get(paths(p)[k]!.name)!.gc?.count.major === 0);
+      return { n: added.length, median: added.length > 0 ? median(added) : NaN };
+    };
+    const noFullGcText = (p: Protocol): string => [1, 2].map((k) => {
+      const r = noFullGc(p, k);
+      return r.n > 0 ? `${f2(r.median)} ms (${r.n} of ${PACED_ROUNDS})` : `— (every round had one)`;
+    }).join(' / ');
+    const fullGcRounds = PROTOCOLS.reduce((n, p) => n + [1, 2].reduce((m, k) => m + PACED_ROUNDS - noFullGc(p, k).n, 0), 0);
     const pacedErrors = PROTOCOLS.flatMap((p) => pacedRounds.get(p)!.flatMap((r) => [...r.entries()].filter(([, m]) => m.errors).map(([name, m]) => `${LABEL[p]} ${name}: ${m.errors}`)));
 
     writeSection('proxy', `## Proxy: nodal against nginx and haproxy (loopback, one core each)
@@ -652,7 +677,10 @@ ${table(['protocol', 'path', 'requests/s', 'p50 ms', 'p99 ms', 'added p99 ms', '
 
 **Evenly spaced, in rounds.** After the HTTP/1.1 per-core rounds, ${PACED_ROUNDS} rounds of the same
 evenly spaced load (${PACED_SECONDS} s) on every path of each protocol in turn, the order rotated
-each round; the direct p99, then each path's p99 minus that round's direct p99 (ms):
+each round; the direct p99, then each path's p99 minus that round's direct p99 (ms). After each
+nodal figure, the longest GC pause nodal's process had during that run, and whether the run
+had a full (mark-compact) GC (\`agent/proxy/gc.ts\`, the pauses \`nodal_proxy_gc_pause_seconds\`
+exports):
 
 ${table(['protocol', 'round', 'direct p99', 'nodal, same node', 'nodal, cross-node', 'nginx', 'haproxy', "Node's own server"], pacedRoundRows)}
 ${pacedErrors.length > 0 ? `\nErrors in these rounds: ${pacedErrors.join('; ')}.\n` : ''}
@@ -709,7 +737,10 @@ ${table(['proxy', 'RSS idle MiB', `RSS with ${HOLD.toLocaleString('en-US')} MiB`
   haproxy ${f2(pacedMedianOn('h2', 4))} and ${f2(pacedMedianOn('grpc', 4))} ms. Target < 1 ms, read on the rounds' median:
   ${verdict([1, 2].every((i) => pacedMedianOn('h2', i) < 1 && pacedMedianOn('grpc', i) < 1))}. Node's own server, answering by
   itself on the proxy's core, reads ${f2(pacedMedianOn('h2', 5))} ms over HTTP/2 and ${f2(pacedMedianOn('grpc', 5))} ms over gRPC
-  (HTTP/1.1: ${f2(pacedMedian(5))} ms). In h2load's bursts of ${RATE_CLIENTS} (the table before), nodal adds
+  (HTTP/1.1: ${f2(pacedMedian(5))} ms). nodal had a full GC in ${fullGcRounds} of its ${PROTOCOLS.length * 2 * PACED_ROUNDS} runs
+  in these rounds; in the rounds without one, the median added p99 is ${noFullGcText('h2')} over HTTP/2
+  and ${noFullGcText('grpc')} over gRPC (HTTP/1.1: ${noFullGcText('http1')}), same node / cross-node.
+  In h2load's bursts of ${RATE_CLIENTS} (the table before), nodal adds
   ${f2(addedOn('h2', 1))} / ${f2(addedOn('h2', 2))} ms over HTTP/2 and ${f2(addedOn('grpc', 1))} / ${f2(addedOn('grpc', 2))} ms over gRPC.
 - *With a body* (no target of its own): a small JSON POST, nodal (same node) ÷ nginx per core
   ${postRatio.toFixed(2)}.

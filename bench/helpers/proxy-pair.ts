@@ -7,12 +7,13 @@
 // stdin commands, one per line:
 //   target <ip> <port>   the original destination of the next connections → "ok"
 //   mem                  a full GC, then process.memoryUsage() as JSON
+//   gc                   the GC pauses since the last `gc` (GcWatch.take(), agent/proxy/gc.ts) as JSON
 // The process exits when stdin ends, so a bench that dies takes its proxy with it.
 import { createInterface } from 'node:readline';
 import pino from 'pino';
 import { Registry } from 'prom-client';
 import type { EndpointInfo, IdentityInfo, NodeInfo, ServiceInfo, Snapshot } from '../../control/api/types.ts';
-import { NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
+import { GcWatch, NodeProxy, type Redirect } from '../../agent/proxy/index.ts';
 
 export interface PairNode { name: string; tunnelIp: string; outboundIp: string; upstreamBindIp: string }
 export interface PairService { name: string; vip: string; port: number; targetPort: number; appProtocol: string; backendIp: string; node: string }
@@ -63,6 +64,8 @@ async function main(): Promise<void> {
     registry: new Registry(), logger,
   })));
   for (const [i, p] of proxies.entries()) p.update(snapshot(topo, topo.nodes[i]!.name));
+  // both proxies run on this one thread: one watch sees the pauses they both wait out
+  const pauses = new GcWatch(new Registry(), 'pair');
 
   const out = (v: unknown): void => { process.stdout.write(`${typeof v === 'string' ? v : JSON.stringify(v)}\n`); };
   out({ ready: true, pid: process.pid });
@@ -72,6 +75,8 @@ async function main(): Promise<void> {
     if (cmd === 'target') {
       next = { ...next, origIp: a!, origPort: Number(b) };
       out('ok');
+    } else if (cmd === 'gc') {
+      out(pauses.take());
     } else if (cmd === 'mem') {
       globalThis.gc?.();
       out(process.memoryUsage());
