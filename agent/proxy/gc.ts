@@ -23,15 +23,14 @@ const BUCKETS = [0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1];
 export interface GcTally {
   /** pauses of each kind */
   count: Record<GcKind, number>;
-  /** the longest single pause, ms, and its kind ('' when there was none) */
+  /** the longest single pause, ms */
   longestMs: number;
-  longestKind: GcKind | '';
   /** all pauses together, ms */
   pausedMs: number;
 }
 
 function emptyTally(): GcTally {
-  return { count: { minor: 0, major: 0, incremental: 0, weakcb: 0 }, longestMs: 0, longestKind: '', pausedMs: 0 };
+  return { count: { minor: 0, major: 0, incremental: 0, weakcb: 0 }, longestMs: 0, pausedMs: 0 };
 }
 
 /**
@@ -63,10 +62,7 @@ export class GcWatch {
     const t = this.tally;
     t.count[kind]++;
     t.pausedMs += e.duration;
-    if (e.duration > t.longestMs) {
-      t.longestMs = e.duration;
-      t.longestKind = kind;
-    }
+    if (e.duration > t.longestMs) t.longestMs = e.duration;
   }
 
   /** the pauses since the last take() (or since the start), and a fresh tally from now */
