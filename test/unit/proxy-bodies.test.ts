@@ -2,8 +2,13 @@
 // body read whole with its head goes on with it in one write (client-h1.ts WholeBody,
 // pod-h1.ts, mesh.ts); larger or chunked bodies stream through node:http. Either way the
 // pod gets exactly the body the client sent, framed as it was, and nothing behind it.
+// HTTP/2 bodies stream through exchange.ts pipeBody(), with backpressure: a pod that does
+// not read holds the client back, and the proxy buffers no more than the windows allow.
 import assert from 'node:assert/strict';
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
 import { createServer as httpServer } from 'node:http';
+import { connect as h2connect, createServer as h2server, type ClientHttp2Stream, type Http2Server, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
@@ -64,6 +69,67 @@ function exchange(s: Socket, text: string | Buffer, n: number): Promise<Array<{ 
   });
 }
 
+/** what an h2c pod read of a request body */
+interface H2Seen { length: number; sha256: string }
+
+/**
+ * An h2c pod that answers each request with the length and SHA-256 of its body, as JSON.
+ * A request to /hold is not read until release() is called: the pod's stream window fills
+ * and stays full.
+ */
+function h2pod(): { server: Http2Server; held: ServerHttp2Stream[]; release(): void } {
+  const held: ServerHttp2Stream[] = [];
+  let released = false;
+  const read = (stream: ServerHttp2Stream): void => {
+    const hash = createHash('sha256');
+    let length = 0;
+    stream.on('data', (c: Buffer) => { hash.update(c); length += c.length; });
+    stream.on('end', () => {
+      const out = JSON.stringify({ length, sha256: hash.digest('hex') } satisfies H2Seen);
+      stream.respond({ ':status': 200, 'content-type': 'application/json' });
+      stream.end(out);
+    });
+  };
+  const server = h2server();
+  server.on('session', (s) => s.on('error', () => {}));
+  server.on('stream', (stream, headers) => {
+    stream.on('error', () => {});
+    if (headers[':path'] === '/hold' && !released) held.push(stream);
+    else read(stream);
+  });
+  return { server, held, release: () => { released = true; for (const s of held.splice(0)) read(s); } };
+}
+
+/**
+ * Write `body` on `stream` as a well-behaved client does (waiting for 'drain'), counting the
+ * bytes node:http2 has sent (each write's callback); `done` resolves once all are sent
+ */
+function sendBody(stream: ClientHttp2Stream, body: Buffer): { sent: () => number; done: Promise<void> } {
+  let sent = 0;
+  const CHUNK = 64 * 1024;
+  const done = (async () => {
+    for (let off = 0; off < body.length; off += CHUNK) {
+      const chunk = body.subarray(off, off + CHUNK);
+      if (!stream.write(chunk, () => { sent += chunk.length; })) await once(stream, 'drain');
+    }
+    stream.end();
+  })();
+  return { sent: () => sent, done };
+}
+
+/** resolves once `read()` has not grown for `quietMs`, or after `maxMs`; the last value */
+async function settled(read: () => number, quietMs: number, maxMs: number): Promise<number> {
+  let last = read();
+  let still = 0;
+  for (let t = 0; t < maxMs && still < quietMs; t += 50) {
+    await new Promise((r) => setTimeout(r, 50));
+    const now = read();
+    still = now === last ? still + 50 : 0;
+    last = now;
+  }
+  return last;
+}
+
 function post(path: string, body: string, method = 'POST'): string {
   return `${method} ${path} HTTP/1.1\r\nHost: pod\r\nContent-Type: text/plain\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`;
 }
@@ -71,11 +137,14 @@ function post(path: string, body: string, method = 'POST'): string {
 describe('request bodies through the proxy, on this node and across the tunnel', () => {
   let mesh: TwoNodes;
   const seen: Seen[] = [];
+  const h2pods = { 'h2-here': h2pod(), 'h2-there': h2pod() };
 
   before(async () => {
     mesh = await startTwoNodes(BLOCK, [
       { name: 'here', node: 'node-a', server: pod(seen) },
       { name: 'there', node: 'node-b', server: pod(seen) },
+      { name: 'h2-here', node: 'node-a', server: h2pods['h2-here'].server },
+      { name: 'h2-there', node: 'node-b', server: h2pods['h2-there'].server },
     ], {});
   });
 
@@ -118,6 +187,45 @@ describe('request bodies through the proxy, on this node and across the tunnel',
       assert.equal(seen[2]!.head, 'hello world');
       assert.equal(seen[2]!.te, 'chunked');
       s.destroy();
+    });
+  }
+
+  const MiB = 1024 * 1024;
+  for (const where of ['h2-here', 'h2-there'] as const) {
+    it(`${where}: an 8 MiB HTTP/2 body arrives byte for byte; while the pod does not read, the client is held back`, async (t) => {
+      const pod = h2pods[where];
+      const session = h2connect('http://pod', { createConnection: () => mesh.dial(mesh.ip[where]!) });
+      session.on('error', () => {});
+      try {
+        const body = randomBytes(8 * MiB);
+        const stream = session.request({ ':method': 'POST', ':path': '/hold', 'content-type': 'application/octet-stream' });
+        const answer = once(stream, 'response');
+        const { sent, done } = sendBody(stream, body);
+        // the pod holds the stream unread: what the client gets out is what the windows on
+        // the way take (1 MiB to the proxy, 1 MiB on the tunnel, the pod's 64 KiB) and a
+        // few buffers, never the whole body
+        const took = await settled(sent, 300, 5000);
+        t.diagnostic(`taken from the client while the pod held: ${(took / MiB).toFixed(2)} MiB`);
+        assert.equal(pod.held.length, 1, 'the request reached the pod');
+        assert.ok(took < 4 * MiB, `the proxy took ${(took / MiB).toFixed(2)} MiB of the body from the client while the pod read nothing`);
+        pod.release();
+        await done;
+        const [headers] = await answer as [Record<string, unknown>];
+        stream.setEncoding('utf8');
+        let text = '';
+        for await (const c of stream) text += c;
+        assert.equal(headers[':status'], 200);
+        assert.deepEqual(JSON.parse(text), { length: body.length, sha256: createHash('sha256').update(body).digest('hex') });
+        // the session carries the next request as usual
+        const next = session.request({ ':method': 'POST', ':path': '/next' });
+        next.end('next');
+        next.setEncoding('utf8');
+        let nextText = '';
+        for await (const c of next) nextText += c;
+        assert.equal(JSON.parse(nextText).length, 4);
+      } finally {
+        session.destroy();
+      }
     });
   }
 });
