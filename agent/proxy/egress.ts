@@ -442,14 +442,14 @@ export class Egress {
     const { conn } = req;
     const peer = view.node(target.node);
     if (!peer || !peer.tunnelIp) return Promise.resolve(this.answer(req, 503, `no tunnel address for node ${target.node}`, body));
-    if (head.protocol === 'http1') return this.pooled(req, view, peer, head, body, signal, target);
+    if (head.protocol === 'http1') return this.pooled(req, peer, head, body, signal, target);
     const headers: Record<string, string | string[]> = {
       ...head.headers,
       ':method': head.method, ':path': head.path, ':scheme': 'http',
       ':authority': head.authority || formatAuthority(target.ip, target.port),
       [Header.destination]: formatAuthority(target.ip, target.port),
       [Header.protocol]: head.protocol,
-      ...sourceHeaders(view, conn.src),
+      ...sourceHeaders(conn.src),
     };
     return new Promise((resolve) => {
       let stream;
@@ -470,9 +470,9 @@ export class Egress {
   }
 
   /** an HTTP/1.1 request to a pod on another node: on a pooled CONNECT stream to it (mesh.ts) */
-  private pooled(req: RequestRecord, view: MeshView, peer: NodeInfo, head: RequestHead, body: Readable, signal: AbortSignal,
+  private pooled(req: RequestRecord, peer: NodeInfo, head: RequestHead, body: Readable, signal: AbortSignal,
     target: Target): Promise<L7Response> {
-    return this.mesh.send(view, peer, target, req.conn.src, head, body, signal).catch((err: unknown) => {
+    return this.mesh.send(peer, target, req.conn.src, head, body, signal).catch((err: unknown) => {
       // refused by the destination's identity check (403), or nothing there (404)
       const refused = err instanceof UpstreamError ? err.refused : undefined;
       if (refused === 403) return this.answer(req, 403, errorText(err), body, 'DROPPED');

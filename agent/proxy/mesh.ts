@@ -29,7 +29,6 @@ import { LeanPool, leanClientAvailable, requestHead, UpstreamError, type PodConn
 import { leanBody, sendHttp1, sendLean } from './pods.ts';
 import { buffersOnly } from './stream.ts';
 import { formatAuthority, Header, POOLED_REQUESTS, sourceHeaders, type TunnelPool } from './tunnel.ts';
-import type { MeshView } from './view.ts';
 
 /**
  * Bodies up to this size go with their head in one write, so in one DATA frame (16 KiB),
@@ -52,7 +51,6 @@ const MAX_REQUESTS_PER_STREAM = 10_000;
 
 /** where a pooled stream goes, and whose it is: what opening one takes */
 interface MeshTarget {
-  view: MeshView;
   peer: NodeInfo;
   /** the pod, ip:port */
   dst: string;
@@ -78,7 +76,7 @@ const openedAt = new WeakMap<object, number>();
  * pool it as a socket to the pod. Throws when the session is unusable.
  */
 function openStream(tunnels: TunnelPool, t: MeshTarget): ClientHttp2Stream {
-  const headers: Record<string, string> = { ...sourceHeaders(t.view, t.src), [Header.protocol]: POOLED_REQUESTS };
+  const headers: Record<string, string> = { ...sourceHeaders(t.src), [Header.protocol]: POOLED_REQUESTS };
   if (t.traceparent) headers[Header.traceparent] = t.traceparent;
   const s = tunnels.open(t.peer, t.dst, headers);
   // node's agent keeps a socket alive with these; a stream has no TCP keep-alive, and
@@ -259,7 +257,7 @@ export class MeshRequests {
    * UpstreamError (pod-h1.ts); `refused` names the status of a CONNECT the destination
    * refused.
    */
-  send(view: MeshView, peer: NodeInfo, to: { ip: string; port: number; identity: number }, src: SourceInfo, head: RequestHead, body: Readable,
+  send(peer: NodeInfo, to: { ip: string; port: number; identity: number }, src: SourceInfo, head: RequestHead, body: Readable,
     signal: AbortSignal): Promise<L7Response> {
     const dst = formatAuthority(to.ip, to.port);
     const addr = formatAuthority(src.ip, src.port);
@@ -267,7 +265,7 @@ export class MeshRequests {
     // the pod's identity too: an address another pod took over is another destination
     const key = `${peer.name}@${peer.tunnelIp}>${dst}#${to.identity}<${src.identity}/${ep ? `${ep.namespace}/${ep.name}` : ''}/${src.ip}`;
     const traceparent = String(head.headers.traceparent ?? '');
-    const target: MeshTarget = { view, peer, dst, src, traceparent };
+    const target: MeshTarget = { peer, dst, src, traceparent };
     const lean = this.lean;
     const bytes = lean ? leanBody(head, body) : undefined;
     if (bytes !== undefined && bytes.length <= MAX_LEAN_BODY) {

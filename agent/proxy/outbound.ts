@@ -196,7 +196,7 @@ export class Outbound {
     if (!peer || !peer.tunnelIp) {
       return this.fail(socket, view, rec.src, `no tunnel address for node ${target.node}`, rec.src, rec.dst);
     }
-    const headers = { ...sourceHeaders(view, rec.src), [Header.traceparent]: rec.trace.header };
+    const headers = { ...sourceHeaders(rec.src), [Header.traceparent]: rec.trace.header };
 
     let stream;
     try {

@@ -26,10 +26,16 @@ import { normalizeIp, releaseOnClose } from './stream.ts';
 import { newTrace, parseTraceparent } from './trace.ts';
 import type { MeshView } from './view.ts';
 
-/** the tunnel headers: identity travels as data the receiver verifies, never as trust */
+/**
+ * The tunnel headers: identity travels as data the receiver verifies, never as trust. The
+ * receiver maps the identity to its SPIFFE id and labels from its own snapshot, so none of
+ * those travel (before this release an unread x-nodal-source-spiffe did; receivers never
+ * read it, so peers of either release understand each other). Each value a receiver gets
+ * costs it an old-space string until its next full GC (docs/ARCHITECTURE.md, "What a
+ * request leaves for the GC"): a header goes only where it is read.
+ */
 export const Header = {
   identity: 'x-nodal-source-identity',
-  spiffe: 'x-nodal-source-spiffe',
   endpoint: 'x-nodal-source-endpoint',
   /** source ip:port, informational (flows), never used for a decision */
   addr: 'x-nodal-source-addr',
@@ -42,12 +48,10 @@ export const Header = {
 
 /**
  * The headers that name a stream's source workload, which the receiver checks: its
- * identity and address, and its SPIFFE id and pod when known
+ * identity and address, and its pod when known
  */
-export function sourceHeaders(view: MeshView, src: { identity: number; endpoint: EndpointInfo | undefined; ip: string; port: number }): Record<string, string> {
+export function sourceHeaders(src: { identity: number; endpoint: EndpointInfo | undefined; ip: string; port: number }): Record<string, string> {
   const h: Record<string, string> = { [Header.identity]: String(src.identity), [Header.addr]: formatAuthority(src.ip, src.port) };
-  const spiffe = view.identity(src.identity)?.spiffeId;
-  if (spiffe) h[Header.spiffe] = spiffe;
   if (src.endpoint) h[Header.endpoint] = `${src.endpoint.namespace}/${src.endpoint.name}`;
   return h;
 }

@@ -19,7 +19,7 @@ import { declaredProtocol } from '../../agent/policy/index.ts';
 import { ProxyMetrics } from '../../agent/proxy/metrics.ts';
 import { classify, normalizeIp, sniff } from '../../agent/proxy/stream.ts';
 import { childSpan, newTrace, parseTraceparent } from '../../agent/proxy/trace.ts';
-import { formatAuthority, parseAuthority } from '../../agent/proxy/tunnel.ts';
+import { formatAuthority, parseAuthority, sourceHeaders } from '../../agent/proxy/tunnel.ts';
 import { MeshView } from '../../agent/proxy/view.ts';
 
 describe('protocol detection', () => {
@@ -115,6 +115,18 @@ describe('tunnel authority', () => {
     assert.equal(normalizeIp('::ffff:127.0.0.1'), '127.0.0.1');
     assert.equal(normalizeIp('::1'), '::1');
     assert.equal(normalizeIp(undefined), '');
+  });
+  // the receiver (tunnel.ts) reads identity, address and pod; it maps the identity to its
+  // SPIFFE id itself. Every value sent costs the receiver an old-space string until its next
+  // full GC, so nothing it does not read goes (x-nodal-source-spiffe did, unread, before)
+  it('names the source by identity, address and pod, and by nothing the receiver does not read', () => {
+    const pod = { namespace: 'app', name: 'web-0', uid: 'u', node: 'n1', ip: 'fd00::7', identity: 300, labels: {}, serviceAccount: 'web', enrolled: true };
+    assert.deepEqual(sourceHeaders({ identity: 300, endpoint: pod, ip: 'fd00::7', port: 40000 }), {
+      'x-nodal-source-identity': '300', 'x-nodal-source-addr': '[fd00::7]:40000', 'x-nodal-source-endpoint': 'app/web-0',
+    });
+    assert.deepEqual(sourceHeaders({ identity: 2, endpoint: undefined, ip: '10.0.0.9', port: 5 }), {
+      'x-nodal-source-identity': '2', 'x-nodal-source-addr': '10.0.0.9:5',
+    });
   });
 });
 
