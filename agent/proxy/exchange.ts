@@ -231,16 +231,14 @@ export function cutOff(body: Readable): boolean {
 }
 
 /**
- * Pass a message body on with backpressure: a chunk `to` cannot take now pauses `body`
- * until `to` drains. A body cut off (cutOff(), or closed before its end) destroys `to`
- * instead of ending it. Not Readable.pipe(): that sets up five listeners on each side and
- * takes them down again, some 3 KB per request of a gRPC call's 38, for what one 'data'
- * listener does here. What pipe() does besides, this needs not: a `to` that fails or
- * closes stops taking writes, and `body` then stays paused, as pipe() leaves it once it
- * unpipes; the exchange's own error handling ends both.
+ * Write what `body` reads to `to` as it comes, with backpressure: a chunk `to` cannot take
+ * now pauses `body` until `to` drains. Ending `to` is the caller's. Not Readable.pipe(): that
+ * sets up five listeners on each side per message and takes them down again, some 3 KB of
+ * a gRPC call's 38, for what one 'data' listener does here. What pipe() does besides, this
+ * needs not: a `to` that fails or closes stops taking writes, and `body` then stays paused,
+ * as pipe() leaves it once it unpipes; the exchange's own handlers end both.
  */
-export function pipeBody(body: Readable, to: Writable): void {
-  const cut = (): void => { to.destroy(new Error('the sender reset the stream before the body ended')); };
+export function flow(body: Readable, to: Writable): void {
   const resume = (): void => { body.resume(); };
   body.on('data', (chunk: Buffer) => {
     if (!to.write(chunk)) {
@@ -248,6 +246,12 @@ export function pipeBody(body: Readable, to: Writable): void {
       to.once('drain', resume);
     }
   });
+}
+
+/** pass a message body on (flow()); a body cut off (cutOff(), or closed before its end) destroys `to` instead of ending it */
+export function pipeBody(body: Readable, to: Writable): void {
+  const cut = (): void => { to.destroy(new Error('the sender reset the stream before the body ended')); };
+  flow(body, to);
   body.once('end', () => {
     if (cutOff(body)) cut();
     else to.end();
@@ -509,7 +513,7 @@ export function writeH1(res: ServerResponse, r: L7Response, extraHeaders?: Heade
     res.end();
   });
   res.on('close', () => { if (!r.body.readableEnded) r.body.destroy(); });
-  r.body.pipe(res, { end: false });
+  flow(r.body, res);
 }
 
 /** an answer to `method` with `status` carries a body (RFC 9110 §6.4.1): not HEAD's, 1xx, 204 or 304 */
@@ -588,7 +592,7 @@ export function writeH2(stream: ServerHttp2Stream, r: L7Response, extraHeaders?:
   r.body.once('close', () => { if (!r.body.readableEnded) resetStream(stream); });
   r.body.on('error', () => resetStream(stream));
   stream.on('close', () => { if (!r.body.readableEnded) r.body.destroy(); });
-  r.body.pipe(stream, { end: false });
+  flow(r.body, stream);
   r.body.once('end', () => {
     if (cutOff(r.body)) resetStream(stream);
     else stream.end();

@@ -2,8 +2,9 @@
 // body read whole with its head goes on with it in one write (client-h1.ts WholeBody,
 // pod-h1.ts, mesh.ts); larger or chunked bodies stream through node:http. Either way the
 // pod gets exactly the body the client sent, framed as it was, and nothing behind it.
-// HTTP/2 bodies stream through exchange.ts pipeBody(), with backpressure: a pod that does
-// not read holds the client back, and the proxy buffers no more than the windows allow.
+// HTTP/2 bodies, requests' and answers', stream through exchange.ts flow() with
+// backpressure: a pod that does not read holds the client back, a client that does not read
+// holds the pod back, and the proxy buffers no more than the windows on the way allow.
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -72,14 +73,37 @@ function exchange(s: Socket, text: string | Buffer, n: number): Promise<Array<{ 
 /** what an h2c pod read of a request body */
 interface H2Seen { length: number; sha256: string }
 
+const MiB = 1024 * 1024;
+/** what the h2c pods answer to GET /big-answer */
+const BIG_ANSWER = randomBytes(8 * MiB);
+
+interface H2Pod {
+  server: Http2Server;
+  held: ServerHttp2Stream[];
+  release(): void;
+  /** bytes of BIG_ANSWER node:http2 has sent (each write's callback) */
+  answerSent(): number;
+}
+
 /**
  * An h2c pod that answers each request with the length and SHA-256 of its body, as JSON.
  * A request to /hold is not read until release() is called: the pod's stream window fills
- * and stays full.
+ * and stays full. GET /big-answer is answered with BIG_ANSWER, written as a well-behaved
+ * server writes it (waiting for 'drain').
  */
-function h2pod(): { server: Http2Server; held: ServerHttp2Stream[]; release(): void } {
+function h2pod(): H2Pod {
   const held: ServerHttp2Stream[] = [];
   let released = false;
+  let answerSent = 0;
+  const answer = async (stream: ServerHttp2Stream): Promise<void> => {
+    stream.respond({ ':status': 200, 'content-type': 'application/octet-stream' });
+    answerSent = 0;
+    for (let off = 0; off < BIG_ANSWER.length && !stream.destroyed; off += 64 * 1024) {
+      const chunk = BIG_ANSWER.subarray(off, off + 64 * 1024);
+      if (!stream.write(chunk, () => { answerSent += chunk.length; })) await once(stream, 'drain');
+    }
+    stream.end();
+  };
   const read = (stream: ServerHttp2Stream): void => {
     const hash = createHash('sha256');
     let length = 0;
@@ -94,10 +118,11 @@ function h2pod(): { server: Http2Server; held: ServerHttp2Stream[]; release(): v
   server.on('session', (s) => s.on('error', () => {}));
   server.on('stream', (stream, headers) => {
     stream.on('error', () => {});
-    if (headers[':path'] === '/hold' && !released) held.push(stream);
+    if (headers[':path'] === '/big-answer') void answer(stream);
+    else if (headers[':path'] === '/hold' && !released) held.push(stream);
     else read(stream);
   });
-  return { server, held, release: () => { released = true; for (const s of held.splice(0)) read(s); } };
+  return { server, held, release: () => { released = true; for (const s of held.splice(0)) read(s); }, answerSent: () => answerSent };
 }
 
 /**
@@ -190,7 +215,6 @@ describe('request bodies through the proxy, on this node and across the tunnel',
     });
   }
 
-  const MiB = 1024 * 1024;
   for (const where of ['h2-here', 'h2-there'] as const) {
     it(`${where}: an 8 MiB HTTP/2 body arrives byte for byte; while the pod does not read, the client is held back`, async (t) => {
       const pod = h2pods[where];
@@ -223,6 +247,28 @@ describe('request bodies through the proxy, on this node and across the tunnel',
         let nextText = '';
         for await (const c of next) nextText += c;
         assert.equal(JSON.parse(nextText).length, 4);
+      } finally {
+        session.destroy();
+      }
+    });
+
+    it(`${where}: an 8 MiB HTTP/2 answer arrives byte for byte; while the client does not read, the pod is held back`, async (t) => {
+      const pod = h2pods[where];
+      const session = h2connect('http://pod', { createConnection: () => mesh.dial(mesh.ip[where]!) });
+      session.on('error', () => {});
+      try {
+        const stream = session.request({ ':path': '/big-answer' });
+        const [headers] = await once(stream, 'response') as [Record<string, unknown>];
+        assert.equal(headers[':status'], 200);
+        // the client reads nothing yet: the pod gets out what the windows on the way take
+        const took = await settled(pod.answerSent, 300, 5000);
+        t.diagnostic(`sent by the pod while the client held: ${(took / MiB).toFixed(2)} MiB`);
+        assert.ok(took < 4 * MiB, `the proxy took ${(took / MiB).toFixed(2)} MiB of the answer from the pod while the client read nothing`);
+        const chunks: Buffer[] = [];
+        for await (const c of stream) chunks.push(c as Buffer);
+        const got = Buffer.concat(chunks);
+        assert.equal(got.length, BIG_ANSWER.length);
+        assert.ok(got.equals(BIG_ANSWER), 'the answer arrived altered');
       } finally {
         session.destroy();
       }
