@@ -15,7 +15,7 @@ import { once } from 'node:events';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { HeaderStringsResult } from './helpers/header-strings.ts';
-import { machine, numberArg, table, writeSection } from './report.ts';
+import { machine, median, numberArg, table, writeSection } from './report.ts';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const REPEAT = numberArg('--repeat', 3);
@@ -34,42 +34,33 @@ async function measure(protocol: string, extra: number): Promise<HeaderStringsRe
   return JSON.parse(out) as HeaderStringsResult;
 }
 
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
-}
-
 async function main(): Promise<void> {
   const began = Date.now();
-  const cells = new Map<string, { bytes: number; gcMs: number; requests: number; gcRequests: number }>();
   // every configuration once per pass, so drift on this machine spreads over all of them
   const runs = new Map<string, HeaderStringsResult[]>();
   for (let r = 0; r < REPEAT; r++) {
     for (const [p] of PROTOCOLS) {
       for (const k of EXTRAS) {
         const key = `${p}/${k}`;
-        const list = runs.get(key) ?? [];
-        list.push(await measure(p, k));
-        runs.set(key, list);
+        runs.set(key, [...(runs.get(key) ?? []), await measure(p, k)]);
       }
     }
   }
-  for (const [key, list] of runs) {
-    cells.set(key, {
-      bytes: median(list.map((x) => x.oldBytesPerRequest)), gcMs: median(list.map((x) => x.fullGcMs)),
-      requests: list[0]!.requests, gcRequests: list[0]!.gcRequests,
-    });
-  }
+  /** a configuration's medians over its runs */
+  const cell = (p: string, k: number): { bytes: number; gcMs: number } => {
+    const list = runs.get(`${p}/${k}`)!;
+    return { bytes: median(list.map((x) => x.oldBytesPerRequest)), gcMs: median(list.map((x) => x.fullGcMs)) };
+  };
   const rows: string[][] = [];
   for (const [p, name] of PROTOCOLS) {
     for (const k of EXTRAS) {
-      const c = cells.get(`${p}/${k}`)!;
+      const c = cell(p, k);
       rows.push([name, String(k), c.bytes.toLocaleString('en-US'), c.gcMs.toFixed(1)]);
     }
   }
-  const slope = (p: string): number => (cells.get(`${p}/16`)!.bytes - cells.get(`${p}/0`)!.bytes) / 16;
+  const slope = (p: string): number => (cell(p, 16).bytes - cell(p, 0).bytes) / 16;
   const per = (p: string): string => (slope(p) < 1 ? 'nothing' : `${slope(p).toFixed(0)} bytes`);
-  const first = cells.get('h2/0')!;
+  const first = { ...runs.get('h2/0')![0]!, ...cell('h2', 0) };
   const md = `## What a received HTTP/2 header value leaves in old space (bench/h2-headers.ts)
 
 ${machine()}; the run took ${Math.round((Date.now() - began) / 1000)} s. A server and a keep-alive client in one

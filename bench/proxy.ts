@@ -31,7 +31,7 @@ import { grpcMessage } from '../agent/proxy/exchange.ts';
 import { CAUSES, canTrace, traceTail, type Cause, type Tail } from './helpers/tail.ts';
 import type { PairService, Topology } from './helpers/proxy-pair.ts';
 import type { GcTally } from '../agent/proxy/index.ts';
-import { machine, numberArg, percentile, table, writeSection } from './report.ts';
+import { machine, median, numberArg, percentile, table, writeSection } from './report.ts';
 
 const run = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
@@ -544,7 +544,6 @@ async function main(): Promise<void> {
     const addedOn = (p: Protocol, i: number): number => rate.get(`${p}/${paths(p)[i]!.name}`)!.p99 - rate.get(`${p}/${paths(p)[0]!.name}`)!.p99;
     const added = (i: number): number => addedOn('http1', i);
     const verdict = (ok: boolean): string => (ok ? '**met**' : '**not met**');
-    const median = (xs: readonly number[]): number => percentile([...xs].sort((a, b) => a - b), 50);
     const roundsOf = (path: Path): number[] => rounds.map((r) => perCore(r.get(path.name)!));
     const [nodalRounds, nginxRounds, haproxyRounds, nodeRounds] = [roundsOf(h1[1]!), roundsOf(h1[3]!), roundsOf(h1[4]!), roundsOf(h1[5]!)];
     const roundRatios = nodalRounds.map((n, i) => n / nginxRounds[i]!);
