@@ -10,6 +10,7 @@ import type { Snapshot } from '../../control/api/types.ts';
 import type { Flow } from '../flows/flow.ts';
 import type { ProxyContext, Redirect } from './context.ts';
 import { ProxyError } from './errors.ts';
+import { noAllocationSitePretenuring } from './gc.ts';
 import { Inbound } from './inbound.ts';
 import { resolveLimits, type ProxyLimits } from './limits.ts';
 import { ProxyMetrics, type Direction } from './metrics.ts';
@@ -95,6 +96,7 @@ export class NodeProxy {
   static async start(opts: ProxyOptions): Promise<NodeProxy> {
     validate(opts);
     shareBindAccessors(); // this thread's HTTP/2 requests must die young (stream.ts)
+    noAllocationSitePretenuring(); // and so must what they point to (gc.ts)
     const p = new NodeProxy(opts);
     await p.bind();
     p.serving = true;
