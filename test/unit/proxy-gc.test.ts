@@ -5,11 +5,13 @@
 // (the GC pauses of the cross-node path in docs/benchmarks.md). releaseOnClose() drops the
 // listeners once the stream has closed, so what a request's listeners held goes with the next
 // young GC; what the proxy keeps per connection in WeakMaps keyed by the socket is deleted
-// when it closes. node's ClientHttp2Session.request() pins each request the same way
+// when it closes, and a request's own signal never goes into one (cancelOn): a young GC keeps
+// every WeakMap value. node's ClientHttp2Session.request() pins each request the same way
 // through AsyncResource's bind; shareBindAccessors() puts in a bind that does not, and must
 // behave as node's. And NodeProxy.start turns off V8's allocation-site pretenuring, which
 // otherwise has objects born in old space hold young ones. Measured in a child process with
-// --expose-gc: old space after young GCs only, with a 32 KiB array captured per request.
+// --expose-gc: old space after young GCs only, with a 32 KiB array captured per request, or
+// what a young GC leaves.
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { AsyncResource, executionAsyncId } from 'node:async_hooks';
@@ -111,6 +113,31 @@ srv.close();
 `;
 
 /**
+ * An HTTP/2 request's signal is its own (egress.ts makes one per stream): cancelOn() must not
+ * file it in a WeakMap, whose values V8's young-generation GC keeps until the next full GC,
+ * each one copied by every young GC until then. Streams here are plain emitters, so that
+ * node:http2's own pinning does not hide what cancelOn() leaves: what survives one young GC
+ * after SIGNALS requests, bytes.
+ */
+const SIGNALS = 5000;
+const CANCEL_ON = `
+import { EventEmitter } from 'node:events';
+import v8 from 'node:v8';
+const { cancelOn } = await import(${JSON.stringify(EXCHANGE)});
+const one = () => {
+  const stream = new EventEmitter();
+  stream.destroy = () => {};
+  cancelOn(new AbortController().signal, stream);
+  stream.emit('close');
+};
+for (let i = 0; i < ${SIGNALS}; i++) one();
+gc();
+for (let i = 0; i < ${SIGNALS}; i++) one();
+gc({ type: 'minor' });
+console.log(JSON.stringify({ survived: v8.getHeapSpaceStatistics().find((s) => s.space_name === 'new_space').space_used_size }));
+`;
+
+/**
  * V8's allocation-site pretenuring, which NodeProxy.start turns off for the process (gc.ts):
  * a site whose objects all lived through young GCs, then optimized code that makes 20,000
  * more with no GC in between. Pretenured, they are born in old space (2.2 MB of it);
@@ -167,6 +194,13 @@ describe('proxy: finished HTTP/2 streams and closed connections, and the young-g
     assert.ok(patched < captured / 4, `old space grew ${patched} bytes over ${REQUESTS} requests (${captured} bytes in their options)`);
     // the measurement itself: without the workaround node keeps them all
     assert.ok(unpatched > captured / 2, `unpatched, old space grew only ${unpatched} bytes: the test no longer sees node's bind keep requests`);
+  });
+
+  it('what cancelOn() kept for a request\'s own signal goes with a young GC', async () => {
+    // a WeakMap entry per signal left 80-97 KB here (16-19 bytes a request), none 0.6-0.9 KB
+    const { stdout } = await run(process.execPath, ['--expose-gc', '--input-type=module', '-e', CANCEL_ON], { timeout: 60_000 });
+    const { survived } = JSON.parse(stdout.trim()) as { survived: number };
+    assert.ok(survived < SIGNALS * 4, `${survived} bytes survived a young GC after ${SIGNALS} requests`);
   });
 
   it('a started proxy has V8 allocate every object young, even where all a site made lived long', async () => {
