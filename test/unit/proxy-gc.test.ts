@@ -197,7 +197,7 @@ describe('proxy: finished HTTP/2 streams and closed connections, and the young-g
   });
 
   it('what cancelOn() kept for a request\'s own signal goes with a young GC', async () => {
-    // a WeakMap entry per signal left 80-97 KB here (16-19 bytes a request), none 0.6-0.9 KB
+    // a WeakMap entry per signal left 80-97 KB here (16-19 bytes a request); without one, 0.6 KB
     const { stdout } = await run(process.execPath, ['--expose-gc', '--input-type=module', '-e', CANCEL_ON], { timeout: 60_000 });
     const { survived } = JSON.parse(stdout.trim()) as { survived: number };
     assert.ok(survived < SIGNALS * 4, `${survived} bytes survived a young GC after ${SIGNALS} requests`);
