@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { createServer as httpServer } from 'node:http';
-import { connect as h2connect, createServer as h2server, type ClientHttp2Stream, type Http2Server, type ServerHttp2Stream } from 'node:http2';
+import { connect as h2connect, createServer as h2server, type ClientHttp2Stream, type Http2Server, type Http2Stream, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
@@ -98,11 +98,7 @@ function h2pod(): H2Pod {
   const answer = async (stream: ServerHttp2Stream): Promise<void> => {
     stream.respond({ ':status': 200, 'content-type': 'application/octet-stream' });
     answerSent = 0;
-    for (let off = 0; off < BIG_ANSWER.length && !stream.destroyed; off += 64 * 1024) {
-      const chunk = BIG_ANSWER.subarray(off, off + 64 * 1024);
-      if (!stream.write(chunk, () => { answerSent += chunk.length; })) await once(stream, 'drain');
-    }
-    stream.end();
+    await writeAll(stream, BIG_ANSWER, (n) => { answerSent += n; });
   };
   const read = (stream: ServerHttp2Stream): void => {
     const hash = createHash('sha256');
@@ -126,19 +122,23 @@ function h2pod(): H2Pod {
 }
 
 /**
- * Write `body` on `stream` as a well-behaved client does (waiting for 'drain'), counting the
- * bytes node:http2 has sent (each write's callback); `done` resolves once all are sent
+ * Write `body` on `stream` and end it, as a well-behaved sender does: 64 KiB at a time,
+ * waiting for 'drain', and stopping if the stream is destroyed. `onSent` gets each chunk's
+ * length once node:http2 has sent it (the write's callback).
  */
+async function writeAll(stream: Http2Stream, body: Buffer, onSent: (bytes: number) => void): Promise<void> {
+  const CHUNK = 64 * 1024;
+  for (let off = 0; off < body.length && !stream.destroyed; off += CHUNK) {
+    const chunk = body.subarray(off, off + CHUNK);
+    if (!stream.write(chunk, () => onSent(chunk.length))) await once(stream, 'drain');
+  }
+  stream.end();
+}
+
+/** writeAll() on a client's request stream: `sent` counts what has gone, `done` resolves once all has */
 function sendBody(stream: ClientHttp2Stream, body: Buffer): { sent: () => number; done: Promise<void> } {
   let sent = 0;
-  const CHUNK = 64 * 1024;
-  const done = (async () => {
-    for (let off = 0; off < body.length; off += CHUNK) {
-      const chunk = body.subarray(off, off + CHUNK);
-      if (!stream.write(chunk, () => { sent += chunk.length; })) await once(stream, 'drain');
-    }
-    stream.end();
-  })();
+  const done = writeAll(stream, body, (n) => { sent += n; });
   return { sent: () => sent, done };
 }
 
