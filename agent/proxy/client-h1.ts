@@ -323,6 +323,8 @@ class LeanConnection implements EndOfTurn {
     if (this.pooled) {
       const addr = h[Header.addr];
       if (typeof addr === 'string') this.head.clientAddr = addr;
+      // the source's client spoke HTTP/2 (mesh.ts): so does the destination to the pod
+      if (h[Header.protocol] === 'h2') this.head.protocol = 'h2';
     }
     this.bodyLength = length;
     return HEAD_DONE;

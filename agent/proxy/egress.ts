@@ -20,11 +20,11 @@ import type { InboundConn, ProxyContext, SourceInfo } from './context.ts';
 import { leanServerAvailable, serveLean } from './client-h1.ts';
 import type { Destination } from './destination.ts';
 import { errorText } from './errors.ts';
-import { MeshRequests } from './mesh.ts';
+import { MAX_LEAN_BODY, MeshRequests } from './mesh.ts';
 import { UpstreamError } from './pod-h1.ts';
 import { drain } from './pods.ts';
 import {
-  answerBytes, cancelOn, closedEarly, connectionClosed, declaredLength, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, onH2Answer, pipeBody, unwatchAbort, watchAbort, WholeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
+  answerBytes, cancelOn, closedEarly, connectionClosed, declaredLength, cutOff, endToEnd, flatHeaders, grpcStatusOf, h1Head, h1Request, headerValue, isGrpc, localResponse, NO_BYTES, onH2Answer, pipeBody, unwatchAbort, watchAbort, WholeBody, writeH1, writeH2, type Headers, type L7Response, type RequestHead, type WireProtocol,
 } from './exchange.ts';
 import { UPSTREAM_FAILURE_HEADER, upstreamFailure } from './destination.ts';
 import { TrafficState, type Backend, type ServiceTraffic } from './service-traffic.ts';
@@ -439,10 +439,31 @@ export class Egress {
 
   private remote(req: RequestRecord, view: MeshView, head: RequestHead, body: Readable, empty: boolean, signal: AbortSignal,
     target: Target): Promise<L7Response> {
-    const { conn } = req;
     const peer = view.node(target.node);
     if (!peer || !peer.tunnelIp) return Promise.resolve(this.answer(req, 503, `no tunnel address for node ${target.node}`, body));
     if (head.protocol === 'http1') return this.pooled(req, peer, head, body, signal, target);
+    if (this.pool.takesPooledH2(peer)) return this.pooledH2(req, peer, head, body, empty, signal, target);
+    return this.requestStream(req, peer, head, body, empty, signal, target);
+  }
+
+  /**
+   * An HTTP/2 request to a peer that takes them on pooled streams (mesh.ts): there when its
+   * whole body is, at most MAX_LEAN_BODY, by the end of this poll phase (a unary gRPC call
+   * sends HEADERS and its one message together); on a request stream of its own otherwise.
+   */
+  private async pooledH2(req: RequestRecord, peer: NodeInfo, head: RequestHead, body: Readable, empty: boolean,
+    signal: AbortSignal, target: Target): Promise<L7Response> {
+    const bytes = empty ? NO_BYTES : body instanceof WholeBody ? body.whole : await wholeThisTurn(body, MAX_LEAN_BODY);
+    if (bytes !== undefined) return this.pooled(req, peer, head, body, signal, target, bytes);
+    // reset by the client while it was read: not a body to send, however it ended
+    if (cutOff(body)) return this.answer(req, 400, 'request body reset by the client', undefined);
+    return this.requestStream(req, peer, head, body, empty, signal, target);
+  }
+
+  /** an HTTP/2 request on a tunnel stream of its own */
+  private requestStream(req: RequestRecord, peer: NodeInfo, head: RequestHead, body: Readable, empty: boolean, signal: AbortSignal,
+    target: Target): Promise<L7Response> {
+    const { conn } = req;
     const headers: Record<string, string | string[]> = {
       ...head.headers,
       ':method': head.method, ':path': head.path, ':scheme': 'http',
@@ -469,10 +490,10 @@ export class Egress {
     });
   }
 
-  /** an HTTP/1.1 request to a pod on another node: on a pooled CONNECT stream to it (mesh.ts) */
+  /** a request to a pod on another node on a pooled CONNECT stream to it (mesh.ts): HTTP/1.1, or HTTP/2 with its whole body, `h2Body` */
   private pooled(req: RequestRecord, peer: NodeInfo, head: RequestHead, body: Readable, signal: AbortSignal,
-    target: Target): Promise<L7Response> {
-    return this.mesh.send(peer, target, req.conn.src, head, body, signal).catch((err: unknown) => {
+    target: Target, h2Body?: Buffer): Promise<L7Response> {
+    return this.mesh.send(peer, target, req.conn.src, head, body, signal, h2Body).catch((err: unknown) => {
       // refused by the destination's identity check (403), or nothing there (404)
       const refused = err instanceof UpstreamError ? err.refused : undefined;
       if (refused === 403) return this.answer(req, 403, errorText(err), body, 'DROPPED');
@@ -658,6 +679,50 @@ async function holdBody(head: RequestHead, body: Readable): Promise<Buffer | und
   const chunks: Buffer[] = [];
   for await (const c of body) chunks.push(c as Buffer);
   return Buffer.concat(chunks);
+}
+
+/**
+ * An HTTP/2 request body when all of it, at most `max` bytes, is here by the end of this poll
+ * phase: node:http2 hands a stream the DATA of the read that carried its HEADERS after the
+ * 'stream' event, within the same phase (as onH2Answer() finds for answers). undefined when
+ * more is to come, or more than `max` came: what was read is put back, and the body streams
+ * from its first byte.
+ */
+function wholeThisTurn(body: Readable, max: number): Promise<Buffer | undefined> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let done = false;
+    const finish = (whole: boolean): void => {
+      if (done) return;
+      done = true;
+      clearImmediate(timer);
+      // with its last 'readable' listener gone, the stream flows again for the next reader
+      body.off('readable', onReadable);
+      body.off('end', onEnd);
+      if (whole) {
+        resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+        return;
+      }
+      for (let i = chunks.length - 1; i >= 0; i--) body.unshift(chunks[i]);
+      resolve(undefined);
+    };
+    // paused mode: read() takes what is buffered without switching the stream to flowing
+    const onReadable = (): void => {
+      for (let c = body.read() as Buffer | null; c !== null; c = body.read() as Buffer | null) {
+        chunks.push(c);
+        size += c.length;
+        if (size > max) {
+          finish(false);
+          return;
+        }
+      }
+    };
+    const onEnd = (): void => finish(!cutOff(body));
+    const timer = setImmediate(finish, false);
+    body.on('readable', onReadable);
+    body.once('end', onEnd);
+  });
 }
 
 function delay(ms: number, signal: AbortSignal): Promise<void> {

@@ -537,6 +537,9 @@ export function answerHasBody(method: string, status: number): boolean {
  */
 export function bodyIfHere(r: L7Response): Buffer | undefined {
   if (r.whole !== undefined) return r.whole;
+  // none at all (END_STREAM on an HTTP/2 answer's HEADERS; node:http2 ends that stream by
+  // itself, and may have before anyone reads it, so no 'end' is to be waited for)
+  if (r.empty === true) return NO_BYTES;
   if (!arrived(r.body)) return undefined;
   return (r.body.read() as Buffer | null) ?? NO_BYTES;
 }

@@ -72,6 +72,8 @@ export class HttpIngress {
       return;
     }
     const { head, signal } = h1Request(req, res);
+    // on a pooled stream, a request whose client spoke HTTP/2 (mesh.ts): so does the destination to the pod
+    if (conn.pooled && req.headers[Header.protocol] === 'h2') head.protocol = 'h2';
     this.dest.exchange(conn.pooled ? withClientPort(conn, req.headers[Header.addr]) : conn, head, req, signal).then((r) => {
       // for a source side that retries; on a connection of its own, this client is the pod's caller itself
       if (!conn.pooled) delete r.headers[UPSTREAM_FAILURE_HEADER];

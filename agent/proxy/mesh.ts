@@ -1,21 +1,32 @@
-// Cross-node HTTP/1.1 requests on pooled CONNECT streams. The source side sends each
-// HTTP/1.1 request it routed to a pod on another node as HTTP/1.1 inside a CONNECT stream
-// to that pod (DESIGN §5's tunnel), and keeps the stream for the next request as a keep-alive
-// connection is kept: one request at a time per stream, as many streams as requests in
-// flight. A stream is the source workload's: identity, SPIFFE id and pod travel in its
-// CONNECT headers, which the destination checks as for any CONNECT, and again at each
-// snapshot (inbound.ts recheckPooled()); each request adds only its client's port
-// (x-nodal-source-addr), for flows. Requests without a body, or with a small body all here
-// (a WholeBody), go through the lean client's pool and parser (pod-h1.ts LeanPool), the
-// others through node:http's keep-alive agent. The destination serves a pooled stream as
-// the source side serves a client connection (http.ts servePooled: client-h1.ts, then
-// node:http's Server from the first request that is not plain), each request through the
-// same policy and flow path as every request.
+// Cross-node requests on pooled CONNECT streams. The source side sends each HTTP/1.1 request
+// it routed to a pod on another node as HTTP/1.1 inside a CONNECT stream to that pod (DESIGN
+// §5's tunnel), and keeps the stream for the next request as a keep-alive connection is kept:
+// one request at a time per stream, as many streams as requests in flight. A stream is the
+// source workload's: identity, SPIFFE id and pod travel in its CONNECT headers, which the
+// destination checks as for any CONNECT, and again at each snapshot (inbound.ts
+// recheckPooled()); each request adds only its client's port (x-nodal-source-addr), for
+// flows. Requests without a body, or with a small body all here (a WholeBody), go through the
+// lean client's pool and parser (pod-h1.ts LeanPool), the others through node:http's
+// keep-alive agent. The destination serves a pooled stream as the source side serves a
+// client connection (http.ts servePooled: client-h1.ts, then node:http's Server from the
+// first request that is not plain), each request through the same policy and flow path as
+// every request.
 //
-// Why not a stream per request (as HTTP/2 clients' requests still go): node:http2 costs about
-// as much per stream as the whole rest of a request, on both nodes, and every finished stream
-// stays reachable until V8's next full GC (stream.ts releaseOnClose), so cross-node load made
-// young-generation GC pauses of 10-20 ms. docs/benchmarks.md has the figures.
+// An HTTP/2 or gRPC request goes the same way when its whole body is here (none, or a unary
+// call's message: egress.ts pooledH2()) and the peer said it takes them (tunnel.ts
+// POOLED_H2_SETTING): as HTTP/1.1 with `x-nodal-protocol: h2` and a Content-Length, which the
+// destination reads as the HTTP/2 request it was and sends to the pod as one; the answer
+// comes back as HTTP/1.1, its trailers (grpc-status) in chunked framing, and goes to the
+// client as HTTP/2 again. A request whose body streams (a client-streaming or bidirectional
+// call) keeps a request stream of its own: on HTTP/1.1 it would need a chunked body, which
+// hands the destination's side of the pooled stream to node:http's Server for good.
+//
+// Why not a stream per request: node:http2 costs about as much per stream as the whole rest of
+// a request, on both nodes, and every finished stream stays reachable until V8's next full GC
+// (stream.ts releaseOnClose), so cross-node load made young-generation GC pauses of 10-20 ms.
+// What node:http2 leaves in old space per stream (each received header value, its stream
+// tables: docs/ARCHITECTURE.md) sets how often full GCs come; a request on a pooled stream
+// leaves none of it. docs/benchmarks.md has the figures.
 
 import { Agent, type ClientRequest, type IncomingMessage } from 'node:http';
 import type { ClientHttp2Stream, IncomingHttpHeaders } from 'node:http2';
@@ -24,7 +35,7 @@ import type { Duplex, Readable } from 'node:stream';
 import type { NodeInfo } from '../../control/api/types.ts';
 import { errorText } from './errors.ts';
 import type { SourceInfo } from './context.ts';
-import type { L7Response, RequestHead } from './exchange.ts';
+import { NO_BYTES, WholeBody, type L7Response, type RequestHead } from './exchange.ts';
 import { LeanPool, leanClientAvailable, requestHead, UpstreamError, type PodConnection, type WholeAnswer } from './pod-h1.ts';
 import { leanBody, sendHttp1, sendLean } from './pods.ts';
 import { buffersOnly } from './stream.ts';
@@ -36,7 +47,7 @@ import { formatAuthority, Header, POOLED_REQUESTS, sourceHeaders, type TunnelPoo
  * it in two frames, and the stream would be node:http's from then on (client-h1.ts). A
  * larger body goes through node's agent.
  */
-const MAX_LEAN_BODY = 8 * 1024;
+export const MAX_LEAN_BODY = 8 * 1024;
 /** an idle pooled stream is closed after this long */
 const IDLE_MS = 30_000;
 /** idle streams kept per source workload and pod */
@@ -255,10 +266,10 @@ export class MeshRequests {
   /**
    * One request to the pod `to` on `peer`; resolves at the response headers. Fails with an
    * UpstreamError (pod-h1.ts); `refused` names the status of a CONNECT the destination
-   * refused.
+   * refused. An HTTP/2 request (head.protocol 'h2') comes with its whole body, `h2Body`.
    */
   send(peer: NodeInfo, to: { ip: string; port: number; identity: number }, src: SourceInfo, head: RequestHead, body: Readable,
-    signal: AbortSignal): Promise<L7Response> {
+    signal: AbortSignal, h2Body?: Buffer): Promise<L7Response> {
     const dst = formatAuthority(to.ip, to.port);
     const addr = formatAuthority(src.ip, src.port);
     const ep = src.endpoint;
@@ -267,18 +278,23 @@ export class MeshRequests {
     const traceparent = String(head.headers.traceparent ?? '');
     const target: MeshTarget = { peer, dst, src, traceparent };
     const lean = this.lean;
-    const bytes = lean ? leanBody(head, body) : undefined;
-    if (bytes !== undefined && bytes.length <= MAX_LEAN_BODY) {
+    const h2 = head.protocol === 'h2';
+    const whole = h2 ? h2Body ?? NO_BYTES : undefined;
+    // an HTTP/2 request's body has no framing of its own on HTTP/1.1: it gets a length
+    const length = whole && whole.length > 0 && head.headers['content-length'] === undefined ? `content-length: ${whole.length}\r\n` : '';
+    const bytes = whole ?? (lean ? leanBody(head, body) : undefined);
+    if (lean && bytes !== undefined && bytes.length <= MAX_LEAN_BODY) {
       return sendLean(body, (resolve, reject) => {
         // validated as node:http validates them: a bad name or value throws its own error
-        const text = requestHead(head, traceparent, `${Header.addr}: ${addr}\r\n`);
-        lean!.send(key, target, text, bytes, head.method, signal, resolve, reject);
+        const text = requestHead(head, traceparent, h2 ? `${Header.addr}: ${addr}\r\n${Header.protocol}: h2\r\n${length}` : `${Header.addr}: ${addr}\r\n`);
+        lean.send(key, target, text, bytes, head.method, signal, resolve, reject);
       });
     }
     let stream: Duplex | undefined;
     const options: MeshOptions = { meshKey: key, meshTarget: target };
     return sendHttp1({
-      agent: this.agent, host: peer.tunnelIp, port: 0, agentOptions: options, add: [Header.addr, addr], where: `tunnel to ${peer.name}`,
+      agent: this.agent, host: peer.tunnelIp, port: 0, agentOptions: options, where: `tunnel to ${peer.name}`,
+      add: h2 ? [Header.addr, addr, Header.protocol, 'h2'] : [Header.addr, addr],
       onSocket: (s) => {
         stream = s;
         const n = (carried.get(s) ?? 0) + 1;
@@ -287,7 +303,7 @@ export class MeshRequests {
         // request, its last
         return n >= MAX_REQUESTS_PER_STREAM || (this.maxAge > 0 && Date.now() - (openedAt.get(s) ?? 0) >= this.maxAge);
       },
-    }, head, traceparent, body, signal).catch((err: unknown) => {
+    }, head, traceparent, whole ? new WholeBody(whole) : body, signal).catch((err: unknown) => {
       const status = stream ? refusals.get(stream) : undefined;
       throw status === undefined ? err : refusal(target, status);
     });

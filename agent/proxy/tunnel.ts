@@ -2,16 +2,18 @@
 // node (another when one is at its stream limit), multiplexing CONNECT streams and request
 // streams. A CONNECT stream is a proxied connection (opaque TCP, an HTTP Upgrade), or one of
 // the source proxy's pooled connections to a pod that carries the HTTP/1.1 requests it
-// routed there (mesh.ts). A request stream is one HTTP/2 or gRPC request the source side
-// routed (the request as the client sent it, plus x-nodal-destination naming the pod). The
-// client half (TunnelPool) serves the outbound side; the server half (TunnelServer)
-// authenticates the peer by its tunnel address, checks the claimed source identity against
-// the pods that run on that peer, and hands accepted streams to the inbound side.
+// routed there (mesh.ts): HTTP/1.1 requests, and HTTP/2 and gRPC requests whose body is all
+// here when the peer says it takes them (POOLED_H2_SETTING). A request stream is one HTTP/2
+// or gRPC request the source side routed any other way (the request as the client sent it,
+// plus x-nodal-destination naming the pod). The client half (TunnelPool) serves the outbound
+// side; the server half (TunnelServer) authenticates the peer by its tunnel address, checks
+// the claimed source identity against the pods that run on that peer, and hands accepted
+// streams to the inbound side.
 
 import {
   connect as h2connect, constants as h2constants, createServer as h2server,
   type ClientHttp2Session, type ClientHttp2Stream, type Http2Server, type Http2Session,
-  type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream,
+  type IncomingHttpHeaders, type OutgoingHttpHeaders, type ServerHttp2Stream, type Settings,
 } from 'node:http2';
 import { connect, isIP, isIPv6, type Socket } from 'node:net';
 import type { EndpointInfo, NodeInfo } from '../../control/api/types.ts';
@@ -41,7 +43,10 @@ export const Header = {
   addr: 'x-nodal-source-addr',
   /** request streams: the pod (ip:port) the source side chose; CONNECT names it in :authority */
   destination: 'x-nodal-destination',
-  /** request streams: the protocol the client spoke, which the destination speaks to the pod */
+  /**
+   * request streams, and a request on a pooled stream whose client spoke HTTP/2 (`h2`): the
+   * protocol the client spoke, which the destination speaks to the pod
+   */
   protocol: 'x-nodal-protocol',
   traceparent: 'traceparent',
 } as const;
@@ -70,6 +75,18 @@ const STREAM_WINDOW = 1 << 20;
 const SESSION_WINDOW = 16 << 20;
 
 const settings = { initialWindowSize: STREAM_WINDOW, enablePush: false };
+
+/**
+ * A SETTINGS parameter of the tunnel's server half (from HTTP/2's experimental range,
+ * RFC 9113 §11.3): 1 says it serves HTTP/2 requests on pooled streams, as HTTP/1.1 with
+ * `x-nodal-protocol: h2` (mesh.ts). A peer from before does not send it, and a source sends
+ * such requests only on a session whose peer did: during a rolling upgrade each side speaks
+ * what the other understands. A client ignores a setting it does not know (§6.5.2).
+ */
+export const POOLED_H2_SETTING = 0xf0da;
+const serverSettings: CustomSettings = { ...settings, customSettings: { [POOLED_H2_SETTING]: 1 } };
+/** node's settings with those it does not know (node 22+; not in @types/node 24.10) */
+type CustomSettings = Settings & { customSettings?: Record<number, number> };
 
 // ---------------------------------------------------------------- client (outbound side)
 
@@ -119,6 +136,18 @@ export class TunnelPool {
     tunnelOf.set(s, t);
     s.once('close', streamClosed);
     return s;
+  }
+
+  /**
+   * The peer serves HTTP/2 requests on pooled streams (POOLED_H2_SETTING): its session to it
+   * said so. false until a session's SETTINGS have come: its first requests go as request
+   * streams, as to a peer from before.
+   */
+  takesPooledH2(peer: NodeInfo): boolean {
+    const list = this.sessions.get(`${peer.name}@${peer.tunnelIp}`);
+    if (!list) return false;
+    for (const t of list) if (!t.session.destroyed && (t.session.remoteSettings as CustomSettings).customSettings?.[POOLED_H2_SETTING] === 1) return true;
+    return false;
   }
 
   close(): void {
@@ -171,6 +200,7 @@ export class TunnelPool {
     const url = `http://${isIPv6(host) ? `[${host}]` : host}:${port}`;
     const s = h2connect(url, {
       ...tunnelClientOptions(this.ctx.limits, settings),
+      remoteCustomSettings: [POOLED_H2_SETTING],
       createConnection: () => connect({ host, port, localAddress, noDelay: true }),
     });
     const t: Tunnel = { session: s, open: 0 };
@@ -204,7 +234,7 @@ export class TunnelServer {
   constructor(ctx: ProxyContext, inbound: Inbound) {
     this.ctx = ctx;
     this.inbound = inbound;
-    this.server = h2server(tunnelServerOptions(ctx.limits, settings));
+    this.server = h2server(tunnelServerOptions(ctx.limits, serverSettings));
     this.server.on('session', (s: Http2Session) => {
       this.sessions.add(s);
       s.on('close', () => this.sessions.delete(s));
