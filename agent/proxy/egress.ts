@@ -693,7 +693,8 @@ function wholeThisTurn(body: Readable, max: number): Promise<Buffer | undefined>
     const chunks: Buffer[] = [];
     let size = 0;
     let done = false;
-    const finish = (whole: boolean): void => {
+    /** `ended`: the body ended, whole or cut off (nothing can be put back then) */
+    const finish = (whole: boolean, ended = false): void => {
       if (done) return;
       done = true;
       clearImmediate(timer);
@@ -704,7 +705,7 @@ function wholeThisTurn(body: Readable, max: number): Promise<Buffer | undefined>
         resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
         return;
       }
-      for (let i = chunks.length - 1; i >= 0; i--) body.unshift(chunks[i]);
+      if (!ended) for (let i = chunks.length - 1; i >= 0; i--) body.unshift(chunks[i]);
       resolve(undefined);
     };
     // paused mode: read() takes what is buffered without switching the stream to flowing
@@ -718,7 +719,7 @@ function wholeThisTurn(body: Readable, max: number): Promise<Buffer | undefined>
         }
       }
     };
-    const onEnd = (): void => finish(!cutOff(body));
+    const onEnd = (): void => finish(!cutOff(body), true);
     const timer = setImmediate(finish, false);
     body.on('readable', onReadable);
     body.once('end', onEnd);
