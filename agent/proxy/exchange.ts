@@ -11,7 +11,7 @@ import { validateHeaderName, validateHeaderValue, type IncomingHttpHeaders, type
 import { setMaxListeners } from 'node:events';
 import { constants as h2c, type ClientHttp2Stream, type Http2Stream, type IncomingHttpHeaders as H2Headers, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
-import { Readable, type Writable } from 'node:stream';
+import { addAbortSignal, PassThrough, Readable, type Writable } from 'node:stream';
 import { releaseOnClose } from './stream.ts';
 
 export type WireProtocol = 'http1' | 'h2';
@@ -361,10 +361,10 @@ const connectionWatchers = new WeakMap<AbortSignal, Set<() => void>>();
 /**
  * Destroy an HTTP/2 stream when `signal` fires, until the stream closes: a watchAbort()
  * entry, instead of the `signal` option of node's request(), which adds an abort listener
- * (and its disposer) to the signal for every stream
+ * (and its disposer) to the signal for every stream. The reset says CANCEL (cancelled()).
  */
 export function cancelOn(signal: AbortSignal, stream: Http2Stream): void {
-  const onAbort = (): void => { stream.destroy(signal.reason instanceof Error ? signal.reason : new Error('request cancelled')); };
+  const onAbort = (): void => { stream.destroy(cancelled(signal)); };
   if (signal.aborted) {
     onAbort();
     return;
@@ -372,6 +372,29 @@ export function cancelOn(signal: AbortSignal, stream: Http2Stream): void {
   watchAbort(signal, onAbort);
   stream.once('close', () => unwatchAbort(signal, onAbort));
 }
+
+/**
+ * Node's own AbortError class, which is not exported: an Http2Stream destroyed with one
+ * resets with RST_STREAM CANCEL (as its `signal` option does), any other error with
+ * INTERNAL_ERROR. A gRPC server reads CANCEL as a call its client cancelled, and Envoy resets
+ * upstream with it when its client went away. (close(CANCEL) would not do: it ends the
+ * writable side first, so a request body cut off here would reach the pod as complete.)
+ * addAbortSignal() on an aborted signal destroys its stream with one at once.
+ */
+const NodeAbortError: new (message?: string, options?: { cause?: unknown }) => Error = (() => {
+  const probe = new PassThrough();
+  probe.on('error', noop);
+  addAbortSignal(AbortSignal.abort(), probe);
+  return (probe.errored?.constructor ?? Error) as new (message?: string, options?: { cause?: unknown }) => Error;
+})();
+
+/** the error a stream cancelled by `signal` is destroyed with */
+function cancelled(signal: AbortSignal): Error {
+  const reason: unknown = signal.reason;
+  return new NodeAbortError(reason instanceof Error ? reason.message : 'request cancelled', { cause: reason });
+}
+
+function noop(): void {}
 
 /**
  * `name: value` lines of one header as they go on the wire, validated as node:http

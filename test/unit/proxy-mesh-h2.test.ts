@@ -44,11 +44,12 @@ const GRPC_REQUEST = { ':method': 'POST', 'content-type': 'application/grpc', te
 interface Seen { path: string; method: string; headers: IncomingHttpHeaders; body: string }
 
 /**
- * An h2c pod: gRPC methods /demo.Greeter/{Hello,Count,Join,Missing}, and plain HTTP/2 on
- * /echo. `seen` has every request as the pod got it. Count answers one message, then the
- * rest once `more` resolves, so a test can tell messages come one by one.
+ * An h2c pod: gRPC methods /demo.Greeter/{Hello,Count,Join,Slow,Missing}, and plain HTTP/2
+ * on /echo. `seen` has every request as the pod got it. Count answers one message, then the
+ * rest once `more` resolves, so a test can tell messages come one by one. Slow never ends
+ * its answer; `cancelled` gets the RST_STREAM code each Slow stream closed with.
  */
-function pod(seen: Seen[], more: () => Promise<void>): Http2Server {
+function pod(seen: Seen[], more: () => Promise<void>, cancelled: number[] = []): Http2Server {
   const server = h2server();
   server.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
     const chunks: Buffer[] = [];
@@ -75,6 +76,11 @@ function pod(seen: Seen[], more: () => Promise<void>): Http2Server {
           stream.write(grpcFrame('two'));
           stream.end(grpcFrame('three'));
         });
+      } else if (path === '/demo.Greeter/Slow') {
+        // never answers: the client gives up first, and the pod is told (RST_STREAM)
+        stream.respond(grpc);
+        stream.write(grpcFrame('working'));
+        stream.once('close', () => cancelled.push(stream.rstCode ?? -1));
       } else if (path === '/demo.Greeter/Missing') {
         // trailers-only: the status in the one HEADERS frame, which ends the stream
         stream.respond({ ...grpc, 'grpc-status': '5', 'grpc-message': 'no such greeting' }, { endStream: true });
@@ -134,6 +140,7 @@ describe('proxy: HTTP/2 and gRPC between two nodes on pooled streams', { timeout
   let mesh: TwoNodes;
   let session: ClientHttp2Session;
   const seen: Seen[] = [];
+  const cancelled: number[] = [];
   let release: () => void = () => {};
   let gate = new Promise<void>((r) => { release = r; });
 
@@ -144,7 +151,7 @@ describe('proxy: HTTP/2 and gRPC between two nodes on pooled streams', { timeout
   };
 
   before(async () => {
-    mesh = await startTwoNodes(BLOCK, [{ name: 'far', node: 'node-b', server: pod(seen, () => gate) }], {});
+    mesh = await startTwoNodes(BLOCK, [{ name: 'far', node: 'node-b', server: pod(seen, () => gate, cancelled) }], {});
     session = clientSession(mesh);
   });
 
@@ -196,6 +203,20 @@ describe('proxy: HTTP/2 and gRPC between two nodes on pooled streams', { timeout
     assert.equal(a.trailers['grpc-status'], '0');
     assert.equal(a.trailers['x-count'], '3');
     assert.equal(await openedB() - before, 0, 'carried on the idle pooled stream');
+  });
+
+  it('a call the client cancels mid-answer is cancelled at the pod too, and the next call still goes through', async () => {
+    const stream = session.request({ ...GRPC_REQUEST, ':path': '/demo.Greeter/Slow' });
+    stream.on('error', () => {});
+    stream.end(grpcFrame('x'));
+    // the answer has begun: the call is in flight on the pooled stream
+    await once(stream, 'data');
+    stream.close(h2c.NGHTTP2_CANCEL);
+    for (let i = 0; i < 200 && cancelled.length === 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(cancelled.length, 1, 'the pod\'s stream closed');
+    assert.equal(cancelled[0], h2c.NGHTTP2_CANCEL);
+    const a = await call(session, { ...GRPC_REQUEST, ':path': '/demo.Greeter/Hello' }, (s) => s.end(grpcFrame('after')));
+    assert.deepEqual(a.messages, ['hello after']);
   });
 
   it('a call whose request body streams still gets all of it to the pod', async () => {
