@@ -3,8 +3,9 @@
 // POOLED_H2_SETTING) as HTTP/1.1 on a stream the source keeps for the next request, and the
 // destination sends it on to the pod as the HTTP/2 request it was. What a client sees must
 // not change: messages, trailers, a trailers-only status, streaming answers message by
-// message, and a request body that streams still arrives (on a stream of its own). A peer
-// from before gets every HTTP/2 request on a request stream, as before (rolling upgrade).
+// message, a call the client cancels is cancelled at the pod (RST_STREAM CANCEL), and a
+// request body that streams still arrives (on a stream of its own). A peer from before
+// gets every HTTP/2 request on a request stream, as before (rolling upgrade).
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
 import {
@@ -15,6 +16,7 @@ import { after, before, describe, it } from 'node:test';
 import { POOLED_H2_SETTING } from '../../agent/proxy/tunnel.ts';
 import { closeServer, listen, startTwoNodes, type TwoNodes } from '../helpers/two-nodes.ts';
 
+// 127.0.100.0–127.0.111.255: this file's own (two-nodes.ts takes four /24s per block)
 const BLOCK = 100;
 const OLDER_PEER_BLOCK = 104;
 const PEER_BLOCK = 108;
