@@ -138,6 +138,28 @@ function answerRequestStream(stream: ServerHttp2Stream, text: string): void {
   });
 }
 
+interface StandIn { mesh: TwoNodes; peer: Http2Server }
+
+/**
+ * Two nodes whose node-b proxy has given way to a stand-in tunnel server on its address,
+ * `onStream` serving its streams: what node-a sends is then seen as it is on the wire
+ */
+async function standInPeer(block: number, onStream: (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => void,
+  options?: Parameters<typeof h2server>[0]): Promise<StandIn> {
+  const mesh = await startTwoNodes(block, [{ name: 'far', node: 'node-b', server: pod([], () => Promise.resolve()) }], {});
+  await mesh.b.close();
+  const peer = h2server(options ?? {});
+  peer.on('stream', onStream);
+  await listen(peer, mesh.tunnelB, mesh.tunnelPort);
+  return { mesh, peer };
+}
+
+/** node-a first: a server closes once its sessions have */
+async function closeStandIn(s: StandIn | undefined): Promise<void> {
+  await s?.mesh.close();
+  if (s) await closeServer(s.peer);
+}
+
 describe('proxy: HTTP/2 and gRPC between two nodes on pooled streams', { timeout: 30_000 }, () => {
   let mesh: TwoNodes;
   let session: ClientHttp2Session;
@@ -245,27 +267,21 @@ describe('proxy: HTTP/2 and gRPC between two nodes on pooled streams', { timeout
 });
 
 describe('proxy: HTTP/2 to a peer from before pooled HTTP/2 (rolling upgrade)', { timeout: 30_000 }, () => {
+  let standIn: StandIn | undefined;
   let mesh: TwoNodes;
-  let older: Http2Server | undefined;
   const streams: IncomingHttpHeaders[] = [];
 
   before(async () => {
-    mesh = await startTwoNodes(OLDER_PEER_BLOCK, [{ name: 'far', node: 'node-b', server: pod([], () => Promise.resolve()) }], {});
-    // node-b's proxy gives way to one that speaks the tunnel as a release from before did:
-    // request streams, and no POOLED_H2_SETTING in its SETTINGS
-    await mesh.b.close();
-    older = h2server();
-    older.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    // a peer that speaks the tunnel as a release from before did: request streams, and no
+    // POOLED_H2_SETTING in its SETTINGS
+    standIn = await standInPeer(OLDER_PEER_BLOCK, (stream, headers) => {
       streams.push(headers);
       answerRequestStream(stream, 'from an older peer');
     });
-    await listen(older, mesh.tunnelB, mesh.tunnelPort);
+    mesh = standIn.mesh;
   });
 
-  after(async () => {
-    await mesh?.close();
-    if (older) await closeServer(older);
-  });
+  after(() => closeStandIn(standIn));
 
   it('sends every call as a request stream naming the pod and the protocol, and the client gets its answer', async () => {
     const session = clientSession(mesh);
@@ -289,8 +305,8 @@ describe('proxy: HTTP/2 to a peer from before pooled HTTP/2 (rolling upgrade)', 
 });
 
 describe('proxy: what node-a sends a peer that takes HTTP/2 on pooled streams', { timeout: 30_000 }, () => {
+  let standIn: StandIn | undefined;
   let mesh: TwoNodes;
-  let peer: Http2Server | undefined;
   /** request streams the stand-in got (their headers), and the HTTP/1.1 heads on its CONNECT streams */
   const requestStreams: IncomingHttpHeaders[] = [];
   const connects: IncomingHttpHeaders[] = [];
@@ -298,10 +314,7 @@ describe('proxy: what node-a sends a peer that takes HTTP/2 on pooled streams', 
   const bodies: string[] = [];
 
   before(async () => {
-    mesh = await startTwoNodes(PEER_BLOCK, [{ name: 'far', node: 'node-b', server: pod([], () => Promise.resolve()) }], {});
-    await mesh.b.close();
-    peer = h2server({ settings: { customSettings: { [POOLED_H2_SETTING]: 1 } } as never });
-    peer.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders) => {
+    standIn = await standInPeer(PEER_BLOCK, (stream, headers) => {
       stream.on('error', () => {});
       if (headers[':method'] === 'CONNECT') {
         connects.push(headers);
@@ -327,15 +340,11 @@ describe('proxy: what node-a sends a peer that takes HTTP/2 on pooled streams', 
       }
       requestStreams.push(headers);
       answerRequestStream(stream, 'own stream');
-    });
-    await listen(peer, mesh.tunnelB, mesh.tunnelPort);
+    }, { settings: { customSettings: { [POOLED_H2_SETTING]: 1 } } as never });
+    mesh = standIn.mesh;
   });
 
-  after(async () => {
-    // node-a first: a server closes once its sessions have
-    await mesh?.close();
-    if (peer) await closeServer(peer);
-  });
+  after(() => closeStandIn(standIn));
 
   it('a unary call goes as HTTP/1.1 on a CONNECT stream, marked h2 and sized; a streamed request body gets a request stream', async () => {
     const session = clientSession(mesh);
