@@ -603,8 +603,9 @@ run took ${Math.round(took)} s. \`bench/proxy.ts\`, everything on loopback:
 - **Paths.** direct: the load tool to the backend. nodal, same node: to node-a's outbound
   listener, whose stubbed datapath lookup names a Service VIP, then in-process to the
   inbound side and to the backend. nodal, cross-node: node-a → the HTTP/2 tunnel
-  (cleartext on loopback, no WireGuard; HTTP/1.1 on pooled CONNECT streams, HTTP/2 and
-  gRPC a stream per request) → node-b → backend, both proxies in the one pinned process:
+  (cleartext on loopback, no WireGuard; HTTP/1.1, and HTTP/2 and gRPC requests whose body
+  is all there, on pooled CONNECT streams, any other a stream per request) → node-b →
+  backend, both proxies in the one pinned process:
   one core pays for two hops. nginx: \`proxy_pass\` with upstream
   \`keepalive 64\`; for HTTP/2 nginx 1.22 accepts h2c but proxies upstream as HTTP/1.1 (to
   the same nginx backend's HTTP/1.1 listener); for gRPC it uses \`grpc_pass\` (HTTP/2 both
